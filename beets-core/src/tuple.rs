@@ -1,0 +1,400 @@
+//! Tuples and templates (paper §3, spec wire-v1 §2–§3).
+//!
+//! A [`Tuple`] is an ordered list of 1 to 4 [`Value`]s. A [`Template`] (the paper's *pattern*)
+//! has the same arity range; each position is an *actual* (a value that must be equal) or a
+//! *formal* (a wildcard, typed or untyped). [`Template::matches`] is the Linda matching rule of
+//! spec §3.
+//!
+//! Both types are checked at construction (arity, no NaN, string lengths), so every `Tuple` and
+//! `Template` that exists can be encoded; the only remaining limit is the transport's message size.
+
+use arrayvec::ArrayVec;
+
+use crate::value::{TypeCode, Value, ValueError};
+
+/// Largest arity of a tuple or template: 4 (paper §3: sub-spaces ts1..ts4).
+pub const MAX_ARITY: usize = 4;
+
+/// Why a tuple or template could not be built.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TupleError {
+    /// Arity outside 1..=4.
+    #[error("arity {0} is outside 1..=4 (a BeeTS tuple or template has 1 to 4 elements)")]
+    BadArity(usize),
+    /// An element was refused.
+    #[error("element {index}: {source}")]
+    Value {
+        /// Position of the element (0-based).
+        index: usize,
+        /// Why it was refused.
+        #[source]
+        source: ValueError,
+    },
+}
+
+/// A tuple of arity 1..=4 (paper §3, spec wire-v1 §2).
+///
+/// ```
+/// use beets_core::{Tuple, Value};
+/// let t = Tuple::new([Value::Str("SENSOR".into()), Value::Int16(512)])?;
+/// assert_eq!(t.arity(), 2);
+/// assert_eq!(t.to_string(), r#"("SENSOR", 512)"#);
+/// # Ok::<(), beets_core::TupleError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tuple {
+    values: ArrayVec<Value, MAX_ARITY>,
+}
+
+impl Tuple {
+    /// Builds a tuple from 1 to 4 values.
+    ///
+    /// # Errors
+    /// [`TupleError::BadArity`] for 0 or more than 4 values; [`TupleError::Value`] for a NaN
+    /// float or a string/bytes value over [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN) bytes.
+    pub fn new(values: impl IntoIterator<Item = Value>) -> Result<Tuple, TupleError> {
+        let mut out = ArrayVec::new();
+        for (index, v) in values.into_iter().enumerate() {
+            v.validate()
+                .map_err(|source| TupleError::Value { index, source })?;
+            out.try_push(v)
+                .map_err(|_| TupleError::BadArity(index + 1))?;
+        }
+        if out.is_empty() {
+            return Err(TupleError::BadArity(0));
+        }
+        Ok(Tuple { values: out })
+    }
+
+    /// Builds a tuple from values the decoder has already checked.
+    #[inline]
+    pub(crate) fn from_checked(values: ArrayVec<Value, MAX_ARITY>) -> Tuple {
+        debug_assert!(!values.is_empty());
+        Tuple { values }
+    }
+
+    /// Number of elements, 1..=4.
+    #[inline]
+    pub fn arity(&self) -> usize {
+        self.values.len()
+    }
+
+    /// The elements in order.
+    #[inline]
+    pub fn values(&self) -> &[Value] {
+        &self.values
+    }
+
+    /// The element at `index`, if any.
+    #[inline]
+    pub fn get(&self, index: usize) -> Option<&Value> {
+        self.values.get(index)
+    }
+
+    /// The tuple's signature byte (spec §2): element i's code in bits `7-2i..6-2i`.
+    #[inline]
+    pub fn signature(&self) -> u8 {
+        self.values
+            .iter()
+            .enumerate()
+            .fold(0u8, |s, (i, v)| s | (v.type_code().bits() << (6 - 2 * i)))
+    }
+
+    /// Bytes the tuple takes on the wire: signature byte plus the values.
+    #[inline]
+    pub fn wire_len(&self) -> usize {
+        1 + self.values.iter().map(Value::wire_len).sum::<usize>()
+    }
+
+    /// Consumes the tuple, giving its values.
+    pub fn into_values(self) -> Vec<Value> {
+        self.values.into_iter().collect()
+    }
+}
+
+impl<'a> IntoIterator for &'a Tuple {
+    type Item = &'a Value;
+    type IntoIter = std::slice::Iter<'a, Value>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.values.iter()
+    }
+}
+
+/// One position of a [`Template`] (spec wire-v1 §3).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Field {
+    /// An actual: the tuple's value must have the same code and be equal.
+    Actual(Value),
+    /// A formal (wildcard). `None` matches any value (untyped formal, `?`); `Some(code)` matches
+    /// any value of that code (`?int16`, `?float32`, `?str` — the last also matches bytes).
+    Formal(Option<TypeCode>),
+}
+
+impl Field {
+    /// An untyped formal: matches any value.
+    pub const ANY: Field = Field::Formal(None);
+
+    /// Whether this field accepts `v` (spec §3).
+    #[inline]
+    pub fn matches(&self, v: &Value) -> bool {
+        match self {
+            Field::Actual(a) => a == v,
+            Field::Formal(None) => true,
+            Field::Formal(Some(code)) => v.type_code() == *code,
+        }
+    }
+
+    /// The 2-bit code this field puts in a pattern's signature byte (0 for an untyped formal).
+    #[inline]
+    pub fn code_bits(&self) -> u8 {
+        match self {
+            Field::Actual(v) => v.type_code().bits(),
+            Field::Formal(None) => 0,
+            Field::Formal(Some(c)) => c.bits(),
+        }
+    }
+}
+
+impl From<Value> for Field {
+    fn from(v: Value) -> Field {
+        Field::Actual(v)
+    }
+}
+
+/// A template (the paper's *pattern*) of arity 1..=4 (spec wire-v1 §3).
+///
+/// ```
+/// use beets_core::{Field, Template, Tuple, TypeCode, Value};
+/// let tpl = Template::new([
+///     Field::Actual(Value::Str("SENSOR".into())),
+///     Field::Formal(Some(TypeCode::Int16)),
+/// ])?;
+/// let t: Tuple = r#"("SENSOR", 7)"#.parse().unwrap();
+/// assert!(tpl.matches(&t));
+/// assert!(!tpl.matches(&r#"("SENSOR", 7.0)"#.parse().unwrap()));
+/// # Ok::<(), beets_core::TupleError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Template {
+    fields: ArrayVec<Field, MAX_ARITY>,
+}
+
+impl Template {
+    /// Builds a template from 1 to 4 fields.
+    ///
+    /// # Errors
+    /// [`TupleError::BadArity`] for 0 or more than 4 fields; [`TupleError::Value`] for an actual
+    /// that is NaN or a string/bytes value over [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN) bytes.
+    pub fn new(fields: impl IntoIterator<Item = Field>) -> Result<Template, TupleError> {
+        let mut out = ArrayVec::new();
+        for (index, f) in fields.into_iter().enumerate() {
+            if let Field::Actual(v) = &f {
+                v.validate()
+                    .map_err(|source| TupleError::Value { index, source })?;
+            }
+            out.try_push(f)
+                .map_err(|_| TupleError::BadArity(index + 1))?;
+        }
+        if out.is_empty() {
+            return Err(TupleError::BadArity(0));
+        }
+        Ok(Template { fields: out })
+    }
+
+    /// Builds a template from fields the decoder has already checked.
+    #[inline]
+    pub(crate) fn from_checked(fields: ArrayVec<Field, MAX_ARITY>) -> Template {
+        debug_assert!(!fields.is_empty());
+        Template { fields }
+    }
+
+    /// A template that matches exactly `tuple` (every position an actual).
+    pub fn exact(tuple: &Tuple) -> Template {
+        Template {
+            fields: tuple.values().iter().cloned().map(Field::Actual).collect(),
+        }
+    }
+
+    /// Number of positions, 1..=4.
+    #[inline]
+    pub fn arity(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// The positions in order.
+    #[inline]
+    pub fn fields(&self) -> &[Field] {
+        &self.fields
+    }
+
+    /// Whether `tuple` matches (spec §3): same arity, every actual equal with the same code, every
+    /// typed formal of the value's code. Cost: O(arity) value comparisons.
+    #[inline]
+    pub fn matches(&self, tuple: &Tuple) -> bool {
+        self.fields.len() == tuple.arity()
+            && self
+                .fields
+                .iter()
+                .zip(tuple.values())
+                .all(|(f, v)| f.matches(v))
+    }
+
+    /// The pattern's signature byte (spec §3): actual and typed-formal codes, `00` for untyped
+    /// formals and unused positions.
+    #[inline]
+    pub fn signature(&self) -> u8 {
+        self.fields
+            .iter()
+            .enumerate()
+            .fold(0u8, |s, (i, f)| s | (f.code_bits() << (6 - 2 * i)))
+    }
+
+    /// The pattern byte (spec §3): arity in bits 7..4, formal mask in bits 3..0 (bit `3-i` set ⇔
+    /// position i is a formal).
+    #[inline]
+    pub fn pattern_byte(&self) -> u8 {
+        let mask = self
+            .fields
+            .iter()
+            .enumerate()
+            .fold(0u8, |m, (i, f)| match f {
+                Field::Formal(_) => m | (1 << (3 - i)),
+                Field::Actual(_) => m,
+            });
+        ((self.fields.len() as u8) << 4) | mask
+    }
+
+    /// Bytes the template takes on the wire: signature, pattern byte, the actuals' values.
+    #[inline]
+    pub fn wire_len(&self) -> usize {
+        2 + self
+            .fields
+            .iter()
+            .map(|f| match f {
+                Field::Actual(v) => v.wire_len(),
+                Field::Formal(_) => 0,
+            })
+            .sum::<usize>()
+    }
+
+    /// The first field's value when it is an actual (what a space indexes by).
+    #[inline]
+    pub fn first_actual(&self) -> Option<&Value> {
+        match self.fields.first() {
+            Some(Field::Actual(v)) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(x: &str) -> Value {
+        Value::Str(x.into())
+    }
+
+    #[test]
+    fn tuple_arity_is_one_to_four() {
+        assert_eq!(Tuple::new([]), Err(TupleError::BadArity(0)));
+        assert!(Tuple::new([Value::Int16(1)]).is_ok());
+        assert!(Tuple::new((0..4).map(Value::Int16)).is_ok());
+        assert_eq!(
+            Tuple::new((0..5).map(Value::Int16)),
+            Err(TupleError::BadArity(5))
+        );
+        assert_eq!(Template::new([]), Err(TupleError::BadArity(0)));
+        assert_eq!(
+            Template::new((0..5).map(|_| Field::ANY)),
+            Err(TupleError::BadArity(5))
+        );
+    }
+
+    #[test]
+    fn tuple_rejects_nan_element() {
+        assert_eq!(
+            Tuple::new([Value::Int16(1), Value::Float32(f32::NAN)]),
+            Err(TupleError::Value {
+                index: 1,
+                source: ValueError::NaN
+            })
+        );
+        assert!(Template::new([Field::Actual(Value::Float32(f32::NAN))]).is_err());
+    }
+
+    #[test]
+    fn signature_matches_spec_vector() {
+        let t = Tuple::new([
+            s("SENSOR"),
+            s("LIGHT"),
+            Value::Int16(512),
+            Value::Float32(1.5),
+        ])
+        .unwrap();
+        assert_eq!(t.signature(), 0xf6);
+        let p = Template::new([
+            Field::Actual(s("SENSOR")),
+            Field::Actual(s("LIGHT")),
+            Field::ANY,
+            Field::ANY,
+        ])
+        .unwrap();
+        assert_eq!(p.signature(), 0xf0);
+        assert_eq!(p.pattern_byte(), 0x43);
+        let q = Template::new([Field::ANY, Field::ANY]).unwrap();
+        assert_eq!((q.signature(), q.pattern_byte()), (0x00, 0x2c));
+    }
+
+    #[test]
+    fn matching_follows_spec_section_3() {
+        let t = Tuple::new([s("A"), Value::Int16(5), Value::Bytes(b"AB".to_vec())]).unwrap();
+        let m = |fields: Vec<Field>| Template::new(fields).unwrap().matches(&t);
+        assert!(m(vec![Field::Actual(s("A")), Field::ANY, Field::ANY]));
+        assert!(m(vec![
+            Field::ANY,
+            Field::Formal(Some(TypeCode::Int16)),
+            Field::Formal(Some(TypeCode::Str))
+        ]));
+        // Arity must agree.
+        assert!(!m(vec![Field::Actual(s("A")), Field::ANY]));
+        // int16 5 is not float32 5.0, neither as actual nor as typed formal.
+        assert!(!m(vec![
+            Field::ANY,
+            Field::Actual(Value::Float32(5.0)),
+            Field::ANY
+        ]));
+        assert!(!m(vec![
+            Field::ANY,
+            Field::Formal(Some(TypeCode::Float32)),
+            Field::ANY
+        ]));
+        // Bytes are not strings.
+        assert!(!m(vec![Field::ANY, Field::ANY, Field::Actual(s("AB"))]));
+        assert!(m(vec![
+            Field::ANY,
+            Field::ANY,
+            Field::Actual(Value::Bytes(b"AB".to_vec()))
+        ]));
+    }
+
+    #[test]
+    fn float_actual_matches_negative_zero() {
+        let t = Tuple::new([Value::Float32(-0.0)]).unwrap();
+        assert!(
+            Template::new([Field::Actual(Value::Float32(0.0))])
+                .unwrap()
+                .matches(&t)
+        );
+    }
+
+    #[test]
+    fn exact_template_matches_its_tuple() {
+        let t = Tuple::new([s("X"), Value::Float32(2.5)]).unwrap();
+        let p = Template::exact(&t);
+        assert!(p.matches(&t));
+        assert_eq!(p.pattern_byte(), 0x20);
+        assert_eq!(p.first_actual(), Some(&s("X")));
+    }
+}

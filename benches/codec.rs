@@ -1,0 +1,118 @@
+//! Codec benches: message encode/decode against postcard on the same data, FPE table build and
+//! apply, BLE frame pack + unpack with and without stale UUIDs.
+//!
+//! Run: `cargo bench --bench codec` (add `-- --quick` for a short run).
+
+use std::hint::black_box;
+
+use beets::core::{FpeKey, Message, Tuple, ble};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use serde::{Deserialize, Serialize};
+
+/// The reference: the spec's OUT 4-tuple as a plain Rust struct for postcard.
+#[derive(Serialize, Deserialize, PartialEq, Debug)]
+struct Reading {
+    kind: String,
+    sensor: String,
+    value: i16,
+    scale: f32,
+}
+
+fn spec_out() -> Message {
+    let tuple: Tuple = r#"("SENSOR", "LIGHT", 512, 1.5)"#.parse().unwrap();
+    Message::Out {
+        tuple,
+        lifetime: None,
+    }
+}
+
+fn codec(c: &mut Criterion) {
+    let msg = spec_out();
+    let bytes = msg.to_bytes(None);
+    let mut g = c.benchmark_group("message");
+    g.bench_function("encode_out4", |b| {
+        let mut buf = [0u8; 64];
+        b.iter(|| black_box(&msg).emit(&mut buf, None).unwrap())
+    });
+    g.bench_function("decode_out4", |b| {
+        b.iter(|| Message::parse(black_box(&bytes), None).unwrap())
+    });
+    let reading = Reading {
+        kind: "SENSOR".into(),
+        sensor: "LIGHT".into(),
+        value: 512,
+        scale: 1.5,
+    };
+    let pc = postcard::to_allocvec(&reading).unwrap();
+    g.bench_function("postcard_encode", |b| {
+        let mut buf = [0u8; 64];
+        b.iter(|| {
+            postcard::to_slice(black_box(&reading), &mut buf)
+                .unwrap()
+                .len()
+        })
+    });
+    g.bench_function("postcard_decode", |b| {
+        b.iter(|| postcard::from_bytes::<Reading>(black_box(&pc)).unwrap())
+    });
+    g.finish();
+}
+
+fn fpe(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fpe");
+    g.bench_function("table_build", |b| {
+        b.iter(|| FpeKey::from_password(black_box("secret")))
+    });
+    let key = FpeKey::from_password("secret");
+    let mut buf = vec![0u8; 1024];
+    g.throughput(Throughput::Bytes(buf.len() as u64));
+    g.bench_function("apply_1k", |b| b.iter(|| key.encrypt(black_box(&mut buf))));
+    g.finish();
+}
+
+fn ble_frame(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ble");
+    // The spec's OUT with lifetime: 23 bytes, 2 UUIDs.
+    let msg: Message = Message::Out {
+        tuple: r#"("SENSOR", "LIGHT", -300, 21.75)"#.parse().unwrap(),
+        lifetime: std::num::NonZeroU16::new(600),
+    };
+    let bytes = msg.to_bytes(None);
+    g.bench_function("pack_unpack", |b| {
+        b.iter(|| {
+            let adv = ble::pack(200, black_box(&bytes)).unwrap();
+            ble::unpack(&adv.local_name, &adv.service_uuids, None).unwrap()
+        })
+    });
+    // Seven stale UUIDs of the same device's earlier frames mixed in.
+    let adv = ble::pack(200, &bytes).unwrap();
+    let mut uuids = adv.service_uuids.to_vec();
+    for s in 0..7u16 {
+        let old = Message::Out {
+            tuple: format!(r#"("SENSOR", "LIGHT", {}, 21.75)"#, -300 + i32::from(s))
+                .parse()
+                .unwrap(),
+            lifetime: std::num::NonZeroU16::new(600 + s),
+        };
+        let old = ble::pack(199u8.wrapping_sub(s as u8), &old.to_bytes(None)).unwrap();
+        uuids.extend_from_slice(&old.service_uuids);
+    }
+    uuids.sort_unstable();
+    uuids.dedup();
+    assert_eq!(
+        uuids.len(),
+        2 + 7,
+        "seven stale slot-1 UUIDs beside the frame's two"
+    );
+    ble::unpack(&adv.local_name, &uuids, None).expect("stale UUIDs are told apart");
+    g.bench_function("pack_unpack_7_stale", |b| {
+        b.iter(|| {
+            let fresh = ble::pack(200, black_box(&bytes)).unwrap();
+            ble::unpack(&fresh.local_name, black_box(&uuids), None).unwrap()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, codec, fpe, ble_frame);
+criterion_main!(benches);
