@@ -1,10 +1,13 @@
 //! BeeTS core: the protocol of distributed tuple spaces over radio broadcast, with no I/O.
 pub mod ascii85;
 pub mod ble;
+pub mod dedup;
 pub mod fpe;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod message;
+pub mod node;
+pub mod sim;
 pub mod space;
 pub mod text;
 pub mod time;

@@ -1,0 +1,1076 @@
+//! The sans-IO protocol engine (spec wire-v1 §8–§9, paper §3–§5).
+//!
+//! A [`Node`] is one tuple space on one transport (BLE or UDP). It owns the local [`Space`], turns
+//! operations into broadcast messages and incoming messages into space actions and replies. It has
+//! no sockets, no clock and no threads, in the manner of `quinn-proto`: the caller feeds it
+//! received frames and the current [`Time`], and drains what it wants sent, what happened, and
+//! when it next needs to be woken.
+//!
+//! ```text
+//!   app ── out/notify/rd/inp/test/where ──▶ ┌──────┐ ── poll_transmit ──▶ radio / socket
+//!   app ◀── poll_event (replies, timeouts, ─ │ Node │ ◀── handle_frame ─── radio / socket
+//!            listeners, neighbours, drops)   └──────┘ ◀── handle_timeout ── timer (poll_timeout)
+//! ```
+//!
+//! # Call contract
+//! 1. Build with [`Node::new`] (the seed chooses the node id, the first sequence number and the
+//!    reply back-off; give a random seed in production, a fixed one in tests).
+//! 2. Feed every received frame to [`Node::handle_frame`] and call [`Node::handle_timeout`] when
+//!    the time from [`Node::poll_timeout`] has come (calling it early is harmless).
+//! 3. After **any** call that takes `&mut self` — a command, `handle_frame` or `handle_timeout` —
+//!    drain [`Node::poll_transmit`] (send each), [`Node::poll_event`] (act on each) and re-read
+//!    [`Node::poll_timeout`] (re-arm the timer). Both queues are bounded: an undrained queue drops
+//!    its oldest entries and counts them in [`NodeStats`].
+//! 4. `now` must never go backwards between calls.
+//!
+//! # Replies and suppression
+//! A node that can answer an RD, INP or TEST waits a random back-off in
+//! `0..=`[`NodeConfig::reply_backoff`] before answering. If it hears another node's reply (a
+//! TUPLE with R = 1 matching the same template) meanwhile, it stays silent — and for INP it keeps
+//! its tuple. So among nodes that hear each other, an INP removes one tuple, not one per node
+//! (paper §3: operations are not atomic; nodes out of each other's range may still both answer).
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroU16;
+use std::time::Duration;
+
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+
+use crate::ble::{self, BleAdvertisement, FrameError};
+use crate::dedup::DedupCache;
+use crate::fpe::FpeKey;
+use crate::message::{Message, Op};
+use crate::space::{Delivery, DeliveryKind, ListenerId, Space, SpaceConfig};
+use crate::time::Time;
+use crate::tuple::{Template, Tuple};
+use crate::udp::{self, DatagramError, DatagramHeader, NodeId};
+use crate::value::Value;
+
+/// Longest node name in the default identity tuple `("NODE", name)`: 16 bytes (spec §4).
+pub const MAX_NODE_NAME: usize = 16;
+
+/// The transport a node speaks; it fixes the framing and the message size limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// BLE advertisements: spec §6 frames, messages ≤ 31 bytes.
+    Ble,
+    /// UDP datagrams: spec §7 envelope, messages ≤ 1221 bytes.
+    Udp,
+}
+
+impl Transport {
+    /// Largest message in bytes: 31 (BLE) or 1221 (UDP).
+    pub const fn max_message_len(self) -> usize {
+        match self {
+            Transport::Ble => ble::MAX_MESSAGE_LEN,
+            Transport::Udp => udp::MAX_MESSAGE_LEN,
+        }
+    }
+
+    /// Name used in error messages.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Transport::Ble => "a BLE frame",
+            Transport::Udp => "a UDP datagram",
+        }
+    }
+}
+
+/// Where a frame came from: a BLE device address or an IP socket address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PeerAddr {
+    /// A BLE device address (6 bytes, most significant first as printed).
+    Ble([u8; 6]),
+    /// An IP socket address.
+    Ip(SocketAddr),
+}
+
+impl fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerAddr::Ble(a) => write!(
+                f,
+                "{:02X}:{:02X}:{:02X}:{:02X}:{:02X}:{:02X}",
+                a[0], a[1], a[2], a[3], a[4], a[5]
+            ),
+            PeerAddr::Ip(a) => a.fmt(f),
+        }
+    }
+}
+
+/// A received frame, as the transport delivers it.
+#[derive(Clone, Copy, Debug)]
+pub enum Frame<'a> {
+    /// A UDP datagram (spec §7).
+    Datagram(&'a [u8]),
+    /// A BLE advertisement: local name and the device's 16-bit service UUIDs as a set (spec §6).
+    Advertisement {
+        /// The local name.
+        local_name: &'a str,
+        /// The 16-bit service UUID values, any order, possibly with stale and foreign ones.
+        service_uuids: &'a [u16],
+    },
+}
+
+/// Something to send, from [`Node::poll_transmit`]. Always a broadcast on the node's transport.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transmit {
+    /// A UDP datagram (≤ 1232 bytes).
+    Datagram(Vec<u8>),
+    /// A BLE advertisement to advertise for Δt.
+    Advertisement(BleAdvertisement),
+}
+
+/// How a message was received: the annotation of spec §9.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Received {
+    /// The sender's address.
+    pub from: PeerAddr,
+    /// Receive time.
+    pub at: Time,
+    /// Received signal strength in dBm (BLE only).
+    pub rssi: Option<i16>,
+}
+
+/// A request handle from [`Node::rd`], [`Node::inp`], [`Node::test`] or [`Node::r#where`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(u64);
+
+impl RequestId {
+    /// The handle as a number (unique per node).
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// Why an incoming frame was dropped.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// Not a valid BLE frame (includes every foreign advertisement).
+    #[error("not a BeeTS BLE frame: {0}")]
+    BadFrame(FrameError),
+    /// Not a valid datagram.
+    #[error("bad datagram: {0}")]
+    BadDatagram(DatagramError),
+    /// The frame kind does not belong to this node's transport.
+    #[error("a {got} arrived at a {expected} node")]
+    WrongTransport {
+        /// The frame's kind.
+        got: &'static str,
+        /// This node's kind.
+        expected: &'static str,
+    },
+    /// E flag does not fit this space: keyed spaces accept only E = 1, unkeyed only E = 0 (§4).
+    #[error("encryption does not match this space (message E={encrypted}, space keyed={keyed})")]
+    KeyMismatch {
+        /// The message's E flag.
+        encrypted: bool,
+        /// Whether this space has a key.
+        keyed: bool,
+    },
+    /// This node's own datagram looping back (spec §7).
+    #[error("own datagram")]
+    Own,
+}
+
+/// What happened, from [`Node::poll_event`].
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A request completed: with the first matching reply, or `None` at its timeout.
+    Completed {
+        /// The request.
+        id: RequestId,
+        /// The op asked (RD, INP, TEST or WHERE).
+        op: Op,
+        /// The reply tuple and how it arrived, `None` when the timeout passed first.
+        reply: Option<(Tuple, Received)>,
+    },
+    /// A listener's template matched an incoming OUT that was stored, or a notification.
+    Delivered {
+        /// The listener (see [`Node::subscribe`]).
+        listener: ListenerId,
+        /// The tuple.
+        tuple: Tuple,
+        /// Stored OUT or notification.
+        kind: DeliveryKind,
+    },
+    /// A node announced itself or answered a WHERE.
+    NeighbourSeen {
+        /// Its identity tuple.
+        identity: Tuple,
+        /// How it was heard.
+        received: Received,
+    },
+    /// An incoming frame was dropped (duplicates are only counted, not reported).
+    Dropped {
+        /// Sender address.
+        from: PeerAddr,
+        /// Why.
+        reason: DropReason,
+    },
+}
+
+/// Why a command was refused.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The message does not fit the transport.
+    #[error("{op} message needs {len} bytes, {transport} carries at most {max}")]
+    TooLong {
+        /// The op.
+        op: Op,
+        /// Encoded length.
+        len: usize,
+        /// The transport's limit.
+        max: usize,
+        /// The transport.
+        transport: &'static str,
+    },
+    /// A lifetime that the wire cannot carry (1..=65535 s).
+    #[error("lifetime {0:?} is outside 1 s..=65535 s (spec §4)")]
+    BadLifetime(Duration),
+    /// Too many requests are pending.
+    #[error("{max} requests are already pending; wait for some to complete")]
+    TooManyPending {
+        /// [`NodeConfig::max_pending`].
+        max: usize,
+    },
+    /// A node name outside 1..=16 bytes.
+    #[error("node name of {len} bytes is outside 1..={max}")]
+    BadName {
+        /// The name's length.
+        len: usize,
+        /// [`MAX_NODE_NAME`].
+        max: usize,
+    },
+}
+
+/// What a [`Hooks`] implementation sees of an incoming request.
+#[derive(Clone, Copy, Debug)]
+pub struct IncomingRequest<'a> {
+    /// RD, INP or TEST.
+    pub op: Op,
+    /// The requested template.
+    pub template: &'a Template,
+    /// How it arrived.
+    pub received: Received,
+}
+
+/// Application callbacks consulted by the engine before it acts (the agents' entry points,
+/// paper §6). Defaults accept everything and consume nothing.
+pub trait Hooks: Send {
+    /// Called before answering an RD, INP or TEST that the local space could answer; `false`
+    /// refuses it silently (the paper's filter agents).
+    fn allow_request(&mut self, request: &IncomingRequest<'_>) -> bool {
+        let _ = request;
+        true
+    }
+
+    /// Called for every incoming OUT before it is stored; `true` consumes it (not stored).
+    fn consume_out(&mut self, tuple: &Tuple, received: &Received) -> bool {
+        let _ = (tuple, received);
+        false
+    }
+}
+
+/// Engine configuration. Build with [`NodeConfig::new`] and adjust fields.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct NodeConfig {
+    /// BLE or UDP.
+    pub transport: Transport,
+    /// The identity tuple WHERE patterns are matched against (default `("NODE", name)`).
+    pub identity: Tuple,
+    /// The space key: `Some` makes a keyed space (accepts and sends only E = 1 messages).
+    pub key: Option<FpeKey>,
+    /// The local space (capacity, default lifetime, policy).
+    pub space: SpaceConfig,
+    /// Dedup window W (spec §8, default 10 s).
+    pub dedup_window: Duration,
+    /// Dedup cache bound (spec §8, default 4096 keys).
+    pub dedup_capacity: usize,
+    /// Send an IAMHERE (R = 0) this often; `None` (default) never.
+    pub announce_interval: Option<Duration>,
+    /// Largest random delay before answering a request (see the module docs). Default 30 ms on
+    /// UDP, 500 ms (one advertising period Δt) on BLE; zero answers at once.
+    pub reply_backoff: Duration,
+    /// Most requests pending at once (default 256).
+    pub max_pending: usize,
+    /// Bound of the event queue (default 4096).
+    pub event_queue: usize,
+    /// Bound of the transmit queue (default 1024).
+    pub transmit_queue: usize,
+    /// Most neighbours remembered (default 256; the least recently heard is forgotten).
+    pub max_neighbours: usize,
+}
+
+impl NodeConfig {
+    /// Defaults for `transport` with identity `("NODE", name)`.
+    ///
+    /// # Errors
+    /// [`NodeError::BadName`] when `name` is not 1..=16 bytes.
+    pub fn new(transport: Transport, name: &str) -> Result<NodeConfig, NodeError> {
+        if name.is_empty() || name.len() > MAX_NODE_NAME {
+            return Err(NodeError::BadName {
+                len: name.len(),
+                max: MAX_NODE_NAME,
+            });
+        }
+        let identity = Tuple::new([Value::Str("NODE".into()), Value::Str(name.into())])
+            .expect("a 2-tuple of short strings is valid");
+        Ok(NodeConfig {
+            transport,
+            identity,
+            key: None,
+            space: SpaceConfig::default(),
+            dedup_window: crate::dedup::DEFAULT_WINDOW,
+            dedup_capacity: crate::dedup::DEFAULT_CAPACITY,
+            announce_interval: None,
+            reply_backoff: match transport {
+                Transport::Ble => Duration::from_millis(500),
+                Transport::Udp => Duration::from_millis(30),
+            },
+            max_pending: 256,
+            event_queue: 4096,
+            transmit_queue: 1024,
+            max_neighbours: 256,
+        })
+    }
+
+    /// Sets the space key from a password (FPE, spec §5).
+    pub fn with_password(mut self, password: &str) -> NodeConfig {
+        self.key = Some(FpeKey::from_password(password));
+        self
+    }
+}
+
+/// Counters a user can read ([`Node::stats`]). All count since the node was built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// Frames given to `handle_frame`.
+    pub frames_in: u64,
+    /// Messages processed (new, valid, right key).
+    pub messages_in: u64,
+    /// Valid repeats dropped by the dedup cache.
+    pub duplicates: u64,
+    /// Dropped: not a valid frame, datagram or message.
+    pub dropped_malformed: u64,
+    /// Dropped: E flag did not fit the space key.
+    pub dropped_key: u64,
+    /// Dropped: own datagram looping back.
+    pub dropped_own: u64,
+    /// Dropped: frame of the other transport.
+    pub dropped_transport: u64,
+    /// Incoming OUTs stored.
+    pub stored: u64,
+    /// Incoming OUTs the space refused (full) or a hook consumed.
+    pub not_stored: u64,
+    /// Requests refused by a hook.
+    pub filtered: u64,
+    /// Messages queued for sending.
+    pub transmits: u64,
+    /// Replies (TUPLE R=1, IAMHERE R=1) sent.
+    pub replies_sent: u64,
+    /// Scheduled replies dropped because another node answered first.
+    pub replies_suppressed: u64,
+    /// Replies that completed a pending request.
+    pub replies_matched: u64,
+    /// Replies that matched no pending request.
+    pub replies_unmatched: u64,
+    /// Requests sent.
+    pub requests_sent: u64,
+    /// Requests that completed with none at their timeout.
+    pub timeouts: u64,
+    /// Events dropped because the event queue was full.
+    pub events_dropped: u64,
+    /// Transmits dropped because the transmit queue was full.
+    pub transmits_dropped: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum DedupKey {
+    Ble([u8; 6], u8, u8),
+    Udp(NodeId, u32),
+    /// A BLE frame from a non-BLE address (simulations).
+    Other(PeerAddr, u8, u8),
+}
+
+#[derive(Debug)]
+struct Pending {
+    op: Op,
+    template: Template,
+    deadline: Time,
+}
+
+#[derive(Debug)]
+struct ScheduledReply {
+    at: Time,
+    op: Op,
+    template: Template,
+}
+
+/// A node heard recently.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Neighbour {
+    /// Its identity tuple.
+    pub identity: Tuple,
+    /// When and how it was last heard.
+    pub last: Received,
+}
+
+/// The protocol engine. See the [module docs](self) for the call contract.
+pub struct Node {
+    config: NodeConfig,
+    space: Space,
+    dedup: DedupCache<DedupKey>,
+    node_id: NodeId,
+    seq: u32,
+    rng: SmallRng,
+    next_request: u64,
+    pending: HashMap<RequestId, Pending>,
+    scheduled: Vec<ScheduledReply>,
+    next_announce: Option<Time>,
+    neighbours: HashMap<PeerAddr, Neighbour>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    hooks: Option<Box<dyn Hooks>>,
+    stats: NodeStats,
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("transport", &self.config.transport)
+            .field("identity", &self.config.identity)
+            .field("node_id", &self.node_id)
+            .field("stored", &self.space.len())
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A node at time `now`. `seed` drives the node id (UDP), the first sequence number (spec
+    /// §6–§7: random at each start) and the reply back-off.
+    pub fn new(config: NodeConfig, seed: u64, now: Time) -> Node {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let node_id = NodeId::new(rng.random_range(1..=u32::MAX)).expect("non-zero by range");
+        let seq = rng.random();
+        let next_announce = config.announce_interval.map(|_| now);
+        Node {
+            space: Space::new(config.space.clone()),
+            dedup: DedupCache::new(config.dedup_window, config.dedup_capacity),
+            node_id,
+            seq,
+            rng,
+            next_request: 1,
+            pending: HashMap::new(),
+            scheduled: Vec::new(),
+            next_announce,
+            neighbours: HashMap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            hooks: None,
+            stats: NodeStats::default(),
+            config,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// This run's node id (the UDP envelope's; unused on BLE).
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> NodeStats {
+        self.stats
+    }
+
+    /// Dedup keys remembered now (bounded by [`NodeConfig::dedup_capacity`]).
+    pub fn dedup_len(&self) -> usize {
+        self.dedup.len()
+    }
+
+    /// Requests pending now.
+    pub fn pending_requests(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Installs application hooks (agents), replacing any before.
+    pub fn set_hooks(&mut self, hooks: Box<dyn Hooks>) {
+        self.hooks = Some(hooks);
+    }
+
+    /// The local space: the paper's `host` mirror. Operations on it send nothing; an `out` here
+    /// is answerable by remote `rd`/`inp`/`test`. Drain [`Node::poll_event`] after using it so
+    /// listener deliveries are reported.
+    pub fn host(&mut self) -> &mut Space {
+        &mut self.space
+    }
+
+    /// The nodes heard recently (IAMHERE), by address.
+    pub fn neighbours(&self) -> impl Iterator<Item = (&PeerAddr, &Neighbour)> {
+        self.neighbours.iter()
+    }
+
+    /// Subscribes to incoming stored OUTs and notifications matching `template`
+    /// ([`Event::Delivered`]).
+    pub fn subscribe(&mut self, template: Template) -> ListenerId {
+        self.space.subscribe(template)
+    }
+
+    /// Ends a subscription; `false` if unknown.
+    pub fn unsubscribe(&mut self, id: ListenerId) -> bool {
+        self.space.unsubscribe(id)
+    }
+
+    // --- commands ------------------------------------------------------------------------------
+
+    /// Broadcasts an OUT: every space in range stores `tuple` for `lifetime` (whole seconds,
+    /// rounded up; `None` = each receiver's default). The local space is not changed (use
+    /// [`Node::host`]).
+    ///
+    /// # Errors
+    /// [`NodeError::TooLong`] when the message exceeds the transport (31 bytes on BLE, 1221 on
+    /// UDP); [`NodeError::BadLifetime`] outside 1..=65535 s.
+    pub fn out(
+        &mut self,
+        now: Time,
+        tuple: Tuple,
+        lifetime: Option<Duration>,
+    ) -> Result<(), NodeError> {
+        let lifetime = lifetime.map(lifetime_secs).transpose()?;
+        let _ = now;
+        self.send(&Message::Out { tuple, lifetime })
+    }
+
+    /// Broadcasts a TUPLE with R = 0: handed to receivers' listeners and agents, not stored.
+    ///
+    /// # Errors
+    /// [`NodeError::TooLong`] when the message exceeds the transport.
+    pub fn notify(&mut self, now: Time, tuple: Tuple) -> Result<(), NodeError> {
+        let _ = now;
+        self.send(&Message::Tuple {
+            tuple,
+            reply: false,
+        })
+    }
+
+    /// Asks for a copy of a tuple matching `template`; completes with the first reply or with
+    /// none after `timeout` ([`Event::Completed`]).
+    ///
+    /// # Errors
+    /// [`NodeError::TooLong`] or [`NodeError::TooManyPending`].
+    pub fn rd(
+        &mut self,
+        now: Time,
+        template: Template,
+        timeout: Duration,
+    ) -> Result<RequestId, NodeError> {
+        self.request(now, Op::Rd, template, timeout)
+    }
+
+    /// Asks for a tuple matching `template` to be removed and sent (see the module docs on
+    /// suppression).
+    ///
+    /// # Errors
+    /// [`NodeError::TooLong`] or [`NodeError::TooManyPending`].
+    pub fn inp(
+        &mut self,
+        now: Time,
+        template: Template,
+        timeout: Duration,
+    ) -> Result<RequestId, NodeError> {
+        self.request(now, Op::Inp, template, timeout)
+    }
+
+    /// Asks whether a tuple matching `template` exists (answered with a copy).
+    ///
+    /// # Errors
+    /// [`NodeError::TooLong`] or [`NodeError::TooManyPending`].
+    pub fn test(
+        &mut self,
+        now: Time,
+        template: Template,
+        timeout: Duration,
+    ) -> Result<RequestId, NodeError> {
+        self.request(now, Op::Test, template, timeout)
+    }
+
+    /// Asks which nodes' identity tuples match `template`; completes with the first IAMHERE
+    /// reply (all replies also update [`Node::neighbours`]).
+    ///
+    /// # Errors
+    /// [`NodeError::TooLong`] or [`NodeError::TooManyPending`].
+    pub fn r#where(
+        &mut self,
+        now: Time,
+        template: Template,
+        timeout: Duration,
+    ) -> Result<RequestId, NodeError> {
+        self.request(now, Op::Where, template, timeout)
+    }
+
+    /// Broadcasts this node's identity (IAMHERE, R = 0) now.
+    ///
+    /// # Errors
+    /// [`NodeError::TooLong`] when the identity tuple does not fit the transport.
+    pub fn announce(&mut self, now: Time) -> Result<(), NodeError> {
+        let _ = now;
+        self.send(&Message::IAmHere {
+            tuple: self.config.identity.clone(),
+            reply: false,
+        })
+    }
+
+    /// Forgets a pending request without an event; `false` if it was not pending.
+    pub fn cancel(&mut self, id: RequestId) -> bool {
+        self.pending.remove(&id).is_some()
+    }
+
+    /// Completes every pending request with none, at once (used when a space is closed).
+    /// Returns the handles.
+    pub fn cancel_all(&mut self) -> Vec<RequestId> {
+        let mut ids: Vec<RequestId> = self.pending.drain().map(|(id, _)| id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    fn request(
+        &mut self,
+        now: Time,
+        op: Op,
+        template: Template,
+        timeout: Duration,
+    ) -> Result<RequestId, NodeError> {
+        if self.pending.len() >= self.config.max_pending {
+            return Err(NodeError::TooManyPending {
+                max: self.config.max_pending,
+            });
+        }
+        let msg = match op {
+            Op::Rd => Message::Rd(template.clone()),
+            Op::Inp => Message::Inp(template.clone()),
+            Op::Test => Message::Test(template.clone()),
+            _ => Message::Where(template.clone()),
+        };
+        self.send(&msg)?;
+        self.stats.requests_sent += 1;
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        self.pending.insert(
+            id,
+            Pending {
+                op,
+                template,
+                deadline: now + timeout,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Encodes and queues a message.
+    fn send(&mut self, msg: &Message) -> Result<(), NodeError> {
+        let transport = self.config.transport;
+        let len = msg.buffer_len();
+        let max = transport.max_message_len();
+        let too_long = || NodeError::TooLong {
+            op: msg.op(),
+            len,
+            max,
+            transport: transport.name(),
+        };
+        if len > max {
+            return Err(too_long());
+        }
+        let key = self.config.key.as_ref();
+        let transmit = match transport {
+            Transport::Udp => {
+                let header = DatagramHeader {
+                    node_id: self.node_id,
+                    seq: self.seq,
+                };
+                Transmit::Datagram(udp::encode(&header, msg, key).map_err(|_| too_long())?)
+            }
+            Transport::Ble => Transmit::Advertisement(
+                ble::pack_message(self.seq as u8, msg, key).map_err(|_| too_long())?,
+            ),
+        };
+        self.seq = self.seq.wrapping_add(1);
+        self.stats.transmits += 1;
+        if self.transmits.len() >= self.config.transmit_queue.max(1) {
+            self.transmits.pop_front();
+            self.stats.transmits_dropped += 1;
+        }
+        self.transmits.push_back(transmit);
+        Ok(())
+    }
+
+    // --- input ---------------------------------------------------------------------------------
+
+    /// Processes one received frame: checks and decodes it, drops repeats (spec §8) and acts on
+    /// it (spec §9). `rssi` in dBm, BLE only. Never panics on any input; a bad frame is counted
+    /// and reported as [`Event::Dropped`].
+    pub fn handle_frame(&mut self, now: Time, from: PeerAddr, frame: Frame<'_>, rssi: Option<i16>) {
+        self.stats.frames_in += 1;
+        let key = self.config.key.as_ref();
+        let decoded = match (self.config.transport, frame) {
+            (Transport::Udp, Frame::Datagram(bytes)) => match udp::decode(bytes, key) {
+                Ok((header, _)) if header.node_id == self.node_id => {
+                    self.stats.dropped_own += 1;
+                    return;
+                }
+                Ok((header, d)) => (DedupKey::Udp(header.node_id, header.seq), d),
+                Err(e) => return self.drop_malformed(from, DropReason::BadDatagram(e)),
+            },
+            (
+                Transport::Ble,
+                Frame::Advertisement {
+                    local_name,
+                    service_uuids,
+                },
+            ) => match ble::unpack(local_name, service_uuids, key) {
+                Ok(f) => {
+                    let k = match from {
+                        PeerAddr::Ble(a) => DedupKey::Ble(a, f.seq, f.crc),
+                        other => DedupKey::Other(other, f.seq, f.crc),
+                    };
+                    (k, f.decoded)
+                }
+                Err(e) => return self.drop_malformed(from, DropReason::BadFrame(e)),
+            },
+            (expected, frame) => {
+                self.stats.dropped_transport += 1;
+                let got = match frame {
+                    Frame::Datagram(_) => "datagram",
+                    Frame::Advertisement { .. } => "advertisement",
+                };
+                let expected = match expected {
+                    Transport::Ble => "BLE",
+                    Transport::Udp => "UDP",
+                };
+                self.push_event(Event::Dropped {
+                    from,
+                    reason: DropReason::WrongTransport { got, expected },
+                });
+                return;
+            }
+        };
+        let (dedup_key, decoded) = decoded;
+        let keyed = self.config.key.is_some();
+        if decoded.encrypted != keyed {
+            self.stats.dropped_key += 1;
+            self.push_event(Event::Dropped {
+                from,
+                reason: DropReason::KeyMismatch {
+                    encrypted: decoded.encrypted,
+                    keyed,
+                },
+            });
+            return;
+        }
+        if !self.dedup.check(now, dedup_key) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        self.stats.messages_in += 1;
+        let received = Received {
+            from,
+            at: now,
+            rssi,
+        };
+        self.dispatch(now, decoded.message, received);
+        self.drain_deliveries();
+    }
+
+    fn drop_malformed(&mut self, from: PeerAddr, reason: DropReason) {
+        self.stats.dropped_malformed += 1;
+        self.push_event(Event::Dropped { from, reason });
+    }
+
+    /// Spec §9, one arm per message type.
+    fn dispatch(&mut self, now: Time, message: Message, received: Received) {
+        match message {
+            Message::Out { tuple, lifetime } => {
+                if let Some(h) = self.hooks.as_mut()
+                    && h.consume_out(&tuple, &received)
+                {
+                    self.stats.not_stored += 1;
+                    return;
+                }
+                let lifetime = lifetime.map(|s| Duration::from_secs(u64::from(s.get())));
+                match self.space.out(now, tuple, lifetime) {
+                    Ok(_) => self.stats.stored += 1,
+                    Err(_) => self.stats.not_stored += 1,
+                }
+            }
+            Message::Rd(t) => self.consider_request(now, Op::Rd, t, received),
+            Message::Inp(t) => self.consider_request(now, Op::Inp, t, received),
+            Message::Test(t) => self.consider_request(now, Op::Test, t, received),
+            Message::Tuple {
+                tuple,
+                reply: false,
+            } => {
+                self.space.notify(&tuple);
+            }
+            Message::Tuple { tuple, reply: true } => {
+                // Another node answered: stay silent on the same request.
+                let before = self.scheduled.len();
+                self.scheduled
+                    .retain(|s| s.op == Op::Where || !s.template.matches(&tuple));
+                self.stats.replies_suppressed += (before - self.scheduled.len()) as u64;
+                self.complete_matching(&[Op::Rd, Op::Inp, Op::Test], &tuple, received);
+            }
+            Message::Where(t) => {
+                if t.matches(&self.config.identity) {
+                    let delay = self.backoff();
+                    self.schedule(now + delay, Op::Where, t);
+                }
+            }
+            Message::IAmHere { tuple, reply } => {
+                self.record_neighbour(&tuple, received);
+                if reply {
+                    self.complete_matching(&[Op::Where], &tuple, received);
+                }
+            }
+        }
+    }
+
+    fn consider_request(&mut self, now: Time, op: Op, template: Template, received: Received) {
+        if self.space.count(now, &template) == 0 {
+            return;
+        }
+        if let Some(h) = self.hooks.as_mut() {
+            let req = IncomingRequest {
+                op,
+                template: &template,
+                received,
+            };
+            if !h.allow_request(&req) {
+                self.stats.filtered += 1;
+                return;
+            }
+        }
+        // One scheduled answer per (op, template) is enough.
+        if self
+            .scheduled
+            .iter()
+            .any(|s| s.op == op && s.template == template)
+        {
+            return;
+        }
+        let delay = self.backoff();
+        if delay.is_zero() {
+            self.answer(now, op, &template);
+        } else {
+            self.schedule(now + delay, op, template);
+        }
+    }
+
+    fn backoff(&mut self) -> Duration {
+        let max = u64::try_from(self.config.reply_backoff.as_millis()).unwrap_or(u64::MAX);
+        if max == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(self.rng.random_range(0..=max))
+        }
+    }
+
+    fn schedule(&mut self, at: Time, op: Op, template: Template) {
+        const MAX_SCHEDULED: usize = 256;
+        if self.scheduled.len() >= MAX_SCHEDULED {
+            self.stats.replies_suppressed += 1;
+            return;
+        }
+        self.scheduled.push(ScheduledReply { at, op, template });
+    }
+
+    /// Sends the reply of a scheduled answer, re-checking the space at the time of sending.
+    fn answer(&mut self, now: Time, op: Op, template: &Template) {
+        let (tuple, msg_reply) = match op {
+            Op::Where => (Some(self.config.identity.clone()), true),
+            Op::Inp => (self.space.inp(now, template), false),
+            _ => (self.space.rd(now, template), false),
+        };
+        let Some(tuple) = tuple else { return };
+        let msg = if msg_reply {
+            Message::IAmHere { tuple, reply: true }
+        } else {
+            Message::Tuple { tuple, reply: true }
+        };
+        // A stored tuple always fits: it arrived on this transport or was checked by `host`.
+        if self.send(&msg).is_ok() {
+            self.stats.replies_sent += 1;
+        }
+    }
+
+    fn complete_matching(&mut self, ops: &[Op], tuple: &Tuple, received: Received) {
+        let mut done: Vec<RequestId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| ops.contains(&p.op) && p.template.matches(tuple))
+            .map(|(id, _)| *id)
+            .collect();
+        if done.is_empty() {
+            self.stats.replies_unmatched += 1;
+            return;
+        }
+        done.sort_unstable();
+        for id in done {
+            if let Some(p) = self.pending.remove(&id) {
+                self.stats.replies_matched += 1;
+                self.push_event(Event::Completed {
+                    id,
+                    op: p.op,
+                    reply: Some((tuple.clone(), received)),
+                });
+            }
+        }
+    }
+
+    fn record_neighbour(&mut self, identity: &Tuple, received: Received) {
+        if !self.neighbours.contains_key(&received.from)
+            && self.neighbours.len() >= self.config.max_neighbours.max(1)
+            && let Some(oldest) = self
+                .neighbours
+                .iter()
+                .min_by_key(|(_, n)| n.last.at)
+                .map(|(a, _)| *a)
+        {
+            self.neighbours.remove(&oldest);
+        }
+        self.neighbours.insert(
+            received.from,
+            Neighbour {
+                identity: identity.clone(),
+                last: received,
+            },
+        );
+        self.push_event(Event::NeighbourSeen {
+            identity: identity.clone(),
+            received,
+        });
+    }
+
+    /// Runs what is due at `now`: scheduled replies, request timeouts, announcements, expiry.
+    pub fn handle_timeout(&mut self, now: Time) {
+        // Scheduled replies, earliest first.
+        let mut due: Vec<ScheduledReply> = Vec::new();
+        self.scheduled.retain_mut(|s| {
+            if s.at <= now {
+                due.push(ScheduledReply {
+                    at: s.at,
+                    op: s.op,
+                    template: s.template.clone(),
+                });
+                false
+            } else {
+                true
+            }
+        });
+        due.sort_by_key(|s| s.at);
+        for s in due {
+            self.answer(now, s.op, &s.template);
+        }
+        // Timeouts.
+        let mut expired: Vec<(RequestId, Op)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, p)| (*id, p.op))
+            .collect();
+        expired.sort_unstable_by_key(|(id, _)| *id);
+        for (id, op) in expired {
+            self.pending.remove(&id);
+            self.stats.timeouts += 1;
+            self.push_event(Event::Completed {
+                id,
+                op,
+                reply: None,
+            });
+        }
+        // Announcements.
+        if let (Some(at), Some(every)) = (self.next_announce, self.config.announce_interval)
+            && at <= now
+        {
+            let _ = self.announce(now);
+            self.next_announce = Some(now + every.max(Duration::from_millis(1)));
+        }
+        self.space.expire(now);
+        self.dedup.expire(now);
+        self.drain_deliveries();
+    }
+
+    // --- output --------------------------------------------------------------------------------
+
+    /// The next frame to broadcast, oldest first.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event, oldest first.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.drain_deliveries();
+        self.events.pop_front()
+    }
+
+    /// When [`Node::handle_timeout`] should next run; `None` when nothing is scheduled.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Time> {
+        let replies = self.scheduled.iter().map(|s| s.at);
+        let deadlines = self.pending.values().map(|p| p.deadline);
+        replies
+            .chain(deadlines)
+            .chain(self.next_announce)
+            .chain(self.space.next_expiry())
+            .min()
+    }
+
+    fn push_event(&mut self, e: Event) {
+        if self.events.len() >= self.config.event_queue.max(1) {
+            self.events.pop_front();
+            self.stats.events_dropped += 1;
+        }
+        self.events.push_back(e);
+    }
+
+    fn drain_deliveries(&mut self) {
+        while let Some(Delivery {
+            listener,
+            tuple,
+            kind,
+        }) = self.space.poll_delivery()
+        {
+            self.push_event(Event::Delivered {
+                listener,
+                tuple,
+                kind,
+            });
+        }
+    }
+}
+
+/// Whole seconds for the wire's lifetime field, rounded up.
+fn lifetime_secs(d: Duration) -> Result<NonZeroU16, NodeError> {
+    let secs = d.as_millis().div_ceil(1000);
+    u16::try_from(secs)
+        .ok()
+        .and_then(NonZeroU16::new)
+        .ok_or(NodeError::BadLifetime(d))
+}
+
+#[cfg(test)]
+mod tests;

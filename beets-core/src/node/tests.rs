@@ -1,0 +1,510 @@
+//! Engine unit tests with a direct, lossless wire between nodes (the simulated medium's
+//! multi-node scenarios are in `tests/sim_nodes.rs`).
+
+use super::*;
+use crate::text::{parse_template, parse_tuple};
+use crate::udp::DatagramHeader;
+
+fn t(ms: u64) -> Time {
+    Time::from_millis(ms)
+}
+
+fn addr(i: u8) -> PeerAddr {
+    PeerAddr::Ip(SocketAddr::from(([127, 0, 0, i], 49737)))
+}
+
+fn udp_node(name: &str, seed: u64) -> Node {
+    Node::new(NodeConfig::new(Transport::Udp, name).unwrap(), seed, t(0))
+}
+
+fn ble_node(name: &str, seed: u64) -> Node {
+    Node::new(NodeConfig::new(Transport::Ble, name).unwrap(), seed, t(0))
+}
+
+/// Delivers everything `from` has queued to each of `to`, as broadcast does; returns the count.
+fn pump(now: Time, nodes: &mut [&mut Node], from: usize) -> usize {
+    let mut n = 0;
+    while let Some(tx) = nodes[from].poll_transmit() {
+        n += 1;
+        for (i, node) in nodes.iter_mut().enumerate() {
+            if i == from {
+                continue;
+            }
+            let src = if matches!(tx, Transmit::Advertisement(_)) {
+                PeerAddr::Ble([0, 0, 0, 0, 0, from as u8])
+            } else {
+                addr(from as u8 + 1)
+            };
+            match &tx {
+                Transmit::Datagram(d) => node.handle_frame(now, src, Frame::Datagram(d), None),
+                Transmit::Advertisement(a) => node.handle_frame(
+                    now,
+                    src,
+                    Frame::Advertisement {
+                        local_name: &a.local_name,
+                        service_uuids: &a.service_uuids,
+                    },
+                    Some(-60),
+                ),
+            }
+        }
+    }
+    n
+}
+
+fn events(node: &mut Node) -> Vec<Event> {
+    std::iter::from_fn(|| node.poll_event()).collect()
+}
+
+#[test]
+fn out_is_stored_by_receivers_not_by_sender() {
+    let (mut a, mut b) = (udp_node("a", 1), udp_node("b", 2));
+    a.out(t(0), parse_tuple("(\"X\", 1)").unwrap(), None)
+        .unwrap();
+    assert_eq!(pump(t(0), &mut [&mut a, &mut b], 0), 1);
+    let tpl = parse_template("(\"X\", ?)").unwrap();
+    assert_eq!(b.host().count(t(0), &tpl), 1);
+    assert_eq!(a.host().count(t(0), &tpl), 0);
+    assert_eq!(b.stats().stored, 1);
+}
+
+#[test]
+fn out_lifetime_travels_and_expires() {
+    let (mut a, mut b) = (udp_node("a", 1), udp_node("b", 2));
+    a.out(
+        t(0),
+        parse_tuple("(1)").unwrap(),
+        Some(Duration::from_millis(1500)),
+    )
+    .unwrap();
+    pump(t(0), &mut [&mut a, &mut b], 0);
+    let tpl = parse_template("(?)").unwrap();
+    assert_eq!(b.host().count(t(1999), &tpl), 1, "1.5 s rounds up to 2 s");
+    assert_eq!(b.host().count(t(2000), &tpl), 0);
+}
+
+#[test]
+fn out_rejects_oversize_tuple_with_limit() {
+    let mut a = ble_node("a", 1);
+    let big = parse_tuple(&format!("(\"{}\")", "x".repeat(29))).unwrap();
+    let err = a.out(t(0), big, None).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "OUT message needs 32 bytes, a BLE frame carries at most 31"
+    );
+    assert!(a.poll_transmit().is_none());
+    let mut u = udp_node("u", 1);
+    let huge = Tuple::new([Value::Bytes(vec![0; 1300])]).unwrap();
+    assert!(matches!(
+        u.out(t(0), huge, None),
+        Err(NodeError::TooLong { max: 1221, .. })
+    ));
+}
+
+#[test]
+fn out_rejects_unencodable_lifetime() {
+    let mut a = udp_node("a", 1);
+    let tup = parse_tuple("(1)").unwrap();
+    assert!(matches!(
+        a.out(t(0), tup.clone(), Some(Duration::ZERO)),
+        Err(NodeError::BadLifetime(_))
+    ));
+    assert!(matches!(
+        a.out(t(0), tup, Some(Duration::from_secs(65_536))),
+        Err(NodeError::BadLifetime(_))
+    ));
+}
+
+#[test]
+fn rd_is_answered_after_backoff_with_a_copy() {
+    for transport in [Transport::Udp, Transport::Ble] {
+        let mut a = Node::new(NodeConfig::new(transport, "a").unwrap(), 1, t(0));
+        let mut b = Node::new(NodeConfig::new(transport, "b").unwrap(), 2, t(0));
+        b.host()
+            .out(t(0), parse_tuple("(\"K\", 7)").unwrap(), None)
+            .unwrap();
+        let id = a
+            .rd(
+                t(0),
+                parse_template("(\"K\", ?int16)").unwrap(),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        pump(t(0), &mut [&mut a, &mut b], 0);
+        let due = b.poll_timeout().expect("a reply is scheduled");
+        assert!(due <= t(0) + b.config().reply_backoff);
+        b.handle_timeout(due);
+        pump(due, &mut [&mut a, &mut b], 1);
+        let ev = events(&mut a);
+        assert!(
+            matches!(&ev[..], [Event::Completed { id: got, op: Op::Rd, reply: Some((tup, _)) }]
+                if *got == id && tup == &parse_tuple("(\"K\", 7)").unwrap()),
+            "{transport:?}: {ev:?}"
+        );
+        assert_eq!(b.host().len(), 1, "rd leaves the tuple");
+        assert_eq!(a.pending_requests(), 0);
+    }
+}
+
+#[test]
+fn inp_removes_and_test_copies() {
+    let (mut a, mut b) = (udp_node("a", 1), udp_node("b", 2));
+    b.host()
+        .out(t(0), parse_tuple("(\"K\", 7)").unwrap(), None)
+        .unwrap();
+    a.test(
+        t(0),
+        parse_template("(\"K\", ?)").unwrap(),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    pump(t(0), &mut [&mut a, &mut b], 0);
+    b.handle_timeout(t(100));
+    pump(t(100), &mut [&mut a, &mut b], 1);
+    assert_eq!(b.host().len(), 1);
+    a.inp(
+        t(200),
+        parse_template("(\"K\", ?)").unwrap(),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    pump(t(200), &mut [&mut a, &mut b], 0);
+    b.handle_timeout(t(300));
+    pump(t(300), &mut [&mut a, &mut b], 1);
+    assert_eq!(b.host().len(), 0);
+    let completed = events(&mut a)
+        .into_iter()
+        .filter(|e| matches!(e, Event::Completed { reply: Some(_), .. }))
+        .count();
+    assert_eq!(completed, 2);
+}
+
+#[test]
+fn request_without_match_completes_with_none_at_deadline() {
+    let (mut a, mut b) = (udp_node("a", 1), udp_node("b", 2));
+    let id = a
+        .rd(
+            t(0),
+            parse_template("(?)").unwrap(),
+            Duration::from_millis(750),
+        )
+        .unwrap();
+    pump(t(0), &mut [&mut a, &mut b], 0);
+    assert_eq!(b.poll_timeout(), None, "nothing to answer");
+    assert_eq!(a.poll_timeout(), Some(t(750)));
+    a.handle_timeout(t(749));
+    assert!(events(&mut a).is_empty());
+    a.handle_timeout(t(750));
+    assert_eq!(
+        events(&mut a),
+        vec![Event::Completed {
+            id,
+            op: Op::Rd,
+            reply: None
+        }]
+    );
+    assert_eq!(a.stats().timeouts, 1);
+}
+
+#[test]
+fn reply_heard_from_another_node_suppresses_ours() {
+    // B and C both hold a match; C answers first; B hears C's reply and stays silent.
+    let (mut a, mut b, mut c) = (udp_node("a", 1), udp_node("b", 2), udp_node("c", 3));
+    for n in [&mut b, &mut c] {
+        n.host()
+            .out(t(0), parse_tuple("(\"K\", 1)").unwrap(), None)
+            .unwrap();
+    }
+    a.inp(
+        t(0),
+        parse_template("(\"K\", ?)").unwrap(),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    pump(t(0), &mut [&mut a, &mut b, &mut c], 0);
+    let (tb, tc) = (b.poll_timeout().unwrap(), c.poll_timeout().unwrap());
+    let (first, second) = if tc <= tb { (2, 1) } else { (1, 2) };
+    let mut nodes = [&mut a, &mut b, &mut c];
+    let at = tb.min(tc);
+    nodes[first].handle_timeout(at);
+    pump(at, &mut nodes, first);
+    let later = tb.max(tc);
+    nodes[second].handle_timeout(later);
+    assert_eq!(pump(later, &mut nodes, second), 0, "suppressed");
+    assert_eq!(nodes[second].stats().replies_suppressed, 1);
+    assert_eq!(
+        b.host().len() + c.host().len(),
+        1,
+        "exactly one tuple removed"
+    );
+    let replies = events(&mut a)
+        .into_iter()
+        .filter(|e| matches!(e, Event::Completed { reply: Some(_), .. }))
+        .count();
+    assert_eq!(replies, 1);
+}
+
+#[test]
+fn where_is_answered_by_matching_identity_only() {
+    let (mut a, mut b, mut c) = (udp_node("a", 1), udp_node("beacon", 2), udp_node("c", 3));
+    let id = a
+        .r#where(
+            t(0),
+            parse_template("(\"NODE\", \"beacon\")").unwrap(),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+    pump(t(0), &mut [&mut a, &mut b, &mut c], 0);
+    assert_eq!(c.poll_timeout(), None);
+    let due = b.poll_timeout().unwrap();
+    b.handle_timeout(due);
+    pump(due, &mut [&mut a, &mut b, &mut c], 1);
+    let ev = events(&mut a);
+    assert!(ev.iter().any(|e| matches!(e, Event::NeighbourSeen { .. })));
+    assert!(ev.iter().any(|e| matches!(e,
+        Event::Completed { id: got, op: Op::Where, reply: Some((tup, _)) }
+            if *got == id && tup == &parse_tuple("(\"NODE\", \"beacon\")").unwrap())));
+    assert_eq!(a.neighbours().count(), 1);
+}
+
+#[test]
+fn notify_reaches_listeners_and_is_not_stored() {
+    let (mut a, mut b) = (udp_node("a", 1), udp_node("b", 2));
+    let l = b.subscribe(parse_template("(\"ALERT\", ?)").unwrap());
+    a.notify(t(0), parse_tuple("(\"ALERT\", 3)").unwrap())
+        .unwrap();
+    a.notify(t(0), parse_tuple("(\"OTHER\", 3)").unwrap())
+        .unwrap();
+    pump(t(0), &mut [&mut a, &mut b], 0);
+    assert_eq!(b.host().len(), 0);
+    assert_eq!(
+        events(&mut b),
+        vec![Event::Delivered {
+            listener: l,
+            tuple: parse_tuple("(\"ALERT\", 3)").unwrap(),
+            kind: DeliveryKind::Notify
+        }]
+    );
+}
+
+#[test]
+fn periodic_announcements_are_heard_as_neighbours() {
+    let mut cfg = NodeConfig::new(Transport::Ble, "beacon").unwrap();
+    cfg.announce_interval = Some(Duration::from_secs(5));
+    let mut a = Node::new(cfg, 1, t(0));
+    let mut b = ble_node("b", 2);
+    assert_eq!(a.poll_timeout(), Some(t(0)));
+    a.handle_timeout(t(0));
+    assert_eq!(a.poll_timeout(), Some(t(5000)));
+    pump(t(0), &mut [&mut a, &mut b], 0);
+    let ev = events(&mut b);
+    assert!(
+        matches!(&ev[..], [Event::NeighbourSeen { received, .. }] if received.rssi == Some(-60))
+    );
+}
+
+#[test]
+fn duplicates_are_processed_once() {
+    let (mut a, mut b) = (udp_node("a", 1), udp_node("b", 2));
+    a.out(t(0), parse_tuple("(1)").unwrap(), None).unwrap();
+    let Some(Transmit::Datagram(d)) = a.poll_transmit() else {
+        panic!("a datagram")
+    };
+    for i in 0..5 {
+        b.handle_frame(t(i), addr(1), Frame::Datagram(&d), None);
+    }
+    assert_eq!(b.host().len(), 1);
+    assert_eq!(b.stats().duplicates, 4);
+    // After the window the same key is new again (spec §8).
+    b.handle_frame(t(10_000), addr(1), Frame::Datagram(&d), None);
+    assert_eq!(b.host().len(), 2);
+}
+
+#[test]
+fn own_datagram_is_dropped() {
+    let mut a = udp_node("a", 1);
+    a.out(t(0), parse_tuple("(1)").unwrap(), None).unwrap();
+    let Some(Transmit::Datagram(d)) = a.poll_transmit() else {
+        panic!("a datagram")
+    };
+    a.handle_frame(t(0), addr(1), Frame::Datagram(&d), None);
+    assert_eq!(a.stats().dropped_own, 1);
+    assert_eq!(a.host().len(), 0);
+}
+
+#[test]
+fn keyed_and_unkeyed_spaces_ignore_each_other() {
+    let keyed = |name, seed| {
+        Node::new(
+            NodeConfig::new(Transport::Udp, name)
+                .unwrap()
+                .with_password("hive"),
+            seed,
+            t(0),
+        )
+    };
+    let (mut a, mut b, mut plain) = (keyed("a", 1), keyed("b", 2), udp_node("p", 3));
+    a.out(t(0), parse_tuple("(\"secret\", 1)").unwrap(), None)
+        .unwrap();
+    pump(t(0), &mut [&mut a, &mut b, &mut plain], 0);
+    assert_eq!(b.host().len(), 1);
+    assert_eq!(plain.host().len(), 0);
+    assert_eq!(plain.stats().dropped_malformed, 1, "E=1 without a key");
+    plain
+        .out(t(0), parse_tuple("(\"open\", 1)").unwrap(), None)
+        .unwrap();
+    pump(t(0), &mut [&mut plain, &mut b], 0);
+    assert_eq!(b.host().len(), 1);
+    assert_eq!(b.stats().dropped_key, 1, "E=0 at a keyed space");
+}
+
+#[test]
+fn wrong_transport_and_garbage_are_counted_and_reported() {
+    let mut u = udp_node("u", 1);
+    u.handle_frame(
+        t(0),
+        addr(9),
+        Frame::Advertisement {
+            local_name: "x",
+            service_uuids: &[],
+        },
+        None,
+    );
+    u.handle_frame(t(0), addr(9), Frame::Datagram(b"hello"), None);
+    assert_eq!(u.stats().dropped_transport, 1);
+    assert_eq!(u.stats().dropped_malformed, 1);
+    let ev = events(&mut u);
+    assert!(matches!(
+        ev[1],
+        Event::Dropped {
+            reason: DropReason::BadDatagram(DatagramError::TooShort { .. }),
+            ..
+        }
+    ));
+}
+
+struct DenyFrom(PeerAddr);
+impl Hooks for DenyFrom {
+    fn allow_request(&mut self, r: &IncomingRequest<'_>) -> bool {
+        r.received.from != self.0
+    }
+    fn consume_out(&mut self, tuple: &Tuple, _: &Received) -> bool {
+        tuple.get(0) == Some(&Value::Str("EAT".into()))
+    }
+}
+
+#[test]
+fn hooks_filter_requests_and_consume_outs() {
+    let (mut a, mut b) = (udp_node("a", 1), udp_node("b", 2));
+    b.set_hooks(Box::new(DenyFrom(addr(1))));
+    b.host()
+        .out(t(0), parse_tuple("(1)").unwrap(), None)
+        .unwrap();
+    a.rd(t(0), parse_template("(?)").unwrap(), Duration::from_secs(1))
+        .unwrap();
+    a.out(t(0), parse_tuple("(\"EAT\")").unwrap(), None)
+        .unwrap();
+    a.out(t(0), parse_tuple("(\"KEEP\")").unwrap(), None)
+        .unwrap();
+    pump(t(0), &mut [&mut a, &mut b], 0);
+    assert_eq!(b.stats().filtered, 1);
+    assert_eq!(b.poll_timeout(), None, "no reply scheduled");
+    assert_eq!(b.host().len(), 2, "(1) and (\"KEEP\"), not (\"EAT\")");
+    assert_eq!(b.stats().not_stored, 1);
+}
+
+#[test]
+fn pending_requests_are_bounded() {
+    let mut cfg = NodeConfig::new(Transport::Udp, "a").unwrap();
+    cfg.max_pending = 2;
+    let mut a = Node::new(cfg, 1, t(0));
+    let tpl = parse_template("(?)").unwrap();
+    a.rd(t(0), tpl.clone(), Duration::from_secs(1)).unwrap();
+    a.rd(t(0), tpl.clone(), Duration::from_secs(1)).unwrap();
+    assert_eq!(
+        a.rd(t(0), tpl, Duration::from_secs(1)),
+        Err(NodeError::TooManyPending { max: 2 })
+    );
+}
+
+#[test]
+fn bad_node_name_is_refused() {
+    assert!(NodeConfig::new(Transport::Udp, "").is_err());
+    assert_eq!(
+        NodeConfig::new(Transport::Udp, "seventeen-bytes!!").unwrap_err(),
+        NodeError::BadName { len: 17, max: 16 }
+    );
+}
+
+/// A flood of random and replayed datagrams leaves the node answering with bounded memory.
+#[test]
+fn flood_of_garbage_and_replays_keeps_node_bounded_and_answering() {
+    use rand::{RngExt, SeedableRng, rngs::SmallRng};
+    let mut rng = SmallRng::seed_from_u64(7);
+    let mut cfg = NodeConfig::new(Transport::Udp, "b").unwrap();
+    cfg.dedup_capacity = 512;
+    cfg.event_queue = 128;
+    let mut b = Node::new(cfg, 2, t(0));
+    b.host()
+        .out(t(0), parse_tuple("(\"K\", 1)").unwrap(), None)
+        .unwrap();
+    let mut valid = Vec::new();
+    for seq in 0..50u32 {
+        let h = DatagramHeader {
+            node_id: NodeId::new(99).unwrap(),
+            seq,
+        };
+        let m = Message::Tuple {
+            tuple: parse_tuple(&format!("({seq})")).unwrap(),
+            reply: false,
+        };
+        valid.push(udp::encode(&h, &m, None).unwrap());
+    }
+    for i in 0..100_000u64 {
+        let now = t(i / 10);
+        if i % 3 == 0 {
+            let d = &valid[rng.random_range(0..valid.len())];
+            b.handle_frame(now, addr(5), Frame::Datagram(d), None);
+        } else {
+            let len = rng.random_range(0..64);
+            let mut d: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            if i % 2 == 0 && d.len() > 11 {
+                d[..3].copy_from_slice(&[0xbe, 0x75, 1]);
+            }
+            b.handle_frame(now, addr(6), Frame::Datagram(&d), None);
+        }
+        assert!(b.dedup_len() <= 512);
+    }
+    let s = b.stats();
+    assert_eq!(s.frames_in, 100_000);
+    assert_eq!(
+        s.frames_in,
+        s.messages_in + s.duplicates + s.dropped_malformed + s.dropped_key + s.dropped_own
+    );
+    assert!(s.duplicates > 30_000);
+    assert!(
+        s.events_dropped > 0,
+        "the event queue overflowed and counted it"
+    );
+    assert!(
+        events(&mut b).len() <= 128,
+        "the event queue stayed bounded"
+    );
+    // Still answering.
+    let mut a = udp_node("a", 1);
+    a.rd(
+        t(10_000),
+        parse_template("(\"K\", ?)").unwrap(),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    pump(t(10_000), &mut [&mut a, &mut b], 0);
+    let due = b.poll_timeout().unwrap();
+    b.handle_timeout(due);
+    pump(due, &mut [&mut a, &mut b], 1);
+    assert!(
+        events(&mut a)
+            .iter()
+            .any(|e| matches!(e, Event::Completed { reply: Some(_), .. }))
+    );
+}

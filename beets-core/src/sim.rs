@@ -1,0 +1,1 @@
+//! Simulated broadcast medium (being written).

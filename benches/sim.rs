@@ -1,0 +1,2 @@
+//! Simulated BLE scenario bench (being written).
+fn main() {}
