@@ -2,6 +2,8 @@
 pub mod ascii85;
 pub mod ble;
 pub mod dedup;
+#[cfg(feature = "tokio")]
+pub mod driver;
 pub mod fpe;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -17,6 +19,10 @@ pub mod value;
 
 pub use fpe::FpeKey;
 pub use message::{DecodeError, Decoded, Message, Op};
+pub use node::{
+    Event, Frame, Node, NodeConfig, NodeError, NodeStats, PeerAddr, Received, RequestId, Transmit,
+    Transport,
+};
 pub use text::{ParseError, parse_template, parse_tuple};
 pub use time::Time;
 pub use tuple::{Field, MAX_ARITY, Template, Tuple, TupleError};

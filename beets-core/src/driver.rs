@@ -1,0 +1,697 @@
+//! The async driver: runs a sans-IO [`Node`] on tokio and gives applications a cloneable
+//! [`SpaceHandle`] with async `out`, `notify`, `rd`, `inp`, `test`, `where` and the local `host`
+//! operations (feature `tokio`).
+//!
+//! Backends stay thin: a backend gives the driver a [`FrameSink`] (how to broadcast one frame)
+//! and a channel of [`ReceivedFrame`]s (what its receive task heard). The driver owns the node,
+//! feeds it, sleeps until [`Node::poll_timeout`], sends what [`Node::poll_transmit`] gives, and
+//! routes [`Event`]s to the waiting callers. `beets-udp` and `beets-ble` both use it.
+//!
+//! ```text
+//!  SpaceHandle ──commands──▶ ┌────────────── driver task ──────────────┐ ──▶ FrameSink::send
+//!  (clone per task)          │ Node (sans-IO) + timer + request table │
+//!  ◀── replies / None ────── └─────────────────────────────────────────┘ ◀── mpsc<ReceivedFrame>
+//! ```
+//!
+//! Closing: when every handle is dropped, or [`SpaceHandle::close`] is called, the driver stops;
+//! requests still pending complete with [`ClientError::Closed`] ("space closed"), never silently.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{Instrument, debug, info_span, trace, warn};
+
+use crate::node::{Event, Node, NodeError, NodeStats, PeerAddr, Received, RequestId, Transmit};
+use crate::space::{ListenerId, SpaceError};
+use crate::time::Time;
+use crate::tuple::{Template, Tuple};
+use crate::{Frame, Op};
+
+/// A frame a backend received, owned so it can cross a channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceivedFrame {
+    /// Sender address.
+    pub from: PeerAddr,
+    /// The frame.
+    pub frame: OwnedFrame,
+    /// Signal strength in dBm (BLE only).
+    pub rssi: Option<i16>,
+}
+
+/// An owned [`Frame`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OwnedFrame {
+    /// A UDP datagram.
+    Datagram(Vec<u8>),
+    /// A BLE advertisement's local name and 16-bit service UUID values.
+    Advertisement {
+        /// Local name.
+        local_name: String,
+        /// UUID values (a set, any order).
+        service_uuids: Vec<u16>,
+    },
+}
+
+impl OwnedFrame {
+    /// The borrowed view the engine takes.
+    pub fn as_frame(&self) -> Frame<'_> {
+        match self {
+            OwnedFrame::Datagram(d) => Frame::Datagram(d),
+            OwnedFrame::Advertisement {
+                local_name,
+                service_uuids,
+            } => Frame::Advertisement {
+                local_name,
+                service_uuids,
+            },
+        }
+    }
+}
+
+/// How a backend broadcasts one frame.
+pub trait FrameSink: Send + 'static {
+    /// Broadcasts `tx`. An error is logged and counted by the driver, and the node keeps running.
+    fn send(&mut self, tx: Transmit) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// Why an async operation failed.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The space's driver has stopped (closed, or all handles dropped); pending requests end so.
+    #[error("space closed")]
+    Closed,
+    /// The engine refused the command (size, lifetime, too many pending).
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The local space refused the tuple (full).
+    #[error(transparent)]
+    Space(#[from] SpaceError),
+}
+
+/// A reply to a request: the tuple and how it arrived.
+pub type Reply = (Tuple, Received);
+
+/// Driver counters beside the engine's.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DriverStats {
+    /// The engine's counters.
+    pub node: NodeStats,
+    /// Frames the sink failed to send.
+    pub send_errors: u64,
+    /// Deliveries dropped because a subscriber's channel was full.
+    pub deliveries_dropped: u64,
+}
+
+type Respond<T> = oneshot::Sender<T>;
+
+enum Command {
+    Out(Tuple, Option<Duration>, Respond<Result<(), ClientError>>),
+    Notify(Tuple, Respond<Result<(), ClientError>>),
+    Request(
+        Op,
+        Template,
+        Duration,
+        Respond<Result<oneshot::Receiver<Option<Reply>>, ClientError>>,
+    ),
+    HostOut(Tuple, Option<Duration>, Respond<Result<(), ClientError>>),
+    HostRd(Template, Respond<Option<Tuple>>),
+    HostInp(Template, Respond<Option<Tuple>>),
+    HostRm(Template, Respond<usize>),
+    HostCount(Template, Respond<usize>),
+    HostSnapshot(Respond<Vec<Tuple>>),
+    Subscribe(Template, usize, Respond<mpsc::Receiver<Tuple>>),
+    Announce(Respond<Result<(), ClientError>>),
+    Stats(Respond<DriverStats>),
+    Close,
+}
+
+/// A cloneable handle to a running space. Every method is async and cheap to call from many
+/// tasks; the driver serialises them.
+#[derive(Clone, Debug)]
+pub struct SpaceHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Command")
+    }
+}
+
+impl SpaceHandle {
+    async fn call<T>(&self, make: impl FnOnce(Respond<T>) -> Command) -> Result<T, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        rx.await.map_err(|_| ClientError::Closed)
+    }
+
+    /// Broadcasts an OUT (see [`Node::out`]).
+    ///
+    /// # Errors
+    /// [`ClientError::Node`] for an oversize tuple or bad lifetime; [`ClientError::Closed`].
+    pub async fn out(&self, tuple: Tuple, lifetime: Option<Duration>) -> Result<(), ClientError> {
+        self.call(|r| Command::Out(tuple, lifetime, r)).await?
+    }
+
+    /// Broadcasts a notification (TUPLE, R = 0; see [`Node::notify`]).
+    ///
+    /// # Errors
+    /// [`ClientError::Node`] for an oversize tuple; [`ClientError::Closed`].
+    pub async fn notify(&self, tuple: Tuple) -> Result<(), ClientError> {
+        self.call(|r| Command::Notify(tuple, r)).await?
+    }
+
+    async fn request(
+        &self,
+        op: Op,
+        template: Template,
+        timeout: Duration,
+    ) -> Result<Option<Reply>, ClientError> {
+        let rx = self
+            .call(|r| Command::Request(op, template, timeout, r))
+            .await??;
+        rx.await.map_err(|_| ClientError::Closed)
+    }
+
+    /// Reads a copy of a matching tuple from any space in range; `None` when nothing answered
+    /// within `timeout`.
+    ///
+    /// # Errors
+    /// [`ClientError::Node`] for an oversize template or too many pending requests;
+    /// [`ClientError::Closed`] if the space closes first.
+    pub async fn rd(
+        &self,
+        template: Template,
+        timeout: Duration,
+    ) -> Result<Option<Reply>, ClientError> {
+        self.request(Op::Rd, template, timeout).await
+    }
+
+    /// Takes a matching tuple from a space in range; `None` on timeout.
+    ///
+    /// # Errors
+    /// As [`SpaceHandle::rd`].
+    pub async fn inp(
+        &self,
+        template: Template,
+        timeout: Duration,
+    ) -> Result<Option<Reply>, ClientError> {
+        self.request(Op::Inp, template, timeout).await
+    }
+
+    /// Tests for a matching tuple in range; `None` on timeout.
+    ///
+    /// # Errors
+    /// As [`SpaceHandle::rd`].
+    pub async fn test(
+        &self,
+        template: Template,
+        timeout: Duration,
+    ) -> Result<Option<Reply>, ClientError> {
+        self.request(Op::Test, template, timeout).await
+    }
+
+    /// Finds a node whose identity tuple matches; `None` on timeout.
+    ///
+    /// # Errors
+    /// As [`SpaceHandle::rd`].
+    pub async fn r#where(
+        &self,
+        template: Template,
+        timeout: Duration,
+    ) -> Result<Option<Reply>, ClientError> {
+        self.request(Op::Where, template, timeout).await
+    }
+
+    /// Broadcasts this node's identity (IAMHERE) now.
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`], or [`ClientError::Node`] if the identity does not fit.
+    pub async fn announce(&self) -> Result<(), ClientError> {
+        self.call(Command::Announce).await?
+    }
+
+    /// Stores a tuple in the local space only (the paper's `host.out`).
+    ///
+    /// # Errors
+    /// [`ClientError::Space`] when the space is full (refuse policy) or the lifetime is zero.
+    pub async fn host_out(
+        &self,
+        tuple: Tuple,
+        lifetime: Option<Duration>,
+    ) -> Result<(), ClientError> {
+        self.call(|r| Command::HostOut(tuple, lifetime, r)).await?
+    }
+
+    /// Reads from the local space only.
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`].
+    pub async fn host_rd(&self, template: Template) -> Result<Option<Tuple>, ClientError> {
+        self.call(|r| Command::HostRd(template, r)).await
+    }
+
+    /// Takes from the local space only.
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`].
+    pub async fn host_inp(&self, template: Template) -> Result<Option<Tuple>, ClientError> {
+        self.call(|r| Command::HostInp(template, r)).await
+    }
+
+    /// Removes every match from the local space; returns how many.
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`].
+    pub async fn host_rm(&self, template: Template) -> Result<usize, ClientError> {
+        self.call(|r| Command::HostRm(template, r)).await
+    }
+
+    /// Counts matches in the local space (the `test` of the host mirror).
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`].
+    pub async fn host_count(&self, template: Template) -> Result<usize, ClientError> {
+        self.call(|r| Command::HostCount(template, r)).await
+    }
+
+    /// A copy of every live tuple in the local space, oldest first.
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`].
+    pub async fn host_tuples(&self) -> Result<Vec<Tuple>, ClientError> {
+        self.call(Command::HostSnapshot).await
+    }
+
+    /// Subscribes to stored OUTs and notifications matching `template`. At most `buffer` tuples
+    /// wait in the channel; more are dropped and counted ([`DriverStats::deliveries_dropped`]).
+    /// Dropping the receiver ends the subscription.
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`].
+    pub async fn subscribe(
+        &self,
+        template: Template,
+        buffer: usize,
+    ) -> Result<mpsc::Receiver<Tuple>, ClientError> {
+        self.call(|r| Command::Subscribe(template, buffer.max(1), r))
+            .await
+    }
+
+    /// The counters.
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`].
+    pub async fn stats(&self) -> Result<DriverStats, ClientError> {
+        self.call(Command::Stats).await
+    }
+
+    /// Stops the driver; pending requests complete with [`ClientError::Closed`].
+    pub async fn close(&self) {
+        let _ = self.tx.send(Command::Close).await;
+    }
+}
+
+/// Spawns the driver of `node` on the current tokio runtime. `sink` broadcasts frames, `frames`
+/// delivers what the backend receives; `name` labels the tracing span. The task ends when the
+/// space is closed or every handle is dropped.
+pub fn spawn<S: FrameSink>(
+    name: String,
+    node: Node,
+    sink: S,
+    frames: mpsc::Receiver<ReceivedFrame>,
+) -> (SpaceHandle, tokio::task::JoinHandle<DriverStats>) {
+    let (tx, rx) = mpsc::channel(256);
+    let span = info_span!("beets", node = %name);
+    let driver = Driver {
+        node,
+        sink,
+        frames: Some(frames),
+        commands: rx,
+        epoch: Instant::now(),
+        waiting: HashMap::new(),
+        listeners: HashMap::new(),
+        stats: DriverStats::default(),
+    };
+    let task = tokio::spawn(driver.run().instrument(span));
+    (SpaceHandle { tx }, task)
+}
+
+struct Driver<S> {
+    node: Node,
+    sink: S,
+    frames: Option<mpsc::Receiver<ReceivedFrame>>,
+    commands: mpsc::Receiver<Command>,
+    epoch: Instant,
+    waiting: HashMap<RequestId, oneshot::Sender<Option<Reply>>>,
+    listeners: HashMap<ListenerId, mpsc::Sender<Tuple>>,
+    stats: DriverStats,
+}
+
+impl<S: FrameSink> Driver<S> {
+    fn now(&self) -> Time {
+        Time::from_millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn instant(&self, t: Time) -> Instant {
+        self.epoch + Duration::from_millis(t.as_millis())
+    }
+
+    async fn run(mut self) -> DriverStats {
+        loop {
+            self.flush().await;
+            let deadline = self.node.poll_timeout().map(|t| self.instant(t));
+            tokio::select! {
+                cmd = self.commands.recv() => match cmd {
+                    None | Some(Command::Close) => break,
+                    Some(cmd) => self.command(cmd),
+                },
+                frame = recv_frame(&mut self.frames) => match frame {
+                    Some(f) => {
+                        let now = self.now();
+                        self.node.handle_frame(now, f.from, f.frame.as_frame(), f.rssi);
+                    }
+                    None => {
+                        debug!("receive channel closed; sending only");
+                        self.frames = None;
+                    }
+                },
+                () = sleep_until(deadline) => {
+                    let now = self.now();
+                    self.node.handle_timeout(now);
+                }
+            }
+        }
+        // Pending requests see their reply channel dropped: ClientError::Closed.
+        self.waiting.clear();
+        self.node.cancel_all();
+        self.stats.node = self.node.stats();
+        debug!(stats = ?self.stats, "space closed");
+        self.stats
+    }
+
+    /// Sends queued frames and routes events.
+    async fn flush(&mut self) {
+        loop {
+            let mut idle = true;
+            while let Some(tx) = self.node.poll_transmit() {
+                idle = false;
+                if let Err(e) = self.sink.send(tx).await {
+                    self.stats.send_errors += 1;
+                    warn!(error = %e, "send failed; node keeps running");
+                }
+            }
+            while let Some(ev) = self.node.poll_event() {
+                idle = false;
+                self.event(ev);
+            }
+            if idle {
+                break;
+            }
+        }
+    }
+
+    fn event(&mut self, ev: Event) {
+        match ev {
+            Event::Completed { id, reply, .. } => {
+                if let Some(w) = self.waiting.remove(&id) {
+                    let _ = w.send(reply);
+                }
+            }
+            Event::Delivered {
+                listener, tuple, ..
+            } => {
+                let Some(tx) = self.listeners.get(&listener) else {
+                    return;
+                };
+                match tx.try_send(tuple) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => self.stats.deliveries_dropped += 1,
+                    Err(mpsc::error::TrySendError::Closed(_)) => {
+                        self.listeners.remove(&listener);
+                        self.node.unsubscribe(listener);
+                    }
+                }
+            }
+            Event::NeighbourSeen { identity, received } => {
+                debug!(%identity, from = %received.from, rssi = ?received.rssi, "neighbour");
+            }
+            Event::Dropped { from, reason } => trace!(%from, %reason, "dropped frame"),
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        let now = self.now();
+        match cmd {
+            Command::Out(t, l, r) => {
+                let _ = r.send(self.node.out(now, t, l).map_err(Into::into));
+            }
+            Command::Notify(t, r) => {
+                let _ = r.send(self.node.notify(now, t).map_err(Into::into));
+            }
+            Command::Announce(r) => {
+                let _ = r.send(self.node.announce(now).map_err(Into::into));
+            }
+            Command::Request(op, template, timeout, r) => {
+                let started = match op {
+                    Op::Rd => self.node.rd(now, template, timeout),
+                    Op::Inp => self.node.inp(now, template, timeout),
+                    Op::Test => self.node.test(now, template, timeout),
+                    _ => self.node.r#where(now, template, timeout),
+                };
+                let _ = r.send(match started {
+                    Ok(id) => {
+                        let (tx, rx) = oneshot::channel();
+                        self.waiting.insert(id, tx);
+                        Ok(rx)
+                    }
+                    Err(e) => Err(e.into()),
+                });
+            }
+            Command::HostOut(t, l, r) => {
+                let res = self.node.host().out(now, t, l).map(|_| ());
+                let _ = r.send(res.map_err(Into::into));
+            }
+            Command::HostRd(t, r) => {
+                let _ = r.send(self.node.host().rd(now, &t));
+            }
+            Command::HostInp(t, r) => {
+                let _ = r.send(self.node.host().inp(now, &t));
+            }
+            Command::HostRm(t, r) => {
+                let _ = r.send(self.node.host().rm(now, &t));
+            }
+            Command::HostCount(t, r) => {
+                let _ = r.send(self.node.host().count(now, &t));
+            }
+            Command::HostSnapshot(r) => {
+                let _ = r.send(self.node.host().iter(now).cloned().collect());
+            }
+            Command::Subscribe(template, buffer, r) => {
+                let id = self.node.subscribe(template);
+                let (tx, rx) = mpsc::channel(buffer);
+                self.listeners.insert(id, tx);
+                let _ = r.send(rx);
+            }
+            Command::Stats(r) => {
+                let mut s = self.stats;
+                s.node = self.node.stats();
+                let _ = r.send(s);
+            }
+            Command::Close => {}
+        }
+    }
+}
+
+async fn recv_frame(frames: &mut Option<mpsc::Receiver<ReceivedFrame>>) -> Option<ReceivedFrame> {
+    match frames {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::{NodeConfig, Transport};
+    use crate::text::{parse_template, parse_tuple};
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    /// An in-memory broadcast bus: every frame a sink sends reaches every other member.
+    type Members = Vec<(usize, mpsc::Sender<ReceivedFrame>)>;
+
+    #[derive(Clone, Default)]
+    struct Bus(Arc<Mutex<Members>>);
+
+    struct BusSink {
+        bus: Bus,
+        me: usize,
+    }
+
+    impl FrameSink for BusSink {
+        async fn send(&mut self, tx: Transmit) -> io::Result<()> {
+            let Transmit::Datagram(d) = tx else {
+                return Err(io::Error::other("UDP bus"));
+            };
+            let members = self.bus.0.lock().unwrap().clone();
+            for (i, m) in members {
+                if i != self.me {
+                    let from = PeerAddr::Ip(SocketAddr::from(([127, 0, 0, self.me as u8], 1)));
+                    let frame = OwnedFrame::Datagram(d.clone());
+                    let _ = m
+                        .send(ReceivedFrame {
+                            from,
+                            frame,
+                            rssi: None,
+                        })
+                        .await;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn join(
+        bus: &Bus,
+        me: usize,
+        name: &str,
+    ) -> (SpaceHandle, tokio::task::JoinHandle<DriverStats>) {
+        let (tx, rx) = mpsc::channel(64);
+        bus.0.lock().unwrap().push((me, tx));
+        let mut cfg = NodeConfig::new(Transport::Udp, name).unwrap();
+        cfg.reply_backoff = Duration::from_millis(5);
+        let node = Node::new(cfg, me as u64 + 1, Time::ZERO);
+        spawn(
+            name.into(),
+            node,
+            BusSink {
+                bus: bus.clone(),
+                me,
+            },
+            rx,
+        )
+    }
+
+    #[tokio::test]
+    async fn out_rd_inp_over_a_memory_bus() {
+        let bus = Bus::default();
+        let (a, _) = join(&bus, 1, "a");
+        let (b, _) = join(&bus, 2, "b");
+        let mut sub = b
+            .subscribe(parse_template("(\"T\", ?)").unwrap(), 4)
+            .await
+            .unwrap();
+        a.out(parse_tuple("(\"T\", 1)").unwrap(), None)
+            .await
+            .unwrap();
+        assert_eq!(sub.recv().await, Some(parse_tuple("(\"T\", 1)").unwrap()));
+        let (tuple, rx) = a
+            .rd(
+                parse_template("(\"T\", ?int16)").unwrap(),
+                Duration::from_secs(2),
+            )
+            .await
+            .unwrap()
+            .expect("b answers");
+        assert_eq!(tuple, parse_tuple("(\"T\", 1)").unwrap());
+        assert!(matches!(rx.from, PeerAddr::Ip(_)));
+        assert!(
+            a.inp(
+                parse_template("(\"T\", ?)").unwrap(),
+                Duration::from_secs(2)
+            )
+            .await
+            .unwrap()
+            .is_some()
+        );
+        assert_eq!(
+            b.host_count(parse_template("(?, ?)").unwrap())
+                .await
+                .unwrap(),
+            0
+        );
+        let none = a
+            .rd(
+                parse_template("(\"T\", ?)").unwrap(),
+                Duration::from_millis(100),
+            )
+            .await
+            .unwrap();
+        assert_eq!(none, None);
+        let stats = b.stats().await.unwrap();
+        assert_eq!(stats.node.stored, 1);
+        assert_eq!(stats.node.replies_sent, 2);
+    }
+
+    #[tokio::test]
+    async fn pending_request_completes_with_closed_when_space_closes() {
+        let bus = Bus::default();
+        let (a, task) = join(&bus, 1, "a");
+        let a2 = a.clone();
+        let pending = tokio::spawn(async move {
+            a2.rd(parse_template("(?)").unwrap(), Duration::from_secs(60))
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        a.close().await;
+        assert_eq!(pending.await.unwrap(), Err(ClientError::Closed));
+        assert_eq!(task.await.unwrap().node.requests_sent, 1);
+        assert_eq!(a.stats().await, Err(ClientError::Closed));
+        assert_eq!(
+            a.out(parse_tuple("(1)").unwrap(), None)
+                .await
+                .unwrap_err()
+                .to_string(),
+            "space closed"
+        );
+    }
+
+    #[tokio::test]
+    async fn send_errors_are_counted_and_node_keeps_running() {
+        struct Failing;
+        impl FrameSink for Failing {
+            async fn send(&mut self, _: Transmit) -> io::Result<()> {
+                Err(io::Error::other("network down"))
+            }
+        }
+        let (_tx, rx) = mpsc::channel(1);
+        let node = Node::new(NodeConfig::new(Transport::Udp, "x").unwrap(), 1, Time::ZERO);
+        let (h, _) = spawn("x".into(), node, Failing, rx);
+        h.out(parse_tuple("(1)").unwrap(), None).await.unwrap();
+        h.host_out(parse_tuple("(2)").unwrap(), None).await.unwrap();
+        assert_eq!(
+            h.host_tuples().await.unwrap(),
+            vec![parse_tuple("(2)").unwrap()]
+        );
+        assert_eq!(h.stats().await.unwrap().send_errors, 1);
+    }
+
+    #[tokio::test]
+    async fn oversize_out_is_refused_with_the_limit() {
+        let bus = Bus::default();
+        let (a, _) = join(&bus, 1, "a");
+        let big = Tuple::new([crate::Value::Bytes(vec![0; 1300])]).unwrap();
+        let err = a.out(big, None).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "OUT message needs 1304 bytes, a UDP datagram carries at most 1221"
+        );
+    }
+}
