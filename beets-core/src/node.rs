@@ -42,7 +42,7 @@ use rand::{RngExt, SeedableRng};
 use crate::ble::{self, BleAdvertisement, FrameError};
 use crate::dedup::DedupCache;
 use crate::fpe::FpeKey;
-use crate::message::{Message, Op};
+use crate::message::{DecodeError, Message, Op};
 use crate::space::{Delivery, DeliveryKind, ListenerId, Space, SpaceConfig};
 use crate::time::Time;
 use crate::tuple::{Template, Tuple};
@@ -135,7 +135,7 @@ pub struct Received {
     pub rssi: Option<i16>,
 }
 
-/// A request handle from [`Node::rd`], [`Node::inp`], [`Node::test`] or [`Node::r#where`].
+/// A request handle from [`Node::rd`], [`Node::inp`], [`Node::test`] or [`Node::where`](Node::r#where).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestId(u64);
 
@@ -732,6 +732,9 @@ impl Node {
                     return;
                 }
                 Ok((header, d)) => (DedupKey::Udp(header.node_id, header.seq), d),
+                Err(DatagramError::Message(DecodeError::EncryptedNoKey)) => {
+                    return self.drop_key_mismatch(from, true);
+                }
                 Err(e) => return self.drop_malformed(from, DropReason::BadDatagram(e)),
             },
             (
@@ -747,6 +750,9 @@ impl Node {
                         other => DedupKey::Other(other, f.seq, f.crc),
                     };
                     (k, f.decoded)
+                }
+                Err(FrameError::Message(DecodeError::EncryptedNoKey)) => {
+                    return self.drop_key_mismatch(from, true);
                 }
                 Err(e) => return self.drop_malformed(from, DropReason::BadFrame(e)),
             },
@@ -768,17 +774,8 @@ impl Node {
             }
         };
         let (dedup_key, decoded) = decoded;
-        let keyed = self.config.key.is_some();
-        if decoded.encrypted != keyed {
-            self.stats.dropped_key += 1;
-            self.push_event(Event::Dropped {
-                from,
-                reason: DropReason::KeyMismatch {
-                    encrypted: decoded.encrypted,
-                    keyed,
-                },
-            });
-            return;
+        if decoded.encrypted != self.config.key.is_some() {
+            return self.drop_key_mismatch(from, decoded.encrypted);
         }
         if !self.dedup.check(now, dedup_key) {
             self.stats.duplicates += 1;
@@ -792,6 +789,17 @@ impl Node {
         };
         self.dispatch(now, decoded.message, received);
         self.drain_deliveries();
+    }
+
+    /// Spec §4 "Keys": a keyed space takes only E = 1, an unkeyed one only E = 0; the other kind
+    /// belongs to another space (or is an attack) and is dropped above the decoder.
+    fn drop_key_mismatch(&mut self, from: PeerAddr, encrypted: bool) {
+        self.stats.dropped_key += 1;
+        let keyed = self.config.key.is_some();
+        self.push_event(Event::Dropped {
+            from,
+            reason: DropReason::KeyMismatch { encrypted, keyed },
+        });
     }
 
     fn drop_malformed(&mut self, from: PeerAddr, reason: DropReason) {

@@ -349,7 +349,7 @@ fn keyed_and_unkeyed_spaces_ignore_each_other() {
     pump(t(0), &mut [&mut a, &mut b, &mut plain], 0);
     assert_eq!(b.host().len(), 1);
     assert_eq!(plain.host().len(), 0);
-    assert_eq!(plain.stats().dropped_malformed, 1, "E=1 without a key");
+    assert_eq!(plain.stats().dropped_key, 1, "E=1 at an unkeyed space");
     plain
         .out(t(0), parse_tuple("(\"open\", 1)").unwrap(), None)
         .unwrap();
