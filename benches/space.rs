@@ -2,12 +2,21 @@
 //!
 //! Run: `cargo bench --bench space -- --warm-up-time 1 --measurement-time 3`
 //!
-//! - `space/out_inp/<n>`: a space prefilled with `n` tuples `("k<i>", i)` of distinct first
-//!   values; each iteration outs `("k<j>", x)` for a spread-out existing key `j` and `inp`s
-//!   `("k<j>", ?)`, which takes the older tuple of that key. The space stays at `n` tuples and every
-//!   bucket at one or two, so the curve shows what the (arity, first value) index costs as the
-//!   space grows. Throughput is in out+inp pairs.
-//! - `space/rd_first_actual/100000`: `rd` by a first-field actual in the same 100k space.
+//! On a shared machine, check the load first (`uptime`): wall time also counts the time the
+//! benchmark waits for a core.
+//!
+//! Every space is prefilled with `n` tuples `("k<i>", i)` of distinct first values. Throughput is
+//! in operations: one out+inp pair, or one rd.
+//!
+//! - `space/out_inp/<n>`: each iteration outs `("k<i>", x)` and `inp`s `("k<i>", ?)`, which takes
+//!   the older tuple of that key, so the space stays at `n` tuples. The keys cycle over 1024 of the
+//!   stored ones, spread across the space: the working set fits in cache whatever `n` is, so the
+//!   curve shows what the (arity, first value) index costs as the space grows. A space that scans
+//!   would grow linearly here.
+//! - `space/out_inp_random/<n>`: the same pair with keys spread over all `n` stored tuples, so from
+//!   100k on nearly every pair misses the caches: memory latency, not the index, sets the pace.
+//! - `space/rd_first_actual/100000`: `rd` by a first-field actual, keys over all 100k tuples; the
+//!   result is a copy, so it includes cloning the tuple.
 
 use std::hint::black_box;
 
@@ -15,7 +24,12 @@ use beets::core::space::{Space, SpaceConfig};
 use beets::core::{Field, Template, Time, Tuple, Value};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
-/// A stride coprime with every size below, so consecutive iterations touch unrelated buckets.
+const SIZES: [usize; 4] = [1_000, 10_000, 100_000, 1_000_000];
+
+/// Keys the `out_inp` pairs cycle over.
+const HOT_KEYS: usize = 1024;
+
+/// A prime stride, coprime with every size, so consecutive iterations touch unrelated buckets.
 const STRIDE: usize = 7_919;
 
 /// `"k<i>"`, formatted by hand: `format!` would cost as much as the space operations measured.
@@ -37,31 +51,38 @@ fn key(i: usize) -> String {
     s
 }
 
+fn tuple(i: usize) -> Tuple {
+    Tuple::new([Value::Str(key(i)), Value::Int16(i as i16)]).unwrap()
+}
+
+fn template(i: usize) -> Template {
+    Template::new([Field::Actual(Value::Str(key(i))), Field::ANY]).unwrap()
+}
+
 fn filled(n: usize) -> Space {
     let mut space = Space::new(SpaceConfig {
         capacity: n + 16,
         ..SpaceConfig::default()
     });
     for i in 0..n {
-        let t = Tuple::new([Value::Str(key(i)), Value::Int16(i as i16)]).unwrap();
-        space.out(Time::ZERO, t, None).unwrap();
+        space.out(Time::ZERO, tuple(i), None).unwrap();
     }
     space
 }
 
-fn out_inp(c: &mut Criterion) {
-    let mut group = c.benchmark_group("space/out_inp");
+/// One out+inp pair per iteration on the key `pick(iteration)`.
+fn pairs(c: &mut Criterion, group: &str, pick: fn(usize, usize) -> usize) {
+    let mut group = c.benchmark_group(group);
     group.throughput(Throughput::Elements(1));
-    for n in [1_000usize, 10_000, 100_000, 1_000_000] {
+    for n in SIZES {
         let mut space = filled(n);
-        let mut j = 0usize;
+        let mut iteration = 0usize;
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
             b.iter(|| {
-                j = (j + STRIDE) % n;
-                let t = Tuple::new([Value::Str(key(j)), Value::Int16(j as i16)]).unwrap();
-                space.out(Time::ZERO, t, None).unwrap();
-                let p = Template::new([Field::Actual(Value::Str(key(j))), Field::ANY]).unwrap();
-                black_box(space.inp(Time::ZERO, &p))
+                iteration = iteration.wrapping_add(1);
+                let i = pick(iteration, n);
+                space.out(Time::ZERO, tuple(i), None).unwrap();
+                black_box(space.inp(Time::ZERO, &template(i)))
             });
         });
         assert_eq!(space.len(), n);
@@ -69,23 +90,34 @@ fn out_inp(c: &mut Criterion) {
     group.finish();
 }
 
+fn out_inp(c: &mut Criterion) {
+    pairs(c, "space/out_inp", |iteration, n| {
+        let hot = HOT_KEYS.min(n);
+        (iteration % hot) * STRIDE % hot * (n / hot)
+    });
+}
+
+fn out_inp_random(c: &mut Criterion) {
+    pairs(c, "space/out_inp_random", |iteration, n| {
+        (iteration % n) * STRIDE % n
+    });
+}
+
 fn rd_first_actual(c: &mut Criterion) {
     let mut group = c.benchmark_group("space/rd_first_actual");
     group.throughput(Throughput::Elements(1));
     let n = 100_000;
     let mut space = filled(n);
-    let templates: Vec<Template> = (0..n)
-        .map(|i| Template::new([Field::Actual(Value::Str(key(i))), Field::ANY]).unwrap())
-        .collect();
-    let mut j = 0usize;
+    let templates: Vec<Template> = (0..n).map(template).collect();
+    let mut i = 0usize;
     group.bench_function(BenchmarkId::from_parameter(n), |b| {
         b.iter(|| {
-            j = (j + STRIDE) % n;
-            black_box(space.rd(Time::ZERO, &templates[j]))
+            i = (i + STRIDE) % n;
+            black_box(space.rd(Time::ZERO, &templates[i]))
         });
     });
     group.finish();
 }
 
-criterion_group!(benches, out_inp, rd_first_actual);
+criterion_group!(benches, out_inp, out_inp_random, rd_first_actual);
 criterion_main!(benches);

@@ -23,6 +23,10 @@ pub use node::{
     Event, Frame, Node, NodeConfig, NodeError, NodeStats, PeerAddr, Received, RequestId, Transmit,
     Transport,
 };
+pub use space::{
+    CapacityPolicy, Delivery, DeliveryKind, ListenerId, OutReport, Space, SpaceConfig, SpaceError,
+    SpaceStats,
+};
 pub use text::{ParseError, parse_template, parse_tuple};
 pub use time::Time;
 pub use tuple::{Field, MAX_ARITY, Template, Tuple, TupleError};

@@ -164,7 +164,8 @@ pub struct OutReport {
     pub evicted: Option<Tuple>,
     /// Expired tuples removed to make room before deciding the space was full.
     pub expired: usize,
-    /// Deliveries queued for listeners whose template matched.
+    /// Listeners whose template matched; each got a delivery, subject to
+    /// [`SpaceConfig::delivery_queue`].
     pub delivered: usize,
 }
 
@@ -348,8 +349,8 @@ impl Space {
     }
 
     /// Stores `tuple`, living `lifetime` from `now` (`None`: the space default; the default
-    /// `None`: until taken or evicted). Listeners whose template matches get a
-    /// [`DeliveryKind::Out`] delivery.
+    /// `None`: until taken or evicted). Lifetimes count whole milliseconds, rounded down. Once the
+    /// tuple is stored, listeners whose template matches get a [`DeliveryKind::Out`] delivery.
     ///
     /// When the space is full, expired tuples are removed first; if it is still full,
     /// [`CapacityPolicy::Refuse`] fails and [`CapacityPolicy::EvictOldest`] removes the oldest
@@ -401,7 +402,8 @@ impl Space {
     ///
     /// Cost: with a first-field actual, O(1) expected to find the (arity, first value) bucket, then
     /// O(b) at worst walking it oldest first; with a first-field formal, O(nₐ) at worst walking the
-    /// arity's sub-space. The walk stops at the first match; expired tuples it meets are removed.
+    /// arity's sub-space. The walk stops at the first match; expired tuples it meets are removed,
+    /// which is why `rd` takes `&mut self` ([`count`](Space::count) is the read-only check).
     pub fn rd(&mut self, now: Time, template: &Template) -> Option<Tuple> {
         let idx = self.find(now, template)?;
         self.slots[idx as usize].tuple.clone()
@@ -553,8 +555,9 @@ impl Space {
     }
 
     /// Hands `tuple` to the listeners whose template matches, as [`DeliveryKind::Notify`], without
-    /// storing it (the paper's `notify`, spec §9 TUPLE with R=0). Returns the number of deliveries
-    /// queued. O(L) template checks.
+    /// storing it (the paper's `notify`, spec §9 TUPLE with R=0). Returns how many listeners
+    /// matched; each got a delivery, subject to [`SpaceConfig::delivery_queue`]. O(L) template
+    /// checks.
     pub fn notify(&mut self, tuple: &Tuple) -> usize {
         self.deliver(tuple, DeliveryKind::Notify)
     }
@@ -659,21 +662,25 @@ impl Space {
         let key = self.key(arity, tuple.values().first());
         let seq = self.next_seq;
         self.next_seq += 1;
-        let slot = Slot {
-            tuple: Some(tuple),
-            links: [UNLINKED; 3],
-            key,
-            expires,
-            seq,
-        };
         let idx = if self.free != NIL {
+            // Written field by field: building a `Slot` and assigning it would copy the tuple twice.
             let idx = self.free;
-            self.free = self.slots[idx as usize].links[ORDER].next;
-            self.slots[idx as usize] = slot;
+            let slot = &mut self.slots[idx as usize];
+            self.free = slot.links[ORDER].next;
+            slot.tuple = Some(tuple);
+            slot.key = key;
+            slot.expires = expires;
+            slot.seq = seq;
             idx
         } else {
             // `out` keeps len below MAX_SLOTS, so the index fits and is not NIL.
-            self.slots.push(slot);
+            self.slots.push(Slot {
+                tuple: Some(tuple),
+                links: [UNLINKED; 3],
+                key,
+                expires,
+                seq,
+            });
             (self.slots.len() - 1) as u32
         };
         let bucket = self.buckets.entry(key).or_insert(EMPTY);
@@ -1283,6 +1290,13 @@ mod tests {
         assert_eq!(sp.notify(&tup([Value::Int16(1)])), 1);
         assert_eq!(sp.poll_delivery(), None);
         assert_eq!(sp.stats().deliveries_dropped, 1);
+    }
+
+    #[test]
+    fn space_can_move_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Space>();
+        send_sync::<SpaceError>();
     }
 
     #[test]
