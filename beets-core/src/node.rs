@@ -135,7 +135,7 @@ pub struct Received {
     pub rssi: Option<i16>,
 }
 
-/// A request handle from [`Node::rd`], [`Node::inp`], [`Node::test`] or [`Node::where`](Node::r#where).
+/// A request handle from [`Node::rd`], [`Node::inp`], [`Node::test`] or `Node::r#where`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestId(u64);
 
