@@ -106,9 +106,14 @@ pub struct DriverStats {
     pub send_errors: u64,
     /// Deliveries dropped because a subscriber's channel was full.
     pub deliveries_dropped: u64,
+    /// Dedup keys remembered now (bounded by `NodeConfig::dedup_capacity`, spec §8).
+    pub dedup_len: usize,
 }
 
 type Respond<T> = oneshot::Sender<T>;
+
+/// Most queued commands or frames taken per wake-up before sending what they produced.
+const BATCH: usize = 64;
 
 enum Command {
     Out(Tuple, Option<Duration>, Respond<Result<(), ClientError>>),
@@ -373,12 +378,33 @@ impl<S: FrameSink> Driver<S> {
             tokio::select! {
                 cmd = self.commands.recv() => match cmd {
                     None | Some(Command::Close) => break,
-                    Some(cmd) => self.command(cmd),
+                    Some(cmd) => {
+                        self.command(cmd);
+                        // Take what else is queued before the next flush (fewer task wake-ups).
+                        let mut closed = false;
+                        for _ in 0..BATCH {
+                            match self.commands.try_recv() {
+                                Ok(Command::Close) => { closed = true; break; }
+                                Ok(cmd) => self.command(cmd),
+                                Err(mpsc::error::TryRecvError::Empty) => break,
+                                Err(mpsc::error::TryRecvError::Disconnected) => { closed = true; break; }
+                            }
+                        }
+                        if closed {
+                            break;
+                        }
+                    }
                 },
                 frame = recv_frame(&mut self.frames) => match frame {
                     Some(f) => {
                         let now = self.now();
                         self.node.handle_frame(now, f.from, f.frame.as_frame(), f.rssi);
+                        if let Some(rx) = self.frames.as_mut() {
+                            for _ in 0..BATCH {
+                                let Ok(f) = rx.try_recv() else { break };
+                                self.node.handle_frame(now, f.from, f.frame.as_frame(), f.rssi);
+                            }
+                        }
                     }
                     None => {
                         debug!("receive channel closed; sending only");
@@ -395,6 +421,7 @@ impl<S: FrameSink> Driver<S> {
         self.waiting.clear();
         self.node.cancel_all();
         self.stats.node = self.node.stats();
+        self.stats.dedup_len = self.node.dedup_len();
         debug!(stats = ?self.stats, "space closed");
         self.stats
     }
@@ -505,6 +532,7 @@ impl<S: FrameSink> Driver<S> {
             Command::Stats(r) => {
                 let mut s = self.stats;
                 s.node = self.node.stats();
+                s.dedup_len = self.node.dedup_len();
                 let _ = r.send(s);
             }
             Command::Close => {}

@@ -1,4 +1,271 @@
-//! BeeTS over UDP broadcast (paper §4, spec wire-v1 §7).
+//! BeeTS over UDP (paper §4, spec wire-v1 §7–§9): a tuple space whose nodes talk by UDP
+//! broadcast, IPv4 multicast and/or a list of unicast peers.
 //!
-//! Not built yet: this crate will hold the tokio socket adapter. The datagram envelope itself
-//! (magic, envelope version, node id, sequence number) already lives in `beets_core::udp`.
+//! A [`UdpSpace`] is one node: one UDP socket, a receive task that feeds every datagram to the
+//! sans-IO engine ([`beets_core::Node`]) through the core's async driver, and a sink that sends
+//! each datagram the engine emits to every configured destination, optionally repeated. The
+//! application talks to it through the driver's [`SpaceHandle`]: `out`, `notify`, `rd`, `inp`,
+//! `test`, `where`, the local `host_*` operations, `subscribe` and `stats`.
+//!
+//! ```text
+//!  SpaceHandle ──▶ driver task (Node: codec, FPE, dedup, replies, timers)
+//!                     │ Transmit::Datagram                 ▲ ReceivedFrame
+//!                     ▼                                    │ (mpsc, bounded)
+//!                  UdpSink ── send_to each destination     receive task ◀── recv_from
+//!                     └─ repeater task: `repeat` copies, `repeat_interval` apart (same seq)
+//! ```
+//!
+//! # Quick start
+//! Two spaces on one machine hear each other over the loopback broadcast (Linux). On a LAN use
+//! [`UdpConfig::default()`] (every node on port 49737, broadcast to 255.255.255.255) or a subnet
+//! broadcast, a multicast group or a peer list.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use beets_core::{NodeConfig, Transport};
+//! use beets_udp::{UdpConfig, UdpSpace};
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let sensor = UdpSpace::spawn_random(
+//!         UdpConfig::loopback(40100),
+//!         NodeConfig::new(Transport::Udp, "sensor")?,
+//!     )?;
+//!     let server = UdpSpace::spawn_random(
+//!         UdpConfig::loopback(40100),
+//!         NodeConfig::new(Transport::Udp, "server")?,
+//!     )?;
+//!     // OUT is broadcast: every other space in range (here `server`) stores the tuple.
+//!     sensor.handle().out(r#"("SENSOR", "LIGHT", 512)"#.parse()?, None).await?;
+//!     // RD is broadcast too; the first matching reply completes it, `None` after the timeout.
+//!     let template = r#"("SENSOR", "LIGHT", ?int16)"#.parse()?;
+//!     if let Some((tuple, how)) = sensor.handle().rd(template, Duration::from_secs(1)).await? {
+//!         println!("{tuple} from {}", how.from);
+//!     }
+//!     sensor.close().await;
+//!     server.close().await;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! A node never hears itself: its own broadcasts loop back and the engine drops them by node id,
+//! so an `rd` is answered by *other* spaces (use `host_rd` for the local one).
+//!
+//! # What this crate does not do
+//! - **No reliability.** Operations are not atomic and not guaranteed (paper §3): a datagram may be
+//!   lost, a reply may never come. [`UdpConfig::repeat`] sends copies that receivers' dedup
+//!   (spec §8) collapses; there are no acknowledgements or retransmissions.
+//! - **No security.** The space key's format-preserving encryption (spec §5) only hides content
+//!   from a casual listener; nothing is authenticated. Anyone who can send to the port can store,
+//!   take and flood. Do not expose the port beyond a network you trust.
+//! - **No fragmentation.** One message per datagram, at most 1232 bytes (1221 of message); larger
+//!   tuples are refused when sent.
+//! - **No routing.** Broadcast stays on the link; multicast leaves with TTL 1. It does not find
+//!   interfaces or subnet broadcast addresses for you, and does not speak IPv6 multicast
+//!   (spec §7's ff02::be75); an IPv6 bind address works with unicast peers only.
+//! - **No rate limiting.** A flood costs bounded memory (bounded channel, the kernel's buffer,
+//!   the engine's bounded dedup cache and space) but the node spends CPU on every datagram.
+//!
+//! # Socket options
+//! [`UdpSpace::spawn`] sets up the socket with `socket2` before binding:
+//! - `SO_BROADCAST` (IPv4): without it the kernel refuses to send to a broadcast address.
+//! - `SO_REUSEADDR` and, on Unix (Linux, macOS, the BSDs), `SO_REUSEPORT`: several nodes on one
+//!   host (several processes, or several spaces in one process) bind the same port.
+//!   - *Linux*: both options are set so any mix of BeeTS sockets on the port can bind (with
+//!     `SO_REUSEPORT` every socket on the port must set it and belong to the same user). A
+//!     broadcast or multicast datagram is delivered to **every** socket bound to the port; a
+//!     unicast datagram to one of them only (`SO_REUSEPORT` load-balances by a hash of the
+//!     source). So several nodes on one host share a port for broadcast, but unicast peers on
+//!     one host need distinct ports. A socket bound to a specific unicast address receives no
+//!     broadcasts, hence the default bind address 0.0.0.0.
+//!   - *macOS / BSD*: `SO_REUSEPORT` is what lets several sockets bind the same address and
+//!     port (`SO_REUSEADDR` alone does so only for sockets bound to a multicast address).
+//!     Broadcast and multicast go to every socket; unicast to one. macOS has no loopback
+//!     broadcast: on one Mac use multicast or peers on 127.0.0.1.
+//!   - *Windows*: `SO_REUSEADDR` only (there is no `SO_REUSEPORT`).
+//! - Non-blocking, then handed to tokio (`UdpSocket::from_std`).
+//! - With [`UdpConfig::multicast`]: `IP_ADD_MEMBERSHIP` on the interface of
+//!   [`UdpConfig::multicast_interface`] (default the bound address, else the kernel's choice),
+//!   `IP_MULTICAST_IF` when an interface is named, `IP_MULTICAST_TTL` 1, `IP_MULTICAST_LOOP` on.
+//! - `SO_RCVBUF` when [`UdpConfig::recv_buffer_size`] is set.
+//!
+//! # Errors and logging
+//! Each node logs in a `tracing` span named `beets` (field `node`: identity, node id and local
+//! address); the receive and repeat tasks in one named `beets_udp`. A malformed datagram is
+//! dropped and counted by the engine ([`NodeStats::dropped_malformed`], `trace` log); a send
+//! error is logged at `warn` and counted ([`DriverStats::send_errors`], [`UdpStats::send_errors`])
+//! and the node keeps running. [`UdpSpace::close`] (or [`SpaceHandle::close`]) stops the node:
+//! pending requests complete with [`ClientError::Closed`]
+//! and the socket tasks end.
+//!
+//! [`NodeStats::dropped_malformed`]: beets_core::NodeStats::dropped_malformed
+
+mod config;
+mod recv;
+mod sink;
+mod socket;
+mod stats;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use beets_core::driver::{self, DriverStats, SpaceHandle};
+use beets_core::udp::NodeId;
+use beets_core::{Node, NodeConfig, Time, Transport};
+use rand::TryRng;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{Instrument, debug, info_span};
+
+pub use beets_core::driver::ClientError;
+pub use config::{
+    DEFAULT_MULTICAST_GROUP, DEFAULT_RECEIVE_QUEUE, DEFAULT_REPEAT_INTERVAL, LIMITED_BROADCAST,
+    LOOPBACK_BROADCAST, UdpConfig,
+};
+pub use stats::UdpStats;
+
+use crate::sink::{Output, UdpSink};
+use crate::stats::Counters;
+
+/// Capacity of the repeater's inbox, in datagrams; when it is full, a datagram gets no copies.
+const REPEAT_INBOX: usize = 1024;
+
+/// A running UDP tuple space: one node, its socket and its tasks.
+///
+/// Use [`UdpSpace::handle`] for the operations (clone the [`SpaceHandle`] to use it from other
+/// tasks). Dropping the `UdpSpace` does not stop the node while handle clones live; the node
+/// stops at [`UdpSpace::close`], [`SpaceHandle::close`], or when every handle is gone.
+#[derive(Debug)]
+pub struct UdpSpace {
+    handle: SpaceHandle,
+    local_addr: SocketAddr,
+    node_id: NodeId,
+    counters: Arc<Counters>,
+    driver: JoinHandle<DriverStats>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl UdpSpace {
+    /// Binds the socket described by `udp` and starts a node of `node` on it, on the current
+    /// tokio runtime. `seed` drives the node id, the first sequence number and the reply back-off
+    /// (spec §7: random at each start — use [`UdpSpace::spawn_random`] in production, a fixed
+    /// seed in tests).
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::InvalidInput`] when `node` is not a UDP node or `udp` fails
+    /// [`UdpConfig::validate`]; an [`io::Error`] naming the step (creating, an option, binding,
+    /// joining the group) when the socket cannot be set up; [`io::ErrorKind::Other`] when called
+    /// outside a tokio runtime.
+    pub fn spawn(udp: UdpConfig, node: NodeConfig, seed: u64) -> io::Result<UdpSpace> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(io::Error::other(
+                "UdpSpace::spawn must be called inside a tokio runtime",
+            ));
+        }
+        if node.transport != Transport::Udp {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "UdpSpace needs a node built with Transport::Udp",
+            ));
+        }
+        udp.validate()?;
+        let socket = Arc::new(socket::open(&udp)?);
+        let local_addr = socket.local_addr()?;
+        let identity = node.identity.clone();
+        let node = Node::new(node, seed, Time::ZERO);
+        let node_id = node.node_id();
+        let name = format!("{identity} {node_id}@{local_addr}");
+        let span = info_span!("beets_udp", node = %name);
+        let counters = Arc::new(Counters::default());
+        let output = Arc::new(Output {
+            socket: Arc::clone(&socket),
+            destinations: udp.destinations().collect(),
+            counters: Arc::clone(&counters),
+        });
+        span.in_scope(|| {
+            debug!(destinations = ?output.destinations, repeat = udp.repeat, "UDP space starting");
+        });
+        let mut tasks = Vec::new();
+        let repeater = if udp.repeat > 0 && !udp.repeat_interval.is_zero() {
+            let (tx, rx) = mpsc::channel(REPEAT_INBOX);
+            let task = sink::repeater(Arc::clone(&output), udp.repeat, udp.repeat_interval, rx);
+            tasks.push(tokio::spawn(task.instrument(span.clone())));
+            Some(tx)
+        } else {
+            None
+        };
+        let sink = UdpSink {
+            output,
+            repeat: udp.repeat,
+            repeater,
+        };
+        let (frames_tx, frames_rx) = mpsc::channel(udp.receive_queue);
+        let (handle, driver) = driver::spawn(name, node, sink, frames_rx);
+        let receive = recv::receive(socket, frames_tx, Arc::clone(&counters));
+        tasks.push(tokio::spawn(receive.instrument(span)));
+        Ok(UdpSpace {
+            handle,
+            local_addr,
+            node_id,
+            counters,
+            driver,
+            tasks,
+        })
+    }
+
+    /// [`UdpSpace::spawn`] with a seed from the operating system's random source.
+    ///
+    /// # Errors
+    /// As [`UdpSpace::spawn`], or when the OS has no randomness to give.
+    pub fn spawn_random(udp: UdpConfig, node: NodeConfig) -> io::Result<UdpSpace> {
+        let seed = rand::rngs::SysRng
+            .try_next_u64()
+            .map_err(|e| io::Error::other(format!("no OS randomness for the node seed: {e}")))?;
+        UdpSpace::spawn(udp, node, seed)
+    }
+
+    /// The handle for `out`, `rd`, `inp`, …; clone it to share.
+    pub fn handle(&self) -> &SpaceHandle {
+        &self.handle
+    }
+
+    /// The address the socket is bound to (with the port the kernel chose for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// This run's node id, in the header of every datagram the node sends (spec §7).
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The socket counters now (the engine's are in [`SpaceHandle::stats`]).
+    pub fn udp_stats(&self) -> UdpStats {
+        self.counters.snapshot()
+    }
+
+    /// Stops the node and waits for its tasks: pending requests complete with
+    /// [`ClientError::Closed`], the receive and repeat tasks end and the socket is closed.
+    /// Returns the final driver (engine) and socket counters.
+    ///
+    /// # Panics
+    /// Resumes the panic of a task that panicked (a bug).
+    pub async fn close(self) -> (DriverStats, UdpStats) {
+        self.handle.close().await;
+        let driver = join(self.driver).await.unwrap_or_default();
+        for task in self.tasks {
+            join(task).await;
+        }
+        (driver, self.counters.snapshot())
+    }
+}
+
+/// Awaits a task; `None` if the runtime cancelled it; a panic is passed on.
+async fn join<T>(task: JoinHandle<T>) -> Option<T> {
+    match task.await {
+        Ok(v) => Some(v),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => None,
+    }
+}

@@ -1,0 +1,300 @@
+//! Tier 1: BLE nodes on the simulated radio, with the real scheduler and scanner bookkeeping.
+
+use std::time::Duration;
+
+use beets_ble::sim::{SimAir, SimAirConfig};
+use beets_ble::{BleConfig, BleNode, QueuePolicy};
+use beets_core::node::{Node, NodeConfig, Transport};
+use beets_core::{PeerAddr, Template, Time, Tuple};
+use tokio::time::Instant;
+
+const A: [u8; 6] = [0xC0, 0xBE, 0x75, 0, 0, 1];
+const B: [u8; 6] = [0xC0, 0xBE, 0x75, 0, 0, 2];
+
+fn node(name: &str, seed: u64) -> Node {
+    Node::new(
+        NodeConfig::new(Transport::Ble, name).unwrap(),
+        seed,
+        Time::ZERO,
+    )
+}
+
+fn tuple(s: &str) -> Tuple {
+    s.parse().unwrap()
+}
+
+fn template(s: &str) -> Template {
+    s.parse().unwrap()
+}
+
+fn pair(air: &SimAir, cfg: &BleConfig) -> (BleNode, BleNode) {
+    (
+        air.spawn_node("a", node("a", 1), A, cfg),
+        air.spawn_node("b", node("b", 2), B, cfg),
+    )
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn two_nodes_exchange_out_rd_inp_test_notify() {
+    let air = SimAir::new(SimAirConfig::default());
+    let (a, b) = pair(&air, &BleConfig::default());
+    let (sa, sb) = (a.space(), b.space());
+    let mut notes = sb.subscribe(template(r#"("NOTE", ?)"#), 8).await.unwrap();
+
+    // out: b stores a's tuple.
+    sa.out(tuple(r#"("SENSOR", "LIGHT", 512)"#), None)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        sb.host_count(template(r#"("SENSOR", ?, ?)"#))
+            .await
+            .unwrap(),
+        1
+    );
+
+    // rd: b answers with a copy and keeps it.
+    let (got, how) = sa
+        .rd(
+            template(r#"("SENSOR", "LIGHT", ?int16)"#),
+            Duration::from_secs(3),
+        )
+        .await
+        .unwrap()
+        .expect("b answers rd");
+    assert_eq!(got, tuple(r#"("SENSOR", "LIGHT", 512)"#));
+    assert_eq!(how.from, PeerAddr::Ble(B));
+    assert_eq!(how.rssi, Some(-60));
+    assert_eq!(
+        sb.host_count(template(r#"("SENSOR", ?, ?)"#))
+            .await
+            .unwrap(),
+        1
+    );
+
+    // test: answered with a copy too.
+    assert!(
+        sa.test(template(r#"("SENSOR", ?, ?)"#), Duration::from_secs(3))
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // inp: b gives the tuple away.
+    let (taken, _) = sa
+        .inp(template(r#"("SENSOR", ?, ?)"#), Duration::from_secs(3))
+        .await
+        .unwrap()
+        .expect("b answers inp");
+    assert_eq!(taken, tuple(r#"("SENSOR", "LIGHT", 512)"#));
+    assert_eq!(
+        sb.host_count(template(r#"("SENSOR", ?, ?)"#))
+            .await
+            .unwrap(),
+        0
+    );
+
+    // Nothing left: rd times out with none.
+    let none = sa
+        .rd(template(r#"("SENSOR", ?, ?)"#), Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(none, None);
+
+    // notify: delivered to b's listener, not stored.
+    sa.notify(tuple(r#"("NOTE", "hello")"#)).await.unwrap();
+    let note = tokio::time::timeout(Duration::from_secs(2), notes.recv())
+        .await
+        .expect("notification in time");
+    assert_eq!(note, Some(tuple(r#"("NOTE", "hello")"#)));
+    assert_eq!(sb.host_count(template(r#"("NOTE", ?)"#)).await.unwrap(), 0);
+
+    // Each frame was decoded once by the engine; every repeat was absorbed by dedup.
+    let eb = sb.stats().await.unwrap().node;
+    assert_eq!(eb.dropped_malformed, 0);
+    assert!(eb.duplicates > 0, "packets every 100 ms repeat each frame");
+    let ble = b.stats();
+    assert!(ble.scan.forgets >= 1);
+    assert_eq!(ble.radio.start_errors, 0);
+    let _ = a.close().await;
+    let _ = b.close().await;
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn scheduler_rotates_queued_frames_every_delta_t() {
+    let air = SimAir::new(SimAirConfig::default());
+    let cfg = BleConfig {
+        delta_t: Duration::from_millis(300),
+        ..BleConfig::default()
+    };
+    let (a, b) = pair(&air, &cfg);
+    let mut rx = b.space().subscribe(template("(?int16)"), 16).await.unwrap();
+    let t0 = Instant::now();
+    for i in 0..4 {
+        a.space().out(tuple(&format!("({i})")), None).await.unwrap();
+    }
+    let mut arrivals = Vec::new();
+    for i in 0..4 {
+        let got = tokio::time::timeout(Duration::from_secs(3), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, tuple(&format!("({i})")), "frames go on air in order");
+        arrivals.push(t0.elapsed().as_millis());
+    }
+    // One instance: frame k goes on air at k·Δt and is heard within one advertising interval.
+    for (k, ms) in arrivals.iter().enumerate() {
+        let start = 300 * k as u128;
+        assert!(
+            (start..start + 110).contains(ms),
+            "frame {k} arrived at {ms} ms, expected within 110 ms of {start} ms ({arrivals:?})"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let st = a.stats();
+    assert_eq!(st.scheduler.started, 4);
+    assert_eq!(st.scheduler.idled, 1);
+    assert_eq!((st.queue_len, st.instances), (0, 1));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn several_instances_advertise_in_parallel() {
+    let air = SimAir::new(SimAirConfig {
+        instances: 3,
+        ..SimAirConfig::default()
+    });
+    let (a, b) = pair(&air, &BleConfig::default());
+    assert_eq!(a.stats().instances, 3);
+    let mut rx = b.space().subscribe(template("(?int16)"), 16).await.unwrap();
+    let t0 = Instant::now();
+    for i in 0..3 {
+        a.space().out(tuple(&format!("({i})")), None).await.unwrap();
+    }
+    for _ in 0..3 {
+        tokio::time::timeout(Duration::from_secs(1), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    assert!(
+        t0.elapsed() < Duration::from_millis(120),
+        "three instances carry three frames within one interval, took {:?}",
+        t0.elapsed()
+    );
+    // max_instances caps what is used.
+    let capped = air.spawn_node(
+        "c",
+        node("c", 3),
+        [0xC0, 0xBE, 0x75, 0, 0, 3],
+        &BleConfig {
+            max_instances: 2,
+            ..BleConfig::default()
+        },
+    );
+    assert_eq!(capped.stats().instances, 2);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn full_queue_drops_the_oldest_waiting_frame() {
+    let air = SimAir::new(SimAirConfig::default());
+    let cfg = BleConfig {
+        queue_capacity: 2,
+        queue_policy: QueuePolicy::DropOldest,
+        ..BleConfig::default()
+    };
+    let (a, b) = pair(&air, &cfg);
+    let mut rx = b.space().subscribe(template("(?int16)"), 16).await.unwrap();
+    for i in 0..6 {
+        a.space().out(tuple(&format!("({i})")), None).await.unwrap();
+    }
+    // Frame 0 went on air at once; 1..=5 queued into 2 places: 1, 2, 3 dropped.
+    let mut got = Vec::new();
+    while let Ok(Some(t)) = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
+        got.push(t);
+    }
+    assert_eq!(got, vec![tuple("(0)"), tuple("(4)"), tuple("(5)")]);
+    let st = a.stats().scheduler;
+    assert_eq!(
+        (st.queued, st.dropped_oldest, st.refused, st.started),
+        (6, 3, 0, 3)
+    );
+    assert_eq!(a.space().stats().await.unwrap().send_errors, 0);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn full_queue_refuses_new_frames_with_refuse_policy() {
+    let air = SimAir::new(SimAirConfig::default());
+    let cfg = BleConfig {
+        queue_capacity: 2,
+        queue_policy: QueuePolicy::Refuse,
+        ..BleConfig::default()
+    };
+    let (a, b) = pair(&air, &cfg);
+    let mut rx = b.space().subscribe(template("(?int16)"), 16).await.unwrap();
+    for i in 0..6 {
+        a.space().out(tuple(&format!("({i})")), None).await.unwrap();
+    }
+    let mut got = Vec::new();
+    while let Ok(Some(t)) = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
+        got.push(t);
+    }
+    assert_eq!(got, vec![tuple("(0)"), tuple("(1)"), tuple("(2)")]);
+    let st = a.stats().scheduler;
+    assert_eq!((st.queued, st.refused, st.dropped_oldest), (3, 3, 0));
+    // The engine's driver saw the refusals as send errors.
+    assert_eq!(a.space().stats().await.unwrap().send_errors, 3);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn lossy_air_and_lost_scan_responses_still_decode_each_frame_once() {
+    let air = SimAir::new(SimAirConfig {
+        seed: 42,
+        packet_loss: 0.3,
+        scan_response_loss: 0.3,
+        ..SimAirConfig::default()
+    });
+    let (a, b) = pair(&air, &BleConfig::default());
+    let mut rx = b
+        .space()
+        .subscribe(template(r#"("R", ?, ?)"#), 64)
+        .await
+        .unwrap();
+    let n = 20;
+    for i in 0..n {
+        // 27-byte messages: the tail rides in UUIDs, so name/UUID mixtures are exercised.
+        a.space()
+            .out(tuple(&format!(r#"("R", "reading-number", {i})"#)), None)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut got = Vec::new();
+    while let Ok(t) = rx.try_recv() {
+        got.push(t);
+    }
+    let distinct: std::collections::BTreeSet<_> = got.iter().map(ToString::to_string).collect();
+    assert_eq!(distinct.len(), got.len(), "no frame delivered twice");
+    assert!(
+        got.len() >= 18,
+        "5 packets per frame at 30 % loss: got {}",
+        got.len()
+    );
+    let eb = b.space().stats().await.unwrap().node;
+    assert_eq!(eb.messages_in as usize, got.len());
+    assert!(air.stats().scan_responses_lost > 0);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn close_withdraws_every_advertisement() {
+    let air = SimAir::new(SimAirConfig::default());
+    let (a, b) = pair(&air, &BleConfig::default());
+    a.space().out(tuple("(1)"), None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stats = a.close().await.expect("driver stats");
+    assert_eq!(stats.node.transmits, 1);
+    let sent = air.stats().packets_sent;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(air.stats().packets_sent, sent, "no packet after close");
+    drop(b);
+}

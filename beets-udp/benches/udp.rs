@@ -1,0 +1,237 @@
+//! Tuples per second node → node over loopback UDP, against a raw tokio send/recv loop of the
+//! same datagrams in the same run. Loopback (127.0.0.1) only.
+//!
+//! Run: `cargo bench -p beets-udp --bench udp`. Both sides keep at most `WINDOW` datagrams in
+//! flight (the receiver's count is the credit), so neither overruns the socket buffer: UDP has no
+//! flow control and a lost datagram would stall the count.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use beets_core::udp::{self, DatagramHeader, NodeId};
+use beets_core::{Message, NodeConfig, Transport, Tuple, Value};
+use beets_udp::{UdpConfig, UdpSpace};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use tokio::net::UdpSocket;
+use tokio::sync::Notify;
+
+/// Tuples per measured batch.
+const BATCH: u64 = 1000;
+/// Most datagrams sent but not yet counted by the receiver.
+const WINDOW: u64 = 128;
+/// A stall this long means a datagram was lost.
+const STALL: Duration = Duration::from_secs(2);
+
+fn tuple(i: u64) -> Tuple {
+    Tuple::new([
+        Value::Str("BENCH".into()),
+        Value::Int16((i % 30_000) as i16),
+    ])
+    .unwrap()
+}
+
+fn localhost(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+/// Receiver-side progress: a count and a wake-up for the sender.
+#[derive(Default)]
+struct Credit {
+    received: AtomicU64,
+    notify: Notify,
+}
+
+impl Credit {
+    fn add(&self) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        self.notify.notify_one();
+    }
+
+    /// Waits until `received >= target`.
+    async fn wait_for(&self, target: u64) {
+        loop {
+            let notified = self.notify.notified();
+            if self.received.load(Ordering::Relaxed) >= target {
+                return;
+            }
+            if tokio::time::timeout(STALL, notified).await.is_err() {
+                panic!(
+                    "stalled at {} of {target}: a datagram was lost",
+                    self.received.load(Ordering::Relaxed)
+                );
+            }
+        }
+    }
+}
+
+/// Raw baseline: the node's OUT datagrams, sent with `send_to` and read with `recv_from`.
+struct Raw {
+    tx: UdpSocket,
+    dest: SocketAddr,
+    credit: Arc<Credit>,
+    datagrams: Vec<Vec<u8>>,
+    sent: u64,
+}
+
+impl Raw {
+    async fn new() -> Raw {
+        let rx = UdpSocket::bind(localhost(0)).await.unwrap();
+        let dest = rx.local_addr().unwrap();
+        let tx = UdpSocket::bind(localhost(0)).await.unwrap();
+        let credit = Arc::new(Credit::default());
+        let c = Arc::clone(&credit);
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; udp::MAX_DATAGRAM_LEN + 1];
+            loop {
+                let (n, _) = rx.recv_from(&mut buf).await.unwrap();
+                // Touch the bytes as the node's receive task does (it copies them out).
+                std::hint::black_box(buf[..n].to_vec());
+                c.add();
+            }
+        });
+        let node_id = NodeId::new(7).unwrap();
+        let datagrams = (0..BATCH)
+            .map(|i| {
+                let msg = Message::Out {
+                    tuple: tuple(i),
+                    lifetime: None,
+                };
+                let header = DatagramHeader {
+                    node_id,
+                    seq: i as u32,
+                };
+                udp::encode(&header, &msg, None).unwrap()
+            })
+            .collect();
+        Raw {
+            tx,
+            dest,
+            credit,
+            datagrams,
+            sent: 0,
+        }
+    }
+
+    async fn batch(&mut self) {
+        for d in &self.datagrams {
+            self.credit
+                .wait_for((self.sent + 1).saturating_sub(WINDOW))
+                .await;
+            self.tx.send_to(d, self.dest).await.unwrap();
+            self.sent += 1;
+        }
+        self.credit.wait_for(self.sent).await;
+    }
+}
+
+/// Two spaces, unicast to each other; the receiver counts stored OUTs through a subscription.
+struct Nodes {
+    a: UdpSpace,
+    _b: UdpSpace,
+    credit: Arc<Credit>,
+    sent: u64,
+}
+
+impl Nodes {
+    async fn new() -> Nodes {
+        let probe = std::net::UdpSocket::bind(localhost(0)).unwrap();
+        let pb = probe.local_addr().unwrap().port();
+        drop(probe);
+        let b_cfg = UdpConfig {
+            bind: localhost(pb),
+            broadcast: None,
+            recv_buffer_size: Some(1 << 20),
+            ..UdpConfig::default()
+        };
+        let b = UdpSpace::spawn(b_cfg, NodeConfig::new(Transport::Udp, "b").unwrap(), 2).unwrap();
+        let a_cfg = UdpConfig {
+            bind: localhost(0),
+            broadcast: None,
+            peers: vec![localhost(pb)],
+            ..UdpConfig::default()
+        };
+        let a = UdpSpace::spawn(a_cfg, NodeConfig::new(Transport::Udp, "a").unwrap(), 1).unwrap();
+        let mut sub = b
+            .handle()
+            .subscribe("(\"BENCH\", ?)".parse().unwrap(), 4096)
+            .await
+            .unwrap();
+        let credit = Arc::new(Credit::default());
+        let c = Arc::clone(&credit);
+        tokio::spawn(async move {
+            while sub.recv().await.is_some() {
+                c.add();
+            }
+        });
+        Nodes {
+            a,
+            _b: b,
+            credit,
+            sent: 0,
+        }
+    }
+
+    async fn batch(&mut self) {
+        for i in 0..BATCH {
+            self.credit
+                .wait_for((self.sent + 1).saturating_sub(WINDOW))
+                .await;
+            self.a.handle().out(tuple(i), None).await.unwrap();
+            self.sent += 1;
+        }
+        self.credit.wait_for(self.sent).await;
+    }
+}
+
+fn runtime(multi_thread: bool) -> tokio::runtime::Runtime {
+    let mut builder = if multi_thread {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2);
+        b
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder.enable_all().build().unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    for (name, multi_thread) in [("current_thread", false), ("multi_thread_2", true)] {
+        let rt = runtime(multi_thread);
+        let mut group = c.benchmark_group(format!("udp_loopback_{name}"));
+        group.throughput(Throughput::Elements(BATCH));
+        group.sample_size(20);
+        group.measurement_time(Duration::from_secs(5));
+
+        let mut raw = rt.block_on(Raw::new());
+        group.bench_function("raw_tokio_send_recv", |bch| {
+            bch.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        raw.batch().await;
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+
+        let mut nodes = rt.block_on(Nodes::new());
+        group.bench_function("node_to_node_out", |bch| {
+            bch.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        nodes.batch().await;
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
