@@ -9,7 +9,12 @@
 //! cargo run -q --example beets -- frame --seq 7 48f60c53454e534f520a4c4947485402003fc00000
 //! cargo run -q --example beets -- unframe --name '#>"Os;ajG[:JqNn8Ol<N!WYI#!!!"' --uuid 1520
 //! cargo run -q --example beets -- fpe-table secret
+//! cargo run -q --example beets -- node --udp --broadcast 127.255.255.255 --agent examples/agents/beacon.js
 //! ```
+//!
+//! `node` runs one real BeeTS node: a UDP space (`udp-ts`) and, on Linux with BlueZ and the
+//! `bluer` feature, a BLE space (`ble-ts`), with JavaScript agents loaded from files. It logs with
+//! `tracing` (`RUST_LOG=debug` for more) and exits cleanly on Ctrl-C or after `--exit-after`.
 //!
 //! Hex output is lowercase without separators; hex input may contain spaces. Bad input prints one
 //! line on stderr and exits with code 1.
@@ -20,6 +25,9 @@ use std::process::ExitCode;
 use beets::core::message::Body;
 use beets::core::{FpeKey, Message, Op, ble, text};
 use clap::{Parser, Subcommand};
+
+#[path = "common/runner.rs"]
+mod runner;
 
 /// BeeTS wire-format tool (spec wire-v1).
 #[derive(Parser)]
@@ -81,6 +89,8 @@ enum Command {
         /// The space password.
         password: String,
     },
+    /// Run one node with agents loaded from files, until Ctrl-C.
+    Node(runner::NodeArgs),
 }
 
 fn parse_uuid16(s: &str) -> Result<u16, String> {
@@ -98,6 +108,7 @@ fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
 
 fn run(cli: Cli) -> Result<String, String> {
     match cli.command {
+        Command::Node(args) => runner::run(args).map(|()| String::new()),
         Command::Encode {
             op,
             body,
@@ -189,7 +200,9 @@ fn main() -> ExitCode {
     };
     match run(cli) {
         Ok(out) => {
-            println!("{out}");
+            if !out.is_empty() {
+                println!("{out}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

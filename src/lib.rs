@@ -1,7 +1,10 @@
 //! BeeTS: distributed tuple spaces over BLE advertisements and UDP broadcast.
 //!
-//! This facade re-exports the workspace crates; it exists so the examples and benches of the
-//! repository root have one crate to stand on. Applications depend on [`beets_core`] plus a backend
-//! crate directly.
+//! This facade re-exports the workspace crates ([`core`], [`udp`], [`ble`], [`agents`]); it
+//! exists so the examples and benches of the repository root have one crate to stand on.
+//! Applications may depend on it, or on `beets-core` plus a backend crate directly.
 
+pub use beets_agents as agents;
+pub use beets_ble as ble;
 pub use beets_core as core;
+pub use beets_udp as udp;

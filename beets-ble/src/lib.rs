@@ -113,6 +113,9 @@ pub mod scheduler;
 pub mod sim;
 pub mod uuid;
 
+/// The `bluer` crate this backend is built on (to open a `Session` and pick an `Adapter`).
+#[cfg(feature = "bluer")]
+pub use bluer;
 pub use node::{BleConfig, BleNode, BleStats, Reception};
 pub use radio::{Radio, RadioStats, ReceiveOnly, SharedScanStats};
 pub use scan::{DeviceUpdate, ScanConfig, ScanOutcome, ScanStats, ScanTracker};

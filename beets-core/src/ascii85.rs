@@ -235,7 +235,8 @@ pub fn decode_into(text: &[u8], out: &mut [u8]) -> Result<usize, Ascii85Error> {
         let word = u32::try_from(value).map_err(|_| Ascii85Error::GroupOverflow { index })?;
         let bytes = word.to_be_bytes();
         let kept = &bytes[..tail.len() - 1];
-        if encode_partial(kept)[..tail.len()] != *tail {
+        // Compared in place, not as slices (which is a `bcmp` call for 2 to 4 bytes).
+        if !encode_partial(kept).iter().zip(tail).all(|(a, b)| a == b) {
             return Err(Ascii85Error::NonCanonical { index });
         }
         out[full_bytes..needed].copy_from_slice(kept);
@@ -276,11 +277,14 @@ fn encode_group(mut word: u32) -> [u8; GROUP_CHARS] {
 /// encoding keeps the first `tail.len() + 1`.
 #[inline]
 fn encode_partial(tail: &[u8]) -> [u8; GROUP_CHARS] {
-    let mut word = [0u8; GROUP_BYTES];
-    for (w, &b) in word.iter_mut().zip(tail) {
-        *w = b;
-    }
-    encode_group(u32::from_be_bytes(word))
+    // The big-endian word of `tail` ‖ zeros, built in a register (a copy into a 4-byte array
+    // became a `memcpy` call).
+    let word = tail
+        .iter()
+        .take(GROUP_BYTES)
+        .enumerate()
+        .fold(0u32, |w, (i, &b)| w | u32::from(b) << (24 - 8 * i));
+    encode_group(word)
 }
 
 /// Value of up to 5 digits (at most 85^5 − 1 < 2^33, so a `u64` cannot overflow), or

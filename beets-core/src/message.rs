@@ -31,8 +31,6 @@
 use std::fmt;
 use std::num::NonZeroU16;
 
-use arrayvec::ArrayVec;
-
 use crate::fpe::FpeKey;
 use crate::tuple::{Field, MAX_ARITY, Template, Tuple};
 use crate::value::{TypeCode, Value};
@@ -387,7 +385,8 @@ impl Message {
         }
     }
 
-    /// Bytes [`emit`](Self::emit) writes: control byte, body, lifetime.
+    /// Bytes [`emit`](Self::emit) writes: control byte, body, lifetime. Constant time: tuples
+    /// and templates keep their encoded length.
     pub fn buffer_len(&self) -> usize {
         1 + match self {
             Message::Out { tuple, lifetime } => {
@@ -450,6 +449,11 @@ impl Message {
         let control = *bytes
             .first()
             .ok_or(DecodeError::Truncated { needed: 1, len: 0 })?;
+        // Byte 0 is never encrypted: a foreign version is "not v1" whatever its E bit says.
+        let version = control >> 6;
+        if version != VERSION {
+            return Err(DecodeError::NotV1 { version });
+        }
         // Each arm hands its result straight back: no intermediate `Message` to move.
         if control & FLAG_E != 0 {
             let key = key.ok_or(DecodeError::EncryptedNoKey)?;
@@ -595,12 +599,14 @@ impl<'a, M: ByteMap> Reader<'a, M> {
         Ok(a)
     }
 
-    /// A value of the given code (spec §1).
+    /// A value of the given code (spec §1). Inlined into the tuple and template loops, so the
+    /// fixed-size values cost no call; strings go through [`Reader::string`].
+    #[inline(always)]
     fn value(&mut self, code: TypeCode) -> Result<Value, DecodeError> {
-        let offset = self.pos;
         match code {
             TypeCode::Int16 => Ok(Value::Int16(i16::from_be_bytes(self.array()?))),
             TypeCode::Float32 => {
+                let offset = self.pos;
                 let f = f32::from_be_bytes(self.array()?);
                 if f.is_nan() {
                     Err(DecodeError::NaN { offset })
@@ -608,54 +614,60 @@ impl<'a, M: ByteMap> Reader<'a, M> {
                     Ok(Value::Float32(f))
                 }
             }
-            TypeCode::Str => {
-                let b0 = self.u8()?;
-                let h = if b0 & 0x80 == 0 {
-                    u16::from(b0)
-                } else {
-                    let b1 = self.u8()?;
-                    if b1 & 0x80 != 0 {
-                        return Err(DecodeError::VarintTooLong { offset });
-                    }
-                    if b1 == 0 {
-                        return Err(DecodeError::NonMinimalVarint { offset });
-                    }
-                    u16::from(b0 & 0x7f) | (u16::from(b1) << 7)
-                };
-                let len = usize::from(h >> 1);
-                let data_offset = self.pos;
-                // `take` checks the length against the input before anything is allocated.
-                let mut data = self.take(len)?.to_vec();
-                self.map.slice(&mut data);
-                if h & 1 == 0 {
-                    String::from_utf8(data)
-                        .map(Value::Str)
-                        .map_err(|_| DecodeError::BadUtf8 {
-                            offset: data_offset,
-                        })
-                } else {
-                    Ok(Value::Bytes(data))
-                }
-            }
+            TypeCode::Str => self.string(),
         }
     }
 
-    /// The values of a tuple (spec §2: signature byte, then the values), pushed onto the empty
-    /// `values`. Filling the caller's array, rather than returning a `Tuple`, saves moving the
-    /// 136-byte tuple through each `Result` on the way out.
-    fn tuple(&mut self, values: &mut ArrayVec<Value, MAX_ARITY>) -> Result<(), DecodeError> {
+    /// A string or byte string (code `11`): the length varint, then the bytes (spec §1).
+    /// Inlined like [`Reader::value`]: the `Value` is then built in registers and stored once,
+    /// straight into its slot (returned through memory, it was stored, then re-read with wider
+    /// loads, a store-forwarding stall that cost more than the call).
+    #[inline(always)]
+    fn string(&mut self) -> Result<Value, DecodeError> {
+        let offset = self.pos;
+        let b0 = self.u8()?;
+        let h = if b0 & 0x80 == 0 {
+            u16::from(b0)
+        } else {
+            let b1 = self.u8()?;
+            if b1 & 0x80 != 0 {
+                return Err(DecodeError::VarintTooLong { offset });
+            }
+            if b1 == 0 {
+                return Err(DecodeError::NonMinimalVarint { offset });
+            }
+            u16::from(b0 & 0x7f) | (u16::from(b1) << 7)
+        };
+        let len = usize::from(h >> 1);
+        let data_offset = self.pos;
+        // `take` checks the length against the input before anything is allocated.
+        let mut data = self.take(len)?.to_vec();
+        self.map.slice(&mut data);
+        if h & 1 == 0 {
+            String::from_utf8(data)
+                .map(Value::Str)
+                .map_err(|_| DecodeError::BadUtf8 {
+                    offset: data_offset,
+                })
+        } else {
+            Ok(Value::Bytes(data))
+        }
+    }
+
+    /// A tuple (spec §2: signature byte, then the values), pushed onto the empty `tuple`.
+    fn tuple(&mut self, tuple: &mut Tuple) -> Result<(), DecodeError> {
         let signature = self.u8()?;
         let arity = tuple_arity(signature).ok_or(DecodeError::BadTupleSignature { signature })?;
         for i in 0..arity {
             let code = code_at(signature, i).ok_or(DecodeError::BadTupleSignature { signature })?;
-            values.push(self.value(code)?);
+            tuple.push_checked(self.value(code)?);
         }
         Ok(())
     }
 
-    /// The fields of a pattern (spec §3: signature, pattern byte, actual values), pushed onto the
-    /// empty `fields` (see [`Reader::tuple`]).
-    fn template(&mut self, fields: &mut ArrayVec<Field, MAX_ARITY>) -> Result<(), DecodeError> {
+    /// A pattern (spec §3: signature, pattern byte, actual values), pushed onto the empty
+    /// `template`.
+    fn template(&mut self, template: &mut Template) -> Result<(), DecodeError> {
         let signature = self.u8()?;
         let pattern = self.u8()?;
         let arity = usize::from(pattern >> 4);
@@ -671,7 +683,7 @@ impl<'a, M: ByteMap> Reader<'a, M> {
         for i in 0..arity {
             let code = code_at(signature, i);
             let formal = mask & (1 << (3 - i)) != 0;
-            fields.push(if formal {
+            template.push_checked(if formal {
                 Field::Formal(code)
             } else {
                 let code = code.ok_or(DecodeError::BadPatternSignature { signature, pattern })?;
@@ -731,47 +743,43 @@ fn parse_body<M: ByteMap>(control: u8, mut r: Reader<'_, M>) -> Result<Decoded, 
             op,
         });
     }
-    let encrypted = control & FLAG_E != 0;
-    // The body is decoded into a local array and the message built once, in the return value.
-    if op.carries_pattern() {
-        let mut fields = ArrayVec::new();
-        r.template(&mut fields)?;
-        r.finish()?;
-        let template = Template::from_checked(fields);
-        let message = match op {
-            Op::Rd => Message::Rd(template),
-            Op::Inp => Message::Inp(template),
-            Op::Test => Message::Test(template),
-            _ => Message::Where(template),
-        };
-        return Ok(Decoded { message, encrypted });
-    }
-    let mut values = ArrayVec::new();
-    r.tuple(&mut values)?;
-    let lifetime = if has_lifetime {
-        let l = u16::from_be_bytes(r.array()?);
-        Some(NonZeroU16::new(l).ok_or(DecodeError::ZeroLifetime)?)
-    } else {
-        None
-    };
-    r.finish()?;
-    Ok(Decoded {
+    // The message is built first, with an empty body that is then decoded in place: building
+    // the tuple or template on its own and moving it into the message costs two copies of
+    // ~140 bytes, each stalled on the stores that just wrote it.
+    let mut decoded = Decoded {
         message: match op {
             Op::Out => Message::Out {
-                tuple: Tuple::from_checked(values),
-                lifetime,
+                tuple: Tuple::empty(),
+                lifetime: None,
             },
             Op::Tuple => Message::Tuple {
-                tuple: Tuple::from_checked(values),
+                tuple: Tuple::empty(),
                 reply,
             },
-            _ => Message::IAmHere {
-                tuple: Tuple::from_checked(values),
+            Op::IAmHere => Message::IAmHere {
+                tuple: Tuple::empty(),
                 reply,
             },
+            Op::Rd => Message::Rd(Template::empty()),
+            Op::Inp => Message::Inp(Template::empty()),
+            Op::Test => Message::Test(Template::empty()),
+            Op::Where => Message::Where(Template::empty()),
         },
-        encrypted,
-    })
+        encrypted: control & FLAG_E != 0,
+    };
+    match &mut decoded.message {
+        Message::Out { tuple, lifetime } => {
+            r.tuple(tuple)?;
+            if has_lifetime {
+                let l = u16::from_be_bytes(r.array()?);
+                *lifetime = Some(NonZeroU16::new(l).ok_or(DecodeError::ZeroLifetime)?);
+            }
+        }
+        Message::Tuple { tuple, .. } | Message::IAmHere { tuple, .. } => r.tuple(tuple)?,
+        Message::Rd(t) | Message::Inp(t) | Message::Test(t) | Message::Where(t) => r.template(t)?,
+    }
+    r.finish()?;
+    Ok(decoded)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -790,7 +798,9 @@ impl Writer<'_> {
         self.pos += b.len();
     }
 
-    #[inline]
+    /// One value (spec §1). Always inlined into the tuple and template loops (as a call, it was
+    /// a quarter of encoding a 4-tuple).
+    #[inline(always)]
     fn value(&mut self, v: &Value) {
         match v {
             Value::Int16(i) => self.put(&i.to_be_bytes()),
@@ -800,7 +810,7 @@ impl Writer<'_> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn bytes(&mut self, data: &[u8], kind: u16) {
         // Lengths are ≤ 8191 by construction of Value (checked in Tuple/Template::new).
         let h = ((data.len() as u16) << 1) | kind;

@@ -8,6 +8,8 @@
 //! Both types are checked at construction (arity, no NaN, string lengths), so every `Tuple` and
 //! `Template` that exists can be encoded; the only remaining limit is the transport's message size.
 
+use std::fmt;
+
 use arrayvec::ArrayVec;
 
 use crate::value::{TypeCode, Value, ValueError};
@@ -42,9 +44,14 @@ pub enum TupleError {
 /// assert_eq!(t.to_string(), r#"("SENSOR", 512)"#);
 /// # Ok::<(), beets_core::TupleError>(())
 /// ```
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone)]
 pub struct Tuple {
     values: ArrayVec<Value, MAX_ARITY>,
+    /// [`Tuple::signature`], kept current by [`Tuple::push_checked`] (the only way values get
+    /// in), so that encoding a message reads it instead of walking the values again.
+    signature: u8,
+    /// [`Tuple::wire_len`], kept current likewise; at most 1 + 4 · (2 + 8191), so a `u16`.
+    wire_len: u16,
 }
 
 impl Tuple {
@@ -54,24 +61,46 @@ impl Tuple {
     /// [`TupleError::BadArity`] for 0 or more than 4 values; [`TupleError::Value`] for a NaN
     /// float or a string/bytes value over [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN) bytes.
     pub fn new(values: impl IntoIterator<Item = Value>) -> Result<Tuple, TupleError> {
-        let mut out = ArrayVec::new();
+        let mut out = Tuple::empty();
         for (index, v) in values.into_iter().enumerate() {
             v.validate()
                 .map_err(|source| TupleError::Value { index, source })?;
-            out.try_push(v)
-                .map_err(|_| TupleError::BadArity(index + 1))?;
+            if out.values.is_full() {
+                return Err(TupleError::BadArity(index + 1));
+            }
+            out.push_checked(v);
         }
-        if out.is_empty() {
+        if out.values.is_empty() {
             return Err(TupleError::BadArity(0));
         }
-        Ok(Tuple { values: out })
+        Ok(out)
     }
 
-    /// Builds a tuple from values the decoder has already checked.
+    /// A tuple without values, for the decoder to fill in place with
+    /// [`push_checked`](Self::push_checked): decoding straight into the message it returns
+    /// saves moving the 136-byte tuple. Not a valid tuple (arity 0) until a value is pushed; it
+    /// never leaves the crate empty.
     #[inline]
-    pub(crate) fn from_checked(values: ArrayVec<Value, MAX_ARITY>) -> Tuple {
-        debug_assert!(!values.is_empty());
-        Tuple { values }
+    pub(crate) fn empty() -> Tuple {
+        Tuple {
+            values: ArrayVec::new(),
+            signature: 0,
+            wire_len: 1,
+        }
+    }
+
+    /// Appends a value the caller has checked ([`Value::validate`]) to a tuple of fewer than 4.
+    ///
+    /// # Panics
+    /// If the tuple already has 4 values.
+    #[inline]
+    pub(crate) fn push_checked(&mut self, v: Value) {
+        debug_assert!(v.validate().is_ok());
+        let (i, code, len) = (self.values.len(), v.type_code(), v.wire_len());
+        self.values.push(v); // panics when full, before `i` is used
+        self.signature |= code.bits() << (6 - 2 * i);
+        // ≤ 8193 bytes per value, ≤ 4 values: no overflow.
+        self.wire_len += len as u16;
     }
 
     /// Number of elements, 1..=4.
@@ -95,21 +124,34 @@ impl Tuple {
     /// The tuple's signature byte (spec §2): element i's code in bits `7-2i..6-2i`.
     #[inline]
     pub fn signature(&self) -> u8 {
-        self.values
-            .iter()
-            .enumerate()
-            .fold(0u8, |s, (i, v)| s | (v.type_code().bits() << (6 - 2 * i)))
+        self.signature
     }
 
     /// Bytes the tuple takes on the wire: signature byte plus the values.
     #[inline]
     pub fn wire_len(&self) -> usize {
-        1 + self.values.iter().map(Value::wire_len).sum::<usize>()
+        usize::from(self.wire_len)
     }
 
     /// Consumes the tuple, giving its values.
     pub fn into_values(self) -> Vec<Value> {
         self.values.into_iter().collect()
+    }
+}
+
+/// Equal values (spec §3); the cached signature and length follow from them.
+impl PartialEq for Tuple {
+    fn eq(&self, other: &Tuple) -> bool {
+        self.values == other.values
+    }
+}
+
+/// As derived before the caches were added: `Tuple { values: [..] }`.
+impl fmt::Debug for Tuple {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tuple")
+            .field("values", &self.values)
+            .finish()
     }
 }
 
@@ -175,9 +217,15 @@ impl From<Value> for Field {
 /// assert!(!tpl.matches(&r#"("SENSOR", 7.0)"#.parse().unwrap()));
 /// # Ok::<(), beets_core::TupleError>(())
 /// ```
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone)]
 pub struct Template {
     fields: ArrayVec<Field, MAX_ARITY>,
+    /// [`Template::signature`], kept current by [`Template::push_checked`] (see [`Tuple`]).
+    signature: u8,
+    /// The formal mask of [`Template::pattern_byte`] (bit `3-i` set ⇔ position i is a formal).
+    formal_mask: u8,
+    /// [`Template::wire_len`].
+    wire_len: u16,
 }
 
 impl Template {
@@ -187,33 +235,64 @@ impl Template {
     /// [`TupleError::BadArity`] for 0 or more than 4 fields; [`TupleError::Value`] for an actual
     /// that is NaN or a string/bytes value over [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN) bytes.
     pub fn new(fields: impl IntoIterator<Item = Field>) -> Result<Template, TupleError> {
-        let mut out = ArrayVec::new();
+        let mut out = Template::empty();
         for (index, f) in fields.into_iter().enumerate() {
             if let Field::Actual(v) = &f {
                 v.validate()
                     .map_err(|source| TupleError::Value { index, source })?;
             }
-            out.try_push(f)
-                .map_err(|_| TupleError::BadArity(index + 1))?;
+            if out.fields.is_full() {
+                return Err(TupleError::BadArity(index + 1));
+            }
+            out.push_checked(f);
         }
-        if out.is_empty() {
+        if out.fields.is_empty() {
             return Err(TupleError::BadArity(0));
         }
-        Ok(Template { fields: out })
+        Ok(out)
     }
 
-    /// Builds a template from fields the decoder has already checked.
+    /// A template without fields, for the decoder to fill in place (see [`Tuple::empty`]).
     #[inline]
-    pub(crate) fn from_checked(fields: ArrayVec<Field, MAX_ARITY>) -> Template {
-        debug_assert!(!fields.is_empty());
-        Template { fields }
+    pub(crate) fn empty() -> Template {
+        Template {
+            fields: ArrayVec::new(),
+            signature: 0,
+            formal_mask: 0,
+            wire_len: 2,
+        }
+    }
+
+    /// Appends a field whose actual value the caller has checked to a template of fewer than 4.
+    ///
+    /// # Panics
+    /// If the template already has 4 fields.
+    #[inline]
+    pub(crate) fn push_checked(&mut self, f: Field) {
+        let (i, code) = (self.fields.len(), f.code_bits());
+        let len = match &f {
+            Field::Actual(v) => {
+                debug_assert!(v.validate().is_ok());
+                Some(v.wire_len())
+            }
+            Field::Formal(_) => None,
+        };
+        self.fields.push(f); // panics when full, before `i` is used
+        self.signature |= code << (6 - 2 * i);
+        match len {
+            // ≤ 8193 bytes per value, ≤ 4 values: no overflow.
+            Some(len) => self.wire_len += len as u16,
+            None => self.formal_mask |= 1 << (3 - i),
+        }
     }
 
     /// A template that matches exactly `tuple` (every position an actual).
     pub fn exact(tuple: &Tuple) -> Template {
-        Template {
-            fields: tuple.values().iter().cloned().map(Field::Actual).collect(),
+        let mut out = Template::empty();
+        for v in tuple {
+            out.push_checked(Field::Actual(v.clone()));
         }
+        out
     }
 
     /// Number of positions, 1..=4.
@@ -244,38 +323,20 @@ impl Template {
     /// formals and unused positions.
     #[inline]
     pub fn signature(&self) -> u8 {
-        self.fields
-            .iter()
-            .enumerate()
-            .fold(0u8, |s, (i, f)| s | (f.code_bits() << (6 - 2 * i)))
+        self.signature
     }
 
     /// The pattern byte (spec §3): arity in bits 7..4, formal mask in bits 3..0 (bit `3-i` set ⇔
     /// position i is a formal).
     #[inline]
     pub fn pattern_byte(&self) -> u8 {
-        let mask = self
-            .fields
-            .iter()
-            .enumerate()
-            .fold(0u8, |m, (i, f)| match f {
-                Field::Formal(_) => m | (1 << (3 - i)),
-                Field::Actual(_) => m,
-            });
-        ((self.fields.len() as u8) << 4) | mask
+        ((self.fields.len() as u8) << 4) | self.formal_mask
     }
 
     /// Bytes the template takes on the wire: signature, pattern byte, the actuals' values.
     #[inline]
     pub fn wire_len(&self) -> usize {
-        2 + self
-            .fields
-            .iter()
-            .map(|f| match f {
-                Field::Actual(v) => v.wire_len(),
-                Field::Formal(_) => 0,
-            })
-            .sum::<usize>()
+        usize::from(self.wire_len)
     }
 
     /// The first field's value when it is an actual (what a space indexes by).
@@ -285,6 +346,22 @@ impl Template {
             Some(Field::Actual(v)) => Some(v),
             _ => None,
         }
+    }
+}
+
+/// Equal fields; the cached signature, pattern byte and length follow from them.
+impl PartialEq for Template {
+    fn eq(&self, other: &Template) -> bool {
+        self.fields == other.fields
+    }
+}
+
+/// As derived before the caches were added: `Template { fields: [..] }`.
+impl fmt::Debug for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Template")
+            .field("fields", &self.fields)
+            .finish()
     }
 }
 
@@ -322,6 +399,77 @@ mod tests {
             })
         );
         assert!(Template::new([Field::Actual(Value::Float32(f32::NAN))]).is_err());
+    }
+
+    /// The cached signature, pattern byte and length, recomputed from the elements.
+    fn check_caches_tuple(t: &Tuple) {
+        let sig = t
+            .values()
+            .iter()
+            .enumerate()
+            .fold(0u8, |s, (i, v)| s | (v.type_code().bits() << (6 - 2 * i)));
+        assert_eq!(t.signature(), sig, "{t:?}");
+        let len = 1 + t.values().iter().map(Value::wire_len).sum::<usize>();
+        assert_eq!(t.wire_len(), len, "{t:?}");
+    }
+
+    fn check_caches_template(p: &Template) {
+        let fields = p.fields().iter().enumerate();
+        let sig = fields
+            .clone()
+            .fold(0u8, |s, (i, f)| s | (f.code_bits() << (6 - 2 * i)));
+        let mask = fields.fold(0u8, |m, (i, f)| match f {
+            Field::Formal(_) => m | (1 << (3 - i)),
+            Field::Actual(_) => m,
+        });
+        let len = p
+            .fields()
+            .iter()
+            .map(|f| match f {
+                Field::Actual(v) => v.wire_len(),
+                Field::Formal(_) => 0,
+            })
+            .sum::<usize>();
+        assert_eq!(p.signature(), sig, "{p:?}");
+        assert_eq!(p.pattern_byte(), ((p.arity() as u8) << 4) | mask, "{p:?}");
+        assert_eq!(p.wire_len(), 2 + len, "{p:?}");
+    }
+
+    #[test]
+    fn cached_signature_and_length_follow_the_elements() {
+        let values = [
+            Value::Int16(-1),
+            Value::Float32(2.5),
+            s(""),
+            s(&"x".repeat(64)),
+            Value::Bytes(vec![0; 63]),
+        ];
+        for a in &values {
+            for b in &values {
+                for n in 1..=4 {
+                    let four = [a, b, a, b];
+                    let elems = four[..n].iter().map(|v| (*v).clone());
+                    let t = Tuple::new(elems.clone()).unwrap();
+                    check_caches_tuple(&t);
+                    check_caches_template(&Template::exact(&t));
+                    let mixed = elems.enumerate().map(|(i, v)| match i % 3 {
+                        0 => Field::Actual(v),
+                        1 => Field::ANY,
+                        _ => Field::Formal(Some(v.type_code())),
+                    });
+                    check_caches_template(&Template::new(mixed).unwrap());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn equality_and_debug_ignore_the_caches() {
+        let t = Tuple::new([Value::Float32(-0.0)]).unwrap();
+        assert_eq!(t, Tuple::new([Value::Float32(0.0)]).unwrap());
+        assert_eq!(format!("{t:?}"), "Tuple { values: [Float32(-0.0)] }");
+        let p = Template::new([Field::ANY]).unwrap();
+        assert_eq!(format!("{p:?}"), "Template { fields: [Formal(None)] }");
     }
 
     #[test]

@@ -158,12 +158,22 @@ impl UdpSpace {
     /// joining the group) when the socket cannot be set up; [`io::ErrorKind::Other`] when called
     /// outside a tokio runtime.
     pub fn spawn(udp: UdpConfig, node: NodeConfig, seed: u64) -> io::Result<UdpSpace> {
+        UdpSpace::spawn_node(udp, Node::new(node, seed, Time::ZERO))
+    }
+
+    /// As [`UdpSpace::spawn`], with a node built by the caller — e.g. with
+    /// [`Node::set_hooks`](beets_core::Node::set_hooks) for agents. The node's clock starts at
+    /// [`Time::ZERO`] when the driver starts.
+    ///
+    /// # Errors
+    /// As [`UdpSpace::spawn`].
+    pub fn spawn_node(udp: UdpConfig, node: Node) -> io::Result<UdpSpace> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(io::Error::other(
                 "UdpSpace::spawn must be called inside a tokio runtime",
             ));
         }
-        if node.transport != Transport::Udp {
+        if node.config().transport != Transport::Udp {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "UdpSpace needs a node built with Transport::Udp",
@@ -172,8 +182,7 @@ impl UdpSpace {
         udp.validate()?;
         let socket = Arc::new(socket::open(&udp)?);
         let local_addr = socket.local_addr()?;
-        let identity = node.identity.clone();
-        let node = Node::new(node, seed, Time::ZERO);
+        let identity = node.config().identity.clone();
         let node_id = node.node_id();
         let name = format!("{identity} {node_id}@{local_addr}");
         let span = info_span!("beets_udp", node = %name);

@@ -29,6 +29,21 @@ fn out_with_lifetime(seconds: u16) -> Message {
 #[test]
 fn crc8_smbus_check_value() {
     assert_eq!(CRC8.checksum(b"123456789"), 0xf4);
+    assert_eq!(CRC8_SLICE16.checksum(b"123456789"), 0xf4);
+}
+
+proptest! {
+    /// The 16-table CRC used on the frame path is the spec's CRC-8/SMBUS, whole or resumed after
+    /// the 22 name bytes.
+    #[test]
+    fn crc8_slice16_agrees_with_crc8(frame in proptest::collection::vec(any::<u8>(), 0..=MAX_FRAME_LEN)) {
+        prop_assert_eq!(CRC8_SLICE16.checksum(&frame), CRC8.checksum(&frame));
+        let split = frame.len().min(NAME_BYTES);
+        let mut digest = CRC8_SLICE16.digest();
+        digest.update(&frame[..split]);
+        digest.update(&frame[split..]);
+        prop_assert_eq!(digest.finalize(), CRC8.checksum(&frame));
+    }
 }
 
 #[test]

@@ -223,6 +223,12 @@ fn parse_rejects_not_v1() {
 }
 
 #[test]
+fn parse_rejects_not_v1_before_looking_at_the_key() {
+    // VER = 10 with E set: "not v1", not "encrypted but no key".
+    assert_eq!(parse_err("8c 40 00 01"), DecodeError::NotV1 { version: 2 });
+}
+
+#[test]
 fn parse_rejects_op_zero() {
     assert_eq!(
         parse_err("40 40 00 01"),

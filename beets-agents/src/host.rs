@@ -1,0 +1,626 @@
+//! The agent host: owns the agents of one node and dispatches events to them, with no I/O.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::rc::Rc;
+
+use beets_core::node::IncomingRequest;
+use beets_core::{PeerAddr, Received, Time, Tuple, Value};
+
+use crate::action::{
+    Action, AgentEvent, AgentId, Completion, RequestOp, SpaceId, Token, TupleKind,
+};
+use crate::active;
+use crate::agent::JsAgent;
+use crate::api::Shared;
+use crate::config::{HostConfig, Limits, SpaceSpec};
+use crate::error::{AgentError, Fault};
+
+/// Longest agent name, in bytes.
+pub const MAX_AGENT_NAME_LEN: usize = 64;
+
+/// Prefix of the names of agents started from active tuples.
+pub const ACTIVE_PREFIX: &str = "active:";
+
+/// Counters since the host was built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HostStats {
+    /// Tuples given to `on_tuple`.
+    pub tuples: u64,
+    /// Tuples a `ts` handler consumed (active tuples included).
+    pub consumed: u64,
+    /// Requests given to `allow_request`.
+    pub requests: u64,
+    /// Requests refused (by a handler returning `false`, or by a faulting filter).
+    pub refused: u64,
+    /// Agent faults.
+    pub faults: u64,
+    /// Agents disabled after too many faults.
+    pub disabled: u64,
+    /// Actions queued.
+    pub actions: u64,
+    /// Actions dropped because the action queue was full.
+    pub actions_dropped: u64,
+    /// Events dropped because the event queue was full.
+    pub events_dropped: u64,
+    /// Agents started from active tuples.
+    pub active_started: u64,
+    /// Active tuples refused.
+    pub active_refused: u64,
+}
+
+/// Which incoming OUTs and requests can concern the agents, from [`AgentHost::rule_filter`].
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct RuleFilter {
+    /// Per space: an OUT that matches none of these templates is neither consumed nor seen.
+    pub out_templates: Vec<Vec<beets_core::Template>>,
+    /// Per space: whether some request rule may refuse a request.
+    pub requests: Vec<bool>,
+}
+
+impl RuleFilter {
+    /// Whether `on_tuple` could do anything with an incoming OUT of `tuple` on `space`.
+    pub fn wants_out(&self, space: SpaceId, tuple: &Tuple) -> bool {
+        self.out_templates
+            .get(space.index())
+            .is_some_and(|t| t.iter().any(|t| t.matches(tuple)))
+    }
+
+    /// Whether `allow_request` could refuse a request on `space`.
+    pub fn wants_request(&self, space: SpaceId) -> bool {
+        self.requests.get(space.index()).copied().unwrap_or(false)
+    }
+}
+
+/// A snapshot of one agent, from [`AgentHost::agents`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AgentInfo {
+    /// Its handle.
+    pub id: AgentId,
+    /// Its name.
+    pub name: String,
+    /// Still running (not disabled).
+    pub enabled: bool,
+    /// Faults so far.
+    pub faults: u32,
+    /// Started from an active tuple, and who sent it.
+    pub active_from: Option<Option<PeerAddr>>,
+    /// QuickJS heap in use, bytes (0 once disabled).
+    pub memory: usize,
+}
+
+struct Slot {
+    id: AgentId,
+    name: String,
+    /// Hash of the source, to recognise an active tuple that is already running.
+    source_hash: u64,
+    active_from: Option<Option<PeerAddr>>,
+    js: Option<JsAgent>,
+    faults: u32,
+    limits: Limits,
+}
+
+/// The sans-IO agent host: owns the agents of one node and dispatches events to them.
+///
+/// ```text
+///  caller ── on_tuple / allow_request / on_sensor ──▶ ┌───────────┐ ── poll_action ──▶ spaces
+///  caller ── handle_timeout (at poll_timeout) ──────▶ │ AgentHost │ ── poll_event ───▶ logs
+///  caller ── complete(token, reply) ────────────────▶ └───────────┘
+/// ```
+///
+/// # Call contract
+/// 1. Build with [`AgentHost::new`], naming the spaces agents can see; [`AgentHost::load`]
+///    agents.
+/// 2. Feed it what happens: [`on_tuple`](AgentHost::on_tuple) for every incoming OUT (its result
+///    says whether an agent consumed it) and notification, [`allow_request`](AgentHost::allow_request)
+///    before answering an RD, INP or TEST, [`on_sensor`](AgentHost::on_sensor) for readings, and
+///    [`handle_timeout`](AgentHost::handle_timeout) when the time from
+///    [`poll_timeout`](AgentHost::poll_timeout) has come.
+/// 3. After any of these, drain [`poll_action`](AgentHost::poll_action) and perform each action;
+///    complete those with a [`Token`] with [`complete`](AgentHost::complete). Drain
+///    [`poll_event`](AgentHost::poll_event) for faults and logs.
+/// 4. `now` must never go backwards.
+///
+/// Every call into an agent runs under its limits; a fault is reported as
+/// [`AgentEvent::Fault`] and the host carries on. `AgentHost` is not `Send` (QuickJS runtimes are
+/// single-threaded): use [`AgentRuntime`](crate::AgentRuntime) to run it on its own thread behind
+/// the node's [`Hooks`](beets_core::node::Hooks).
+pub struct AgentHost {
+    config: HostConfig,
+    shared: Rc<Shared>,
+    agents: Vec<Slot>,
+    next_id: u32,
+    actions: VecDeque<Action>,
+    events: VecDeque<AgentEvent>,
+    stats: HostStats,
+}
+
+impl fmt::Debug for AgentHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentHost")
+            .field("spaces", &self.config.spaces)
+            .field("agents", &self.agents.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Queues an action, dropping the oldest when `bound` are waiting.
+fn push_bounded(queue: &mut VecDeque<Action>, stats: &mut HostStats, bound: usize, a: Action) {
+    stats.actions += 1;
+    if queue.len() >= bound {
+        queue.pop_front();
+        stats.actions_dropped += 1;
+    }
+    queue.push_back(a);
+}
+
+fn source_hash(source: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    source.hash(&mut h);
+    h.finish()
+}
+
+fn check_name(name: &str) -> Result<(), AgentError> {
+    if name.is_empty() || name.len() > MAX_AGENT_NAME_LEN || name.chars().any(char::is_control) {
+        return Err(AgentError::BadName(name.to_owned()));
+    }
+    Ok(())
+}
+
+impl AgentHost {
+    /// A host with no agents.
+    ///
+    /// # Panics
+    /// With more than 64 spaces (a node has one per transport).
+    pub fn new(config: HostConfig) -> AgentHost {
+        assert!(config.spaces.len() <= 64, "at most 64 spaces");
+        AgentHost {
+            shared: Rc::new(Shared::new(config.spaces.clone())),
+            config,
+            agents: Vec::new(),
+            next_id: 1,
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: HostStats::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HostConfig {
+        &self.config
+    }
+
+    /// The spaces, by [`SpaceId`] index.
+    pub fn spaces(&self) -> &[SpaceSpec] {
+        &self.config.spaces
+    }
+
+    /// The id of the space named `name`.
+    pub fn space_id(&self, name: &str) -> Option<SpaceId> {
+        self.config
+            .spaces
+            .iter()
+            .position(|s| s.name == name)
+            .map(|i| SpaceId(i as u8))
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> HostStats {
+        self.stats
+    }
+
+    /// A snapshot of every agent loaded (disabled ones included), in load order.
+    pub fn agents(&self) -> Vec<AgentInfo> {
+        self.agents
+            .iter()
+            .map(|s| AgentInfo {
+                id: s.id,
+                name: s.name.clone(),
+                enabled: s.js.is_some(),
+                faults: s.faults,
+                active_from: s.active_from,
+                memory: s.js.as_ref().map_or(0, JsAgent::memory_used),
+            })
+            .collect()
+    }
+
+    /// Loads an agent from JavaScript source under [`HostConfig::limits`]. The source must
+    /// evaluate to the agent object (see the [crate docs](crate)). Loading an agent with the name
+    /// of a loaded one replaces it once the new one has loaded.
+    ///
+    /// # Errors
+    /// An [`AgentError`]: a bad name, a source over the limit, a fault while evaluating it or
+    /// running `init`, or an object that is not an agent. Nothing is left running then.
+    pub fn load(&mut self, now: Time, name: &str, source: &str) -> Result<AgentId, AgentError> {
+        self.load_with_limits(now, name, source, self.config.limits.clone())
+    }
+
+    /// As [`AgentHost::load`] with other limits.
+    ///
+    /// # Errors
+    /// As [`AgentHost::load`].
+    pub fn load_with_limits(
+        &mut self,
+        now: Time,
+        name: &str,
+        source: &str,
+        limits: Limits,
+    ) -> Result<AgentId, AgentError> {
+        check_name(name)?;
+        if name.starts_with(ACTIVE_PREFIX) {
+            return Err(AgentError::BadName(name.to_owned()));
+        }
+        self.load_inner(now, name, source, limits, None)
+    }
+
+    fn load_inner(
+        &mut self,
+        now: Time,
+        name: &str,
+        source: &str,
+        limits: Limits,
+        active_from: Option<Option<PeerAddr>>,
+    ) -> Result<AgentId, AgentError> {
+        let id = AgentId(self.next_id);
+        let js = JsAgent::load(id, name, source, &limits, &self.shared, now)?;
+        self.next_id += 1;
+        if let Some(old) = self.agents.iter().position(|s| s.name == name) {
+            self.agents.remove(old);
+        }
+        self.agents.push(Slot {
+            id,
+            name: name.to_owned(),
+            source_hash: source_hash(source),
+            active_from,
+            js: Some(js),
+            faults: 0,
+            limits,
+        });
+        let idx = self.agents.len() - 1;
+        self.collect(idx, true);
+        self.push_event(AgentEvent::Loaded {
+            agent: id,
+            name: name.to_owned(),
+            from: active_from.flatten(),
+        });
+        Ok(id)
+    }
+
+    /// Stops and frees an agent; `false` if unknown. Its pending promises are dropped.
+    pub fn unload(&mut self, id: AgentId) -> bool {
+        match self.agents.iter().position(|s| s.id == id) {
+            Some(i) => {
+                self.agents.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// What the node's hooks need to skip the agents when no rule can fire: per space, the
+    /// templates an incoming OUT must match for `on_tuple` to do anything (the `ts` rules of
+    /// running agents, and the active-tuple shape where active tuples are accepted), and
+    /// whether `allow_request` can refuse anything.
+    pub fn rule_filter(&self) -> RuleFilter {
+        let n = self.config.spaces.len();
+        let mut f = RuleFilter {
+            out_templates: vec![Vec::new(); n],
+            requests: vec![false; n],
+        };
+        for i in 0..n {
+            let space = SpaceId(i as u8);
+            for a in self.agents.iter().filter_map(|s| s.js.as_ref()) {
+                f.out_templates[i].extend(a.out_templates(space).cloned());
+                f.requests[i] |= RequestOp::ALL.iter().any(|op| a.wants_request(space, *op));
+            }
+            if self.active_allowed(space) {
+                f.out_templates[i].push(active::template());
+            }
+        }
+        f
+    }
+
+    fn active_allowed(&self, space: SpaceId) -> bool {
+        let p = &self.config.active;
+        let spec = &self.config.spaces[space.index()];
+        p.enabled
+            && (!p.require_keyed || spec.keyed)
+            && (p.spaces.is_empty() || p.spaces.contains(&spec.name))
+    }
+
+    /// An incoming OUT (`kind` = [`TupleKind::Out`], before it is stored) or notification on
+    /// `space`: runs the matching `ts` rules of each agent in load order until a handler returns
+    /// `true`. Returns whether the tuple was consumed (an OUT is then not stored).
+    ///
+    /// An OUT shaped like an active tuple is started as an agent and consumed when the
+    /// [`ActivePolicy`](crate::ActivePolicy) allows it on this space.
+    pub fn on_tuple(
+        &mut self,
+        now: Time,
+        space: SpaceId,
+        kind: TupleKind,
+        tuple: &Tuple,
+        received: Option<&Received>,
+    ) -> bool {
+        if space.index() >= self.config.spaces.len() {
+            return false;
+        }
+        self.stats.tuples += 1;
+        if kind == TupleKind::Out
+            && self.active_allowed(space)
+            && let Some((name, source)) = active::decode(tuple)
+        {
+            self.start_active(now, name, source, received.map(|r| r.from));
+            self.stats.consumed += 1;
+            return true;
+        }
+        for idx in 0..self.agents.len() {
+            let budget = self.agents[idx].limits.event_budget;
+            let Some(js) = self.agents[idx].js.as_mut() else {
+                continue;
+            };
+            if !js.wants_tuple(space, kind, tuple) {
+                continue;
+            }
+            let r = js.on_tuple(now, budget, space, kind, tuple, received);
+            if self.finish(idx, r) == Some(true) {
+                self.stats.consumed += 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// An incoming RD, INP or TEST the local space could answer: runs the matching request
+    /// rules. Returns `false` when a handler returned `false` or a filter faulted (fail closed),
+    /// `true` otherwise (also for ops other than RD, INP and TEST).
+    pub fn allow_request(
+        &mut self,
+        now: Time,
+        space: SpaceId,
+        request: &IncomingRequest<'_>,
+    ) -> bool {
+        let Some(op) = RequestOp::from_op(request.op) else {
+            return true;
+        };
+        if space.index() >= self.config.spaces.len() {
+            return true;
+        }
+        self.stats.requests += 1;
+        for idx in 0..self.agents.len() {
+            let budget = self.agents[idx].limits.event_budget;
+            let Some(js) = self.agents[idx].js.as_mut() else {
+                continue;
+            };
+            if !js.wants_request(space, op) {
+                continue;
+            }
+            let r = js.on_request(now, budget, space, op, request.template, &request.received);
+            match self.finish(idx, r) {
+                Some(false) => {}
+                Some(true) | None => {
+                    self.stats.refused += 1;
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// A sensor reading: stores it (JavaScript `sensor(name)` returns it) and runs the sensor
+    /// rules for `name` with the value and the previous one.
+    pub fn on_sensor(&mut self, now: Time, name: &str, value: Value) {
+        let previous = self
+            .shared
+            .sensors
+            .borrow_mut()
+            .insert(name.to_owned(), value.clone());
+        for idx in 0..self.agents.len() {
+            let budget = self.agents[idx].limits.event_budget;
+            let Some(js) = self.agents[idx].js.as_mut() else {
+                continue;
+            };
+            let r = js.on_sensor(now, budget, name, &value, previous.as_ref());
+            self.finish(idx, r);
+        }
+    }
+
+    /// Fires due timers and resolves requests whose deadline passed with `null`.
+    pub fn handle_timeout(&mut self, now: Time) {
+        for idx in 0..self.agents.len() {
+            let budget = self.agents[idx].limits.event_budget;
+            let Some(js) = self.agents[idx].js.as_mut() else {
+                continue;
+            };
+            for due in js.due(now) {
+                let Some(js) = self.agents[idx].js.as_mut() else {
+                    break;
+                };
+                let r = js.fire(now, budget, due);
+                self.finish(idx, r);
+            }
+        }
+    }
+
+    /// When [`AgentHost::handle_timeout`] should next run: the next timer or request deadline.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.agents
+            .iter()
+            .filter_map(|s| s.js.as_ref()?.next_deadline())
+            .min()
+    }
+
+    /// Resolves the promise of an [`Action::Request`] or [`Action::Host`]. Unknown or expired
+    /// tokens are ignored.
+    pub fn complete(&mut self, now: Time, token: Token, completion: Completion) {
+        let Some(idx) = self
+            .agents
+            .iter()
+            .position(|s| s.js.as_ref().is_some_and(|j| j.has_pending(token)))
+        else {
+            return;
+        };
+        if let Completion::Failed(why) = &completion {
+            let slot = &self.agents[idx];
+            let e = AgentEvent::Log {
+                agent: slot.id,
+                name: slot.name.clone(),
+                message: format!("operation failed, resolving with null: {why}"),
+            };
+            self.push_event(e);
+        }
+        let budget = self.agents[idx].limits.event_budget;
+        let Some(js) = self.agents[idx].js.as_mut() else {
+            return;
+        };
+        let r = js.complete(now, budget, token, Some(completion));
+        self.finish(idx, r);
+    }
+
+    /// The next action to perform, oldest first.
+    #[must_use]
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// The next event, oldest first.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<AgentEvent> {
+        self.events.pop_front()
+    }
+
+    fn start_active(&mut self, now: Time, name: &str, source: &str, from: Option<PeerAddr>) {
+        let refuse = |host: &mut AgentHost, reason: String| {
+            host.stats.active_refused += 1;
+            host.push_event(AgentEvent::ActiveRefused {
+                from,
+                name: name.to_owned(),
+                reason,
+            });
+        };
+        let policy = &self.config.active;
+        if name.is_empty() || name.len() > active::MAX_ACTIVE_NAME_LEN {
+            return refuse(
+                self,
+                format!("name must have 1..={} bytes", active::MAX_ACTIVE_NAME_LEN),
+            );
+        }
+        let max = policy.max_source_len.min(active::MAX_ACTIVE_SOURCE_LEN);
+        if source.len() > max {
+            return refuse(
+                self,
+                format!("source has {} bytes, the limit is {max}", source.len()),
+            );
+        }
+        let full = format!("{ACTIVE_PREFIX}{name}");
+        // The same agent again (a repeated broadcast): keep the running one and its state.
+        let hash = source_hash(source);
+        if self
+            .agents
+            .iter()
+            .any(|s| s.name == full && s.source_hash == hash && s.js.is_some())
+        {
+            return;
+        }
+        let running = self
+            .agents
+            .iter()
+            .filter(|s| s.active_from.is_some() && s.js.is_some() && s.name != full)
+            .count();
+        if running >= policy.max_agents {
+            let e = AgentError::TooManyActive {
+                max: policy.max_agents,
+            };
+            return refuse(self, e.to_string());
+        }
+        let mut limits = policy.limits.clone();
+        limits.max_source_len = limits.max_source_len.min(max);
+        match self.load_inner(now, &full, source, limits, Some(from)) {
+            Ok(_) => self.stats.active_started += 1,
+            Err(e) => refuse(self, e.to_string()),
+        }
+    }
+
+    /// Moves an agent's actions and logs to the queues (actions only if `keep_actions`).
+    fn collect(&mut self, idx: usize, keep_actions: bool) {
+        let Some(js) = self.agents[idx].js.as_ref() else {
+            return;
+        };
+        let (queue, stats, bound) = (
+            &mut self.actions,
+            &mut self.stats,
+            self.config.action_queue.max(1),
+        );
+        let mut push = |a: Action| push_bounded(queue, stats, bound, a);
+        let (logs, dropped) = js.drain(keep_actions.then_some(&mut push as &mut dyn FnMut(Action)));
+        if logs.is_empty() && dropped == 0 {
+            return;
+        }
+        let (id, name) = (self.agents[idx].id, self.agents[idx].name.clone());
+        for message in logs {
+            self.push_event(AgentEvent::Log {
+                agent: id,
+                name: name.clone(),
+                message,
+            });
+        }
+        if dropped > 0 {
+            self.push_event(AgentEvent::Log {
+                agent: id,
+                name,
+                message: format!("{dropped} log lines dropped (Limits::max_logs_per_event)"),
+            });
+        }
+    }
+
+    /// Collects an agent's output after a call and records a fault. A faulting event's actions
+    /// are discarded.
+    fn finish<R>(&mut self, idx: usize, r: Result<R, Fault>) -> Option<R> {
+        match r {
+            Ok(v) => {
+                self.collect(idx, true);
+                Some(v)
+            }
+            Err(fault) => {
+                self.collect(idx, false);
+                self.stats.faults += 1;
+                let slot = &mut self.agents[idx];
+                slot.faults += 1;
+                let (id, name, count) = (slot.id, slot.name.clone(), slot.faults);
+                let disable = count >= slot.limits.max_faults.max(1);
+                if disable {
+                    slot.js = None;
+                }
+                self.push_event(AgentEvent::Fault {
+                    agent: id,
+                    name: name.clone(),
+                    fault,
+                    count,
+                });
+                if disable {
+                    self.stats.disabled += 1;
+                    self.push_event(AgentEvent::Disabled {
+                        agent: id,
+                        name,
+                        faults: count,
+                    });
+                }
+                None
+            }
+        }
+    }
+
+    fn push_event(&mut self, e: AgentEvent) {
+        if self.events.len() >= self.config.event_queue.max(1) {
+            self.events.pop_front();
+            self.stats.events_dropped += 1;
+        }
+        self.events.push_back(e);
+    }
+}

@@ -1,0 +1,669 @@
+//! Running agents next to async spaces: an agent host on its own thread, hooks for the nodes,
+//! and a task that performs the agents' actions on space handles.
+
+use std::sync::mpsc::{self as std_mpsc, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, RwLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use beets_core::driver::{ClientError, SpaceHandle};
+use beets_core::node::{Hooks, IncomingRequest};
+use beets_core::{Op, Received, Template, Time, Tuple, Value};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::action::{
+    Action, AgentEvent, AgentId, Completion, HostQuery, RequestOp, SpaceId, Token, TupleKind,
+};
+use crate::config::{HostConfig, Limits};
+use crate::error::AgentError;
+use crate::host::{AgentHost, AgentInfo, HostStats, RuleFilter};
+
+/// How the agent thread and its channels are set up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// Longest a hook waits for the agent thread (default 100 ms; keep it above
+    /// [`Limits::event_budget`] times the number of agents that may run for one tuple).
+    pub hook_timeout: Duration,
+    /// What `allow_request` answers when the agent thread does not reply in time (default
+    /// `false`: refuse, so a stuck filter fails closed).
+    pub allow_on_timeout: bool,
+    /// Bound of the command channel into the thread (default 1024); hooks that find it full
+    /// answer with their default at once.
+    pub command_queue: usize,
+    /// Bound of the action and event channels out of the thread (default 1024); when full, items
+    /// are dropped and counted.
+    pub output_queue: usize,
+    /// Native stack of the agent thread (default 8 MiB; must exceed [`Limits::stack`]).
+    pub thread_stack: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> RuntimeConfig {
+        RuntimeConfig {
+            hook_timeout: Duration::from_millis(100),
+            allow_on_timeout: false,
+            command_queue: 1024,
+            output_queue: 1024,
+            thread_stack: 8 << 20,
+        }
+    }
+}
+
+/// Why a runtime call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The agent thread has stopped (shut down, or every handle dropped).
+    #[error("agent thread stopped")]
+    Stopped,
+    /// The command channel is full; try again later.
+    #[error("agent thread busy: its command queue is full (RuntimeConfig::command_queue)")]
+    Busy,
+    /// The agent did not load.
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    /// The thread could not be started.
+    #[error("could not start the agent thread: {0}")]
+    Spawn(#[from] std::io::Error),
+    /// A space name that is not in [`HostConfig::spaces`].
+    #[error("no space named {0:?} in HostConfig::spaces")]
+    UnknownSpace(String),
+}
+
+enum Cmd {
+    Load {
+        name: String,
+        source: String,
+        limits: Option<Limits>,
+        reply: oneshot::Sender<Result<AgentId, AgentError>>,
+    },
+    Unload(AgentId, oneshot::Sender<bool>),
+    Tuple {
+        space: SpaceId,
+        kind: TupleKind,
+        tuple: Tuple,
+        received: Option<Received>,
+        reply: Option<SyncSender<bool>>,
+    },
+    Request {
+        space: SpaceId,
+        op: Op,
+        template: Template,
+        received: Received,
+        reply: SyncSender<bool>,
+    },
+    Sensor(String, Value),
+    Complete(Token, Completion),
+    Agents(oneshot::Sender<Vec<AgentInfo>>),
+    Stats(oneshot::Sender<HostStats>),
+    Shutdown,
+}
+
+/// What the hooks need to skip the agent thread, published by it.
+#[derive(Debug, Default)]
+struct Masks {
+    filter: RwLock<RuleFilter>,
+}
+
+/// The channels out of the agent thread; take them once from [`AgentRuntime::spawn`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct AgentOutputs {
+    /// Actions to perform: give to [`AgentRuntime::serve`].
+    pub actions: mpsc::Receiver<Action>,
+    /// Loads, faults, disables, logs. Every event is also logged with `tracing`; dropping this
+    /// receiver is fine.
+    pub events: mpsc::Receiver<AgentEvent>,
+}
+
+/// A handle to agents running on their own thread: an [`AgentHost`] there, [`AgentHooks`] for
+/// the nodes, and [`AgentRuntime::serve`] performing the agents' actions on [`SpaceHandle`]s.
+/// Cheap to clone; the thread stops at [`AgentRuntime::shutdown`] or when every handle and every
+/// [`AgentHooks`] is dropped.
+///
+/// QuickJS runtimes are not `Send`, and a node's hooks must be, so the host lives on a dedicated
+/// thread and everything talks to it over channels:
+///
+/// ```text
+///   Node (driver task) ── AgentHooks: consume_out / allow_request ──▶ ┌──────────────┐
+///        ◀── bool, or the default after RuntimeConfig::hook_timeout ── │ agent thread │
+///   app ── load / set_sensor / feed_tuple ─────────────────────────▶ │  AgentHost   │
+///   serve task ◀── actions ───────────────────────────────────────── │  + timers    │
+///   serve task ── replies (complete) ────────────────────────────────▶ └──────────────┘
+/// ```
+///
+/// A hook waits at most [`RuntimeConfig::hook_timeout`] for the thread, so a stuck or busy agent
+/// cannot stall the node: an OUT is then stored (not consumed) and a request gets
+/// [`RuntimeConfig::allow_on_timeout`] (refused by default). Hooks skip the round trip entirely
+/// for OUTs no `ts` rule matches and for spaces without request rules.
+///
+/// Notifications (TUPLE, R = 0) do not pass through [`Hooks`]; an application that wants agents
+/// to see them can subscribe and pass them on with [`AgentRuntime::feed_tuple`].
+#[derive(Clone, Debug)]
+pub struct AgentRuntime {
+    tx: SyncSender<Cmd>,
+    masks: Arc<Masks>,
+    spaces: Arc<[String]>,
+    config: RuntimeConfig,
+}
+
+impl AgentRuntime {
+    /// Starts the agent thread with an empty [`AgentHost`].
+    ///
+    /// # Errors
+    /// [`RuntimeError::Spawn`] if the thread cannot be started.
+    pub fn spawn(
+        host: HostConfig,
+        config: RuntimeConfig,
+    ) -> Result<(AgentRuntime, AgentOutputs), RuntimeError> {
+        let (tx, rx) = std_mpsc::sync_channel(config.command_queue.max(1));
+        let (atx, arx) = mpsc::channel(config.output_queue.max(1));
+        let (etx, erx) = mpsc::channel(config.output_queue.max(1));
+        // The filter of an empty host (active tuples only), in place before any hook can run.
+        let masks = Arc::new(Masks {
+            filter: RwLock::new(AgentHost::new(host.clone()).rule_filter()),
+        });
+        let spaces: Arc<[String]> = host.spaces.iter().map(|s| s.name.clone()).collect();
+        let m = masks.clone();
+        thread::Builder::new()
+            .name("beets-agents".into())
+            .stack_size(config.thread_stack)
+            .spawn(move || {
+                let mut thread = AgentThread {
+                    host: AgentHost::new(host),
+                    epoch: Instant::now(),
+                    actions: atx,
+                    events: etx,
+                    masks: m,
+                };
+                thread.run(rx);
+            })?;
+        let rt = AgentRuntime {
+            tx,
+            masks,
+            spaces,
+            config,
+        };
+        Ok((
+            rt,
+            AgentOutputs {
+                actions: arx,
+                events: erx,
+            },
+        ))
+    }
+
+    /// The id of the space named `name`.
+    pub fn space_id(&self, name: &str) -> Option<SpaceId> {
+        self.spaces
+            .iter()
+            .position(|s| s == name)
+            .map(|i| SpaceId(i as u8))
+    }
+
+    /// The hooks to install on the node of space `name` with
+    /// [`Node::set_hooks`](beets_core::Node::set_hooks) before spawning its driver.
+    ///
+    /// # Errors
+    /// [`RuntimeError::UnknownSpace`].
+    pub fn hooks(&self, name: &str) -> Result<AgentHooks, RuntimeError> {
+        let space = self
+            .space_id(name)
+            .ok_or_else(|| RuntimeError::UnknownSpace(name.to_owned()))?;
+        Ok(AgentHooks {
+            space,
+            tx: self.tx.clone(),
+            masks: self.masks.clone(),
+            timeout: self.config.hook_timeout,
+            allow_on_timeout: self.config.allow_on_timeout,
+        })
+    }
+
+    fn send(&self, cmd: Cmd) -> Result<(), RuntimeError> {
+        self.tx.try_send(cmd).map_err(|e| match e {
+            TrySendError::Full(_) => RuntimeError::Busy,
+            TrySendError::Disconnected(_) => RuntimeError::Stopped,
+        })
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Cmd,
+    ) -> Result<T, RuntimeError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx))?;
+        rx.await.map_err(|_| RuntimeError::Stopped)
+    }
+
+    /// Loads an agent (see [`AgentHost::load`]).
+    ///
+    /// # Errors
+    /// [`RuntimeError::Agent`] when it does not load; [`RuntimeError::Stopped`] /
+    /// [`RuntimeError::Busy`].
+    pub async fn load(&self, name: &str, source: &str) -> Result<AgentId, RuntimeError> {
+        self.load_inner(name, source, None).await
+    }
+
+    /// As [`AgentRuntime::load`], for synchronous callers: blocks the calling thread.
+    ///
+    /// # Panics
+    /// When called from within an async runtime (use [`AgentRuntime::load`] there).
+    ///
+    /// # Errors
+    /// As [`AgentRuntime::load`].
+    pub fn load_blocking(&self, name: &str, source: &str) -> Result<AgentId, RuntimeError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::Load {
+            name: name.to_owned(),
+            source: source.to_owned(),
+            limits: None,
+            reply,
+        })?;
+        Ok(rx.blocking_recv().map_err(|_| RuntimeError::Stopped)??)
+    }
+
+    /// Loads an agent with its own limits (see [`AgentHost::load_with_limits`]).
+    ///
+    /// # Errors
+    /// As [`AgentRuntime::load`].
+    pub async fn load_with_limits(
+        &self,
+        name: &str,
+        source: &str,
+        limits: Limits,
+    ) -> Result<AgentId, RuntimeError> {
+        self.load_inner(name, source, Some(limits)).await
+    }
+
+    async fn load_inner(
+        &self,
+        name: &str,
+        source: &str,
+        limits: Option<Limits>,
+    ) -> Result<AgentId, RuntimeError> {
+        let (name, source) = (name.to_owned(), source.to_owned());
+        Ok(self
+            .ask(|reply| Cmd::Load {
+                name,
+                source,
+                limits,
+                reply,
+            })
+            .await??)
+    }
+
+    /// Unloads an agent; `false` if unknown.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Stopped`] / [`RuntimeError::Busy`].
+    pub async fn unload(&self, id: AgentId) -> Result<bool, RuntimeError> {
+        self.ask(|r| Cmd::Unload(id, r)).await
+    }
+
+    /// A snapshot of the agents.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Stopped`] / [`RuntimeError::Busy`].
+    pub async fn agents(&self) -> Result<Vec<AgentInfo>, RuntimeError> {
+        self.ask(Cmd::Agents).await
+    }
+
+    /// The host's counters.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Stopped`] / [`RuntimeError::Busy`].
+    pub async fn stats(&self) -> Result<HostStats, RuntimeError> {
+        self.ask(Cmd::Stats).await
+    }
+
+    /// A sensor reading (see [`AgentHost::on_sensor`]); does not wait.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Stopped`] / [`RuntimeError::Busy`].
+    pub fn set_sensor(&self, name: &str, value: Value) -> Result<(), RuntimeError> {
+        self.send(Cmd::Sensor(name.to_owned(), value))
+    }
+
+    /// Hands agents a tuple the hooks do not see (e.g. a notification from a subscription);
+    /// does not wait, and the tuple cannot be consumed.
+    ///
+    /// # Errors
+    /// [`RuntimeError::Stopped`] / [`RuntimeError::Busy`].
+    pub fn feed_tuple(
+        &self,
+        space: SpaceId,
+        kind: TupleKind,
+        tuple: Tuple,
+        received: Option<Received>,
+    ) -> Result<(), RuntimeError> {
+        self.send(Cmd::Tuple {
+            space,
+            kind,
+            tuple,
+            received,
+            reply: None,
+        })
+    }
+
+    /// Completes an agent's request (what [`AgentRuntime::serve`] does).
+    ///
+    /// # Errors
+    /// [`RuntimeError::Stopped`] / [`RuntimeError::Busy`].
+    pub fn complete(&self, token: Token, completion: Completion) -> Result<(), RuntimeError> {
+        self.send(Cmd::Complete(token, completion))
+    }
+
+    /// Stops the agent thread (its agents are freed); pending hooks get their defaults.
+    pub fn shutdown(&self) {
+        let _ = self.tx.try_send(Cmd::Shutdown);
+    }
+
+    /// Performs the agents' actions on `spaces` (indexed like [`HostConfig::spaces`]) until the
+    /// agent thread stops. Spawn it as a task. Broadcasts and local writes are performed in
+    /// order; each request runs in its own task and its reply (or `None` at the timeout) is
+    /// given back to the agent.
+    pub async fn serve(self, mut actions: mpsc::Receiver<Action>, spaces: Vec<SpaceHandle>) {
+        while let Some(action) = actions.recv().await {
+            let Some(h) = spaces.get(action.space().index()).cloned() else {
+                warn!(
+                    space = action.space().index(),
+                    "no SpaceHandle for this space; action dropped"
+                );
+                continue;
+            };
+            let agent = action.agent();
+            let failed = |what: &str, e: ClientError| {
+                warn!(agent = %agent, error = %e, "agent {what} failed");
+            };
+            match action {
+                Action::Out {
+                    tuple, lifetime, ..
+                } => {
+                    if let Err(e) = h.out(tuple, lifetime).await {
+                        failed("out", e);
+                    }
+                }
+                Action::Notify { tuple, .. } => {
+                    if let Err(e) = h.notify(tuple).await {
+                        failed("notify", e);
+                    }
+                }
+                Action::HostOut {
+                    tuple, lifetime, ..
+                } => {
+                    if let Err(e) = h.host_out(tuple, lifetime).await {
+                        failed("host.out", e);
+                    }
+                }
+                Action::Host {
+                    token,
+                    query,
+                    template,
+                    ..
+                } => {
+                    let c = match query {
+                        HostQuery::Rd => h
+                            .host_rd(template)
+                            .await
+                            .map(|t| Completion::Tuple(t.map(|t| (t, None)))),
+                        HostQuery::Inp => h
+                            .host_inp(template)
+                            .await
+                            .map(|t| Completion::Tuple(t.map(|t| (t, None)))),
+                        HostQuery::Count => h.host_count(template).await.map(Completion::Count),
+                        HostQuery::Rm => h.host_rm(template).await.map(Completion::Count),
+                    };
+                    let c = c.unwrap_or_else(|e| Completion::Failed(e.to_string()));
+                    let _ = self.complete(token, c);
+                }
+                Action::Request {
+                    token,
+                    op,
+                    template,
+                    timeout,
+                    ..
+                } => {
+                    let rt = self.clone();
+                    tokio::spawn(async move {
+                        let r = match op {
+                            RequestOp::Rd => h.rd(template, timeout).await,
+                            RequestOp::Inp => h.inp(template, timeout).await,
+                            RequestOp::Test => h.test(template, timeout).await,
+                        };
+                        let c = match r {
+                            Ok(reply) => Completion::Tuple(reply.map(|(t, rx)| (t, Some(rx)))),
+                            Err(e) => Completion::Failed(e.to_string()),
+                        };
+                        let _ = rt.complete(token, c);
+                    });
+                }
+            }
+        }
+        debug!("agent actions closed");
+    }
+}
+
+/// [`Hooks`] for one space's node: asks the agent thread, and falls back to a default when it
+/// does not answer within [`RuntimeConfig::hook_timeout`].
+#[derive(Debug)]
+pub struct AgentHooks {
+    space: SpaceId,
+    tx: SyncSender<Cmd>,
+    masks: Arc<Masks>,
+    timeout: Duration,
+    allow_on_timeout: bool,
+}
+
+impl AgentHooks {
+    fn ask(&self, cmd: impl FnOnce(SyncSender<bool>) -> Cmd, default: bool) -> bool {
+        let (tx, rx) = std_mpsc::sync_channel(1);
+        if self.tx.try_send(cmd(tx)).is_err() {
+            return default;
+        }
+        rx.recv_timeout(self.timeout).unwrap_or(default)
+    }
+}
+
+impl Hooks for AgentHooks {
+    fn allow_request(&mut self, request: &IncomingRequest<'_>) -> bool {
+        let wanted = self
+            .masks
+            .filter
+            .read()
+            .map_or(true, |f| f.wants_request(self.space));
+        if !wanted {
+            return true;
+        }
+        let space = self.space;
+        self.ask(
+            |reply| Cmd::Request {
+                space,
+                op: request.op,
+                template: request.template.clone(),
+                received: request.received,
+                reply,
+            },
+            self.allow_on_timeout,
+        )
+    }
+
+    fn consume_out(&mut self, tuple: &Tuple, received: &Received) -> bool {
+        let wanted = self
+            .masks
+            .filter
+            .read()
+            .map_or(true, |f| f.wants_out(self.space, tuple));
+        if !wanted {
+            return false;
+        }
+        let space = self.space;
+        self.ask(
+            |reply| Cmd::Tuple {
+                space,
+                kind: TupleKind::Out,
+                tuple: tuple.clone(),
+                received: Some(*received),
+                reply: Some(reply),
+            },
+            false,
+        )
+    }
+}
+
+struct AgentThread {
+    host: AgentHost,
+    epoch: Instant,
+    actions: mpsc::Sender<Action>,
+    events: mpsc::Sender<AgentEvent>,
+    masks: Arc<Masks>,
+}
+
+impl AgentThread {
+    fn now(&self) -> Time {
+        Time::from_millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn run(&mut self, rx: std_mpsc::Receiver<Cmd>) {
+        self.publish();
+        loop {
+            let cmd = match self.host.poll_timeout() {
+                Some(at) => {
+                    let wait = at.saturating_since(self.now());
+                    match rx.recv_timeout(wait) {
+                        Ok(c) => Some(c),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+                None => match rx.recv() {
+                    Ok(c) => Some(c),
+                    Err(_) => break,
+                },
+            };
+            let now = self.now();
+            let reply = match cmd {
+                None => {
+                    self.host.handle_timeout(now);
+                    None
+                }
+                Some(Cmd::Shutdown) => break,
+                Some(cmd) => self.command(now, cmd),
+            };
+            if self.host.poll_timeout().is_some_and(|t| t <= now) {
+                self.host.handle_timeout(now);
+            }
+            // Actions go out before a hook's answer, so they are queued when the node goes on.
+            self.flush();
+            if let Some((tx, answer)) = reply {
+                let _ = tx.try_send(answer);
+            }
+        }
+        debug!("agent thread stopped");
+    }
+
+    /// Runs a command; returns a hook's answer, to send after the flush.
+    fn command(&mut self, now: Time, cmd: Cmd) -> Option<(SyncSender<bool>, bool)> {
+        match cmd {
+            Cmd::Load {
+                name,
+                source,
+                limits,
+                reply,
+            } => {
+                let r = match limits {
+                    Some(l) => self.host.load_with_limits(now, &name, &source, l),
+                    None => self.host.load(now, &name, &source),
+                };
+                if let Err(e) = &r {
+                    warn!(agent = %name, error = %e, "agent did not load");
+                }
+                // Publish the rule masks before answering, so the hooks see the new rules as
+                // soon as `load` returns.
+                self.publish();
+                let _ = reply.send(r);
+            }
+            Cmd::Unload(id, reply) => {
+                let unloaded = self.host.unload(id);
+                self.publish();
+                let _ = reply.send(unloaded);
+            }
+            Cmd::Tuple {
+                space,
+                kind,
+                tuple,
+                received,
+                reply,
+            } => {
+                let consumed = self
+                    .host
+                    .on_tuple(now, space, kind, &tuple, received.as_ref());
+                return reply.map(|r| (r, consumed));
+            }
+            Cmd::Request {
+                space,
+                op,
+                template,
+                received,
+                reply,
+            } => {
+                let req = IncomingRequest {
+                    op,
+                    template: &template,
+                    received,
+                };
+                return Some((reply, self.host.allow_request(now, space, &req)));
+            }
+            Cmd::Sensor(name, value) => self.host.on_sensor(now, &name, value),
+            Cmd::Complete(token, c) => self.host.complete(now, token, c),
+            Cmd::Agents(r) => {
+                let _ = r.send(self.host.agents());
+            }
+            Cmd::Stats(r) => {
+                let _ = r.send(self.host.stats());
+            }
+            Cmd::Shutdown => {}
+        }
+        None
+    }
+
+    /// Publishes the rule filter the hooks read.
+    fn publish(&self) {
+        let f = self.host.rule_filter();
+        if let Ok(mut w) = self.masks.filter.write() {
+            *w = f;
+        }
+    }
+
+    fn flush(&mut self) {
+        while let Some(a) = self.host.poll_action() {
+            if let Err(e) = self.actions.try_send(a) {
+                warn!(error = %e, "agent action dropped (output queue full or closed)");
+            }
+        }
+        let mut changed = false;
+        while let Some(e) = self.host.poll_event() {
+            match &e {
+                AgentEvent::Loaded { name, from, .. } => {
+                    info!(agent = %name, from = ?from, "agent loaded");
+                    changed = true;
+                }
+                AgentEvent::Fault {
+                    name, fault, count, ..
+                } => warn!(agent = %name, count, "agent fault: {fault}"),
+                AgentEvent::Disabled { name, faults, .. } => {
+                    warn!(agent = %name, faults, "agent disabled");
+                    changed = true;
+                }
+                AgentEvent::Log { name, message, .. } => info!(agent = %name, "{message}"),
+                AgentEvent::ActiveRefused { name, reason, from } => {
+                    warn!(agent = %name, from = ?from, "active tuple refused: {reason}");
+                }
+            }
+            let _ = self.events.try_send(e);
+        }
+        if changed {
+            self.publish();
+        }
+    }
+}

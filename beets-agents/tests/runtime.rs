@@ -1,0 +1,425 @@
+//! Agents next to running spaces: the async driver on in-memory buses (one BLE, one UDP), the
+//! agent thread behind the nodes' hooks, and `serve` performing the agents' actions.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use beets_agents::{
+    AgentEvent, AgentOutputs, AgentRuntime, HostConfig, Router, RuntimeConfig, SpaceSpec,
+};
+use beets_core::driver::{self, DriverStats, FrameSink, OwnedFrame, ReceivedFrame, SpaceHandle};
+use beets_core::{Node, NodeConfig, PeerAddr, Template, Time, Transmit, Transport, Tuple, Value};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+type Members = Vec<(u8, mpsc::Sender<ReceivedFrame>)>;
+
+/// A broadcast medium in memory: every frame reaches every other member, at once, without loss.
+#[derive(Clone, Default)]
+struct Bus(Arc<Mutex<Members>>);
+
+struct BusSink {
+    bus: Bus,
+    me: u8,
+}
+
+fn addr(transport: Transport, me: u8) -> PeerAddr {
+    match transport {
+        Transport::Ble => PeerAddr::Ble([0xAA, 0xBB, 0xCC, 0xDD, 0xEE, me]),
+        Transport::Udp => PeerAddr::Ip(SocketAddr::from(([127, 0, 0, me], 49737))),
+    }
+}
+
+impl FrameSink for BusSink {
+    async fn send(&mut self, tx: Transmit) -> io::Result<()> {
+        let (frame, from, rssi) = match tx {
+            Transmit::Datagram(d) => (OwnedFrame::Datagram(d), addr(Transport::Udp, self.me), None),
+            Transmit::Advertisement(a) => (
+                OwnedFrame::Advertisement {
+                    local_name: a.local_name.to_string(),
+                    service_uuids: a.service_uuids.to_vec(),
+                },
+                addr(Transport::Ble, self.me),
+                Some(-60),
+            ),
+        };
+        let members = self.bus.0.lock().unwrap().clone();
+        for (i, m) in members {
+            if i != self.me {
+                let _ = m
+                    .send(ReceivedFrame {
+                        from,
+                        frame: frame.clone(),
+                        rssi,
+                    })
+                    .await;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn node(transport: Transport, name: &str, seed: u64) -> Node {
+    let mut cfg = NodeConfig::new(transport, name).unwrap();
+    cfg.reply_backoff = Duration::from_millis(5);
+    Node::new(cfg, seed, Time::ZERO)
+}
+
+fn join(bus: &Bus, me: u8, node: Node) -> (SpaceHandle, JoinHandle<DriverStats>) {
+    let (tx, rx) = mpsc::channel(64);
+    bus.0.lock().unwrap().push((me, tx));
+    driver::spawn(
+        format!("n{me}"),
+        node,
+        BusSink {
+            bus: bus.clone(),
+            me,
+        },
+        rx,
+    )
+}
+
+/// Hooks wait long enough for a loaded test machine: a hook that gave up would store an OUT
+/// the test expects consumed.
+fn rt_config() -> RuntimeConfig {
+    RuntimeConfig {
+        hook_timeout: Duration::from_secs(2),
+        ..RuntimeConfig::default()
+    }
+}
+
+fn t(s: &str) -> Tuple {
+    s.parse().unwrap()
+}
+
+fn tpl(s: &str) -> Template {
+    s.parse().unwrap()
+}
+
+async fn recv(rx: &mut mpsc::Receiver<Tuple>) -> Option<Tuple> {
+    timeout(Duration::from_secs(2), rx.recv())
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The paper's beacon: a BLE space and a UDP space on one node, an agent runtime between them.
+struct Beacon {
+    agents: AgentRuntime,
+    events: mpsc::Receiver<AgentEvent>,
+    ble: SpaceHandle,
+    udp: SpaceHandle,
+}
+
+fn beacon(ble_bus: &Bus, udp_bus: &Bus, me: u8) -> Beacon {
+    let cfg = HostConfig::new([
+        SpaceSpec::new("ble-ts", Transport::Ble),
+        SpaceSpec::new("udp-ts", Transport::Udp),
+    ]);
+    let rt_cfg = RuntimeConfig {
+        hook_timeout: Duration::from_secs(2),
+        ..RuntimeConfig::default()
+    };
+    let (
+        agents,
+        AgentOutputs {
+            actions, events, ..
+        },
+    ) = AgentRuntime::spawn(cfg, rt_cfg).unwrap();
+    let mut b = node(Transport::Ble, "beacon", 10);
+    b.set_hooks(Box::new(agents.hooks("ble-ts").unwrap()));
+    let mut u = node(Transport::Udp, "beacon", 11);
+    u.set_hooks(Box::new(agents.hooks("udp-ts").unwrap()));
+    let (ble, _) = join(ble_bus, me, b);
+    let (udp, _) = join(udp_bus, me, u);
+    tokio::spawn(
+        agents
+            .clone()
+            .serve(actions, vec![ble.clone(), udp.clone()]),
+    );
+    Beacon {
+        agents,
+        events,
+        ble,
+        udp,
+    }
+}
+
+#[tokio::test]
+async fn router_moves_tuples_between_two_spaces() {
+    let (ble_bus, udp_bus) = (Bus::default(), Bus::default());
+    let (mobile, _) = join(&ble_bus, 1, node(Transport::Ble, "mobile", 1));
+    let (server, _) = join(&udp_bus, 3, node(Transport::Udp, "server", 3));
+    let b = beacon(&ble_bus, &udp_bus, 2);
+    b.agents
+        .load("router", &Router::ble_udp().source())
+        .await
+        .unwrap();
+
+    let mut at_server = server
+        .subscribe(tpl("(\"SENSOR\", ?, ?, ?)"), 8)
+        .await
+        .unwrap();
+    let mut at_mobile = mobile
+        .subscribe(tpl("(\"SURVEY\", ?, ?)"), 8)
+        .await
+        .unwrap();
+
+    // BLE → UDP: a mobile node's reading reaches the server; the beacon does not keep it.
+    let reading = t(r#"("SENSOR", "LIGHT", 512, 1.5)"#);
+    mobile.out(reading.clone(), None).await.unwrap();
+    assert_eq!(recv(&mut at_server).await, Some(reading.clone()));
+    assert_eq!(b.ble.host_count(tpl("(?, ?, ?, ?)")).await.unwrap(), 0);
+    assert_eq!(server.host_tuples().await.unwrap(), vec![reading]);
+
+    // UDP → BLE: a survey from the server reaches the mobile node.
+    let survey = t(r#"("SURVEY", "Q1", 3)"#);
+    server.out(survey.clone(), None).await.unwrap();
+    assert_eq!(recv(&mut at_mobile).await, Some(survey.clone()));
+    assert_eq!(mobile.host_tuples().await.unwrap(), vec![survey]);
+
+    // Not routed: stays where it was sent.
+    mobile.out(t(r#"("OTHER", 1)"#), None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(b.ble.host_count(tpl("(\"OTHER\", ?)")).await.unwrap(), 1);
+    assert_eq!(b.udp.host_count(tpl("(\"OTHER\", ?)")).await.unwrap(), 0);
+
+    let stats = b.agents.stats().await.unwrap();
+    assert_eq!((stats.consumed, stats.faults), (2, 0));
+}
+
+#[tokio::test]
+async fn custom_router_with_a_filter_and_a_counter() {
+    let (ble_bus, udp_bus) = (Bus::default(), Bus::default());
+    let (mobile, _) = join(&ble_bus, 1, node(Transport::Ble, "mobile", 1));
+    let (server, _) = join(&udp_bus, 3, node(Transport::Udp, "server", 3));
+    let mut b = beacon(&ble_bus, &udp_bus, 2);
+    // Forwards only bright readings, tagged with the beacon's count, and keeps a local copy.
+    b.agents
+        .load(
+            "bright",
+            r#"({
+                n: 0,
+                rules: [{ ts: ["SENSOR", "LIGHT", INT16, ANY], space: "ble-ts",
+                          cond(t, ev) { return t[2] >= 100 && ev.rssi !== null; },
+                          handler(t, ev) {
+                              this.n++;
+                              spaces["udp-ts"].out(["BRIGHT", t[2], this.n], 60);
+                              log("forwarded", t[2], "from", ev.from);
+                              return false;
+                          } }],
+            })"#,
+        )
+        .await
+        .unwrap();
+    let mut at_server = server
+        .subscribe(tpl("(\"BRIGHT\", ?, ?)"), 8)
+        .await
+        .unwrap();
+    mobile
+        .out(t(r#"("SENSOR", "LIGHT", 50, 0)"#), None)
+        .await
+        .unwrap();
+    mobile
+        .out(t(r#"("SENSOR", "LIGHT", 700, 0)"#), None)
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut at_server).await, Some(t(r#"("BRIGHT", 700, 1)"#)));
+    assert_eq!(
+        b.ble
+            .host_count(tpl("(\"SENSOR\", ?, ?, ?)"))
+            .await
+            .unwrap(),
+        2
+    );
+    let ev = timeout(Duration::from_secs(2), b.events.recv())
+        .await
+        .unwrap();
+    assert!(matches!(ev, Some(AgentEvent::Loaded { .. })));
+    let ev = timeout(Duration::from_secs(2), b.events.recv())
+        .await
+        .unwrap();
+    assert!(
+        matches!(&ev, Some(AgentEvent::Log { message, .. }) if message == "forwarded 700 from AA:BB:CC:DD:EE:01"),
+        "{ev:?}"
+    );
+}
+
+#[tokio::test]
+async fn filter_agent_refuses_rd_from_one_sender_over_the_driver() {
+    let bus = Bus::default();
+    let cfg = HostConfig::new([SpaceSpec::new("udp-ts", Transport::Udp)]);
+    let (agents, out) = AgentRuntime::spawn(cfg, rt_config()).unwrap();
+    let mut s = node(Transport::Udp, "server", 1);
+    s.set_hooks(Box::new(agents.hooks("udp-ts").unwrap()));
+    let (server, _) = join(&bus, 1, s);
+    tokio::spawn(agents.clone().serve(out.actions, vec![server.clone()]));
+    agents
+        .load(
+            "filter",
+            r#"({ rules: [{ request: "*", handler(tpl, ev) { return ev.from !== "127.0.0.66:49737"; } }] })"#,
+        )
+        .await
+        .unwrap();
+    let (good, _) = join(&bus, 2, node(Transport::Udp, "good", 2));
+    let (bad, _) = join(&bus, 66, node(Transport::Udp, "bad", 66));
+    server.host_out(t(r#"("KEY", 42)"#), None).await.unwrap();
+    let wait = Duration::from_millis(300);
+    let got = good.rd(tpl("(\"KEY\", ?)"), wait).await.unwrap();
+    assert_eq!(got.map(|(t, _)| t), Some(t(r#"("KEY", 42)"#)));
+    assert_eq!(bad.rd(tpl("(\"KEY\", ?)"), wait).await.unwrap(), None);
+    assert_eq!(bad.inp(tpl("(\"KEY\", ?)"), wait).await.unwrap(), None);
+    assert_eq!(server.host_count(tpl("(\"KEY\", ?)")).await.unwrap(), 1);
+    let stats = server.stats().await.unwrap();
+    assert_eq!(stats.node.filtered, 2);
+}
+
+#[tokio::test]
+async fn agent_requests_resolve_with_replies_or_null_through_serve() {
+    let (ble_bus, udp_bus) = (Bus::default(), Bus::default());
+    let (server, _) = join(&udp_bus, 3, node(Transport::Udp, "server", 3));
+    server
+        .host_out(t(r#"("SURVEY", "Q7")"#), None)
+        .await
+        .unwrap();
+    let b = beacon(&ble_bus, &udp_bus, 2);
+    b.agents
+        .load(
+            "asker",
+            r#"({ rules: [{ timer: 10, once: true, async handler() {
+                const r = await spaces["udp-ts"].rd(["SURVEY", STR], 1000);
+                host.out(["GOT", r.tuple[1], r.from]);
+                const none = await spaces["udp-ts"].rd(["ABSENT"], 100);
+                host.out(["NONE", String(none)]);
+                spaces["udp-ts"].host.count(["ABSENT"], n => host.out(["COUNT", n]));
+            } }] })"#,
+        )
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let tuples = b.ble.host_tuples().await.unwrap();
+        if tuples.len() == 3 || tokio::time::Instant::now() > deadline {
+            assert_eq!(
+                tuples,
+                vec![
+                    t(r#"("GOT", "Q7", "127.0.0.3:49737")"#),
+                    t(r#"("NONE", "null")"#),
+                    t(r#"("COUNT", 0)"#),
+                ]
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn sensor_readings_reach_agents_and_the_radio() {
+    let ble_bus = Bus::default();
+    let udp_bus = Bus::default();
+    let (mobile, _) = join(&ble_bus, 1, node(Transport::Ble, "mobile", 1));
+    let b = beacon(&ble_bus, &udp_bus, 2);
+    b.agents
+        .load(
+            "light",
+            r#"({ rules: [{ sensor: "light", cond(v, prev) { return prev === null || Math.abs(v - prev) >= 10; },
+                           handler(v) { spaces["ble-ts"].out(["LIGHT", v]); } }] })"#,
+        )
+        .await
+        .unwrap();
+    let mut rx = mobile.subscribe(tpl("(\"LIGHT\", ?)"), 8).await.unwrap();
+    for v in [300, 305, 320] {
+        b.agents.set_sensor("light", Value::Int16(v)).unwrap();
+    }
+    assert_eq!(recv(&mut rx).await, Some(t(r#"("LIGHT", 300)"#)));
+    assert_eq!(recv(&mut rx).await, Some(t(r#"("LIGHT", 320)"#)));
+    assert_eq!(
+        timeout(Duration::from_millis(100), rx.recv()).await.ok(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn active_tuple_starts_an_agent_on_a_keyed_space_when_allowed() {
+    let bus = Bus::default();
+    let keyed = |name: &str, seed| {
+        let mut cfg = NodeConfig::new(Transport::Udp, name)
+            .unwrap()
+            .with_password("hive");
+        cfg.reply_backoff = Duration::from_millis(5);
+        Node::new(cfg, seed, Time::ZERO)
+    };
+    let mut host = HostConfig::new([SpaceSpec::new("udp-ts", Transport::Udp).keyed(true)]);
+    host.active.enabled = true;
+    let (agents, out) = AgentRuntime::spawn(host, rt_config()).unwrap();
+    let mut n = keyed("receiver", 1);
+    n.set_hooks(Box::new(agents.hooks("udp-ts").unwrap()));
+    let (receiver, _) = join(&bus, 1, n);
+    tokio::spawn(agents.clone().serve(out.actions, vec![receiver.clone()]));
+    let (sender, _) = join(&bus, 2, keyed("sender", 2));
+
+    // The agent answers every ("PING", n) with ("PONG", n + 1) and stores nothing else.
+    let src = r#"({ rules: [{ ts: ["PING", INT16], handler(t) { spaces["udp-ts"].out(["PONG", t[1] + 1]); return true; } }] })"#;
+    sender
+        .out(beets_agents::active::encode("pong", src).unwrap(), None)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while agents.agents().await.unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "active agent did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let info = &agents.agents().await.unwrap()[0];
+    assert_eq!(info.name, "active:pong");
+    assert_eq!(info.active_from, Some(Some(addr(Transport::Udp, 2))));
+    // The active tuple itself was consumed.
+    assert_eq!(receiver.host_tuples().await.unwrap(), vec![]);
+
+    let mut pongs = sender.subscribe(tpl("(\"PONG\", ?)"), 4).await.unwrap();
+    sender.out(t(r#"("PING", 41)"#), None).await.unwrap();
+    assert_eq!(recv(&mut pongs).await, Some(t(r#"("PONG", 42)"#)));
+}
+
+#[tokio::test]
+async fn fed_notifications_reach_notify_rules() {
+    let cfg = HostConfig::new([SpaceSpec::new("udp-ts", Transport::Udp)]);
+    let (agents, mut out) = AgentRuntime::spawn(cfg, rt_config()).unwrap();
+    agents
+        .load(
+            "n",
+            r#"({ rules: [{ ts: ["ALERT", ANY], kind: "notify", handler(t, ev) { log(ev.kind, t[1], ev.from); } }] })"#,
+        )
+        .await
+        .unwrap();
+    let space = agents.space_id("udp-ts").unwrap();
+    agents
+        .feed_tuple(
+            space,
+            beets_agents::TupleKind::Out,
+            t(r#"("ALERT", 1)"#),
+            None,
+        )
+        .unwrap();
+    agents
+        .feed_tuple(
+            space,
+            beets_agents::TupleKind::Notify,
+            t(r#"("ALERT", 2)"#),
+            None,
+        )
+        .unwrap();
+    let mut lines = Vec::new();
+    while let Ok(Some(e)) = timeout(Duration::from_millis(300), out.events.recv()).await {
+        if let AgentEvent::Log { message, .. } = e {
+            lines.push(message);
+        }
+    }
+    assert_eq!(lines, ["notify 2 null"]);
+}

@@ -1,0 +1,210 @@
+//! `beets node`: one real BeeTS node with agents loaded from files (what a Raspberry Pi runs).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use beets::core::{FpeKey, Node, NodeConfig, Time, Transport, parse_tuple};
+use beets_agents::{AgentEvent, AgentRuntime, HostConfig, RuntimeConfig, SpaceSpec};
+use beets_udp::{UdpConfig, UdpSpace};
+use clap::Args;
+use tracing::{info, warn};
+
+/// Options of `beets node`.
+#[derive(Args, Debug)]
+pub(crate) struct NodeArgs {
+    /// Node name (1..=16 bytes): the identity tuple is ("NODE", name).
+    #[arg(long, default_value = "node")]
+    name: String,
+    /// Run the UDP space "udp-ts".
+    #[arg(long)]
+    udp: bool,
+    /// UDP port to bind and to send to.
+    #[arg(long, default_value_t = beets::core::udp::DEFAULT_PORT)]
+    port: u16,
+    /// UDP broadcast address (default: the limited broadcast, for a LAN). Tests and local
+    /// trials use 127.255.255.255.
+    #[arg(long, default_value_t = Ipv4Addr::BROADCAST)]
+    broadcast: Ipv4Addr,
+    /// Send to this unicast peer too (repeatable), e.g. for WLAN clients that lose broadcasts.
+    #[arg(long = "peer", value_name = "IP:PORT")]
+    peers: Vec<SocketAddr>,
+    /// Send every datagram this many extra times (receivers drop the copies).
+    #[arg(long, default_value_t = 0)]
+    repeat: u8,
+    /// Run the BLE space "ble-ts" on BlueZ (Linux; needs the `bluer` feature and bluetoothd).
+    #[arg(long)]
+    ble: bool,
+    /// Space password (FPE, spec §5) for every space.
+    #[arg(long, value_name = "PASSWORD")]
+    key: Option<String>,
+    /// Load this agent (repeatable). Its name is the file stem.
+    #[arg(long = "agent", value_name = "FILE.js")]
+    agents: Vec<PathBuf>,
+    /// Broadcast this tuple once the node is up (repeatable; UDP space).
+    #[arg(long = "out", value_name = "TUPLE")]
+    outs: Vec<String>,
+    /// Stop after this many seconds instead of waiting for Ctrl-C.
+    #[arg(long, value_name = "SECS")]
+    exit_after: Option<u64>,
+}
+
+pub(crate) fn run(args: NodeArgs) -> Result<(), String> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    rt.block_on(node(args))
+}
+
+async fn node(args: NodeArgs) -> Result<(), String> {
+    if !args.udp && !args.ble {
+        return Err("give --udp, --ble or both".into());
+    }
+    if args.ble && !cfg!(feature = "bluer") {
+        return Err(
+            "--ble needs BlueZ support: build with `--features bluer` on Linux (see the README)"
+                .into(),
+        );
+    }
+    let mut specs = Vec::new();
+    if args.udp {
+        specs.push(SpaceSpec::new("udp-ts", Transport::Udp).keyed(args.key.is_some()));
+    }
+    if args.ble {
+        specs.push(SpaceSpec::new("ble-ts", Transport::Ble).keyed(args.key.is_some()));
+    }
+    let (agents, outputs) = AgentRuntime::spawn(HostConfig::new(specs), RuntimeConfig::default())
+        .map_err(|e| e.to_string())?;
+    let mut handles = Vec::new();
+    let mut udp_space = None;
+    if args.udp {
+        let mut cfg = NodeConfig::new(Transport::Udp, &args.name).map_err(|e| e.to_string())?;
+        cfg.key = args.key.as_deref().map(FpeKey::from_password);
+        let mut node = Node::new(cfg, seed(), Time::ZERO);
+        node.set_hooks(Box::new(agents.hooks("udp-ts").map_err(|e| e.to_string())?));
+        let udp = UdpConfig {
+            bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.port)),
+            broadcast: Some(SocketAddr::from((args.broadcast, args.port))),
+            peers: args.peers.clone(),
+            repeat: args.repeat,
+            ..UdpConfig::default()
+        };
+        let space = UdpSpace::spawn_node(udp, node).map_err(|e| format!("UDP: {e}"))?;
+        info!(addr = %space.local_addr(), node_id = %space.node_id(), "UDP space udp-ts up");
+        handles.push(space.handle().clone());
+        udp_space = Some(space);
+    }
+    #[cfg(feature = "bluer")]
+    let ble_node = if args.ble {
+        let mut cfg = NodeConfig::new(Transport::Ble, &args.name).map_err(|e| e.to_string())?;
+        cfg.key = args.key.as_deref().map(FpeKey::from_password);
+        let mut node = Node::new(cfg, seed(), Time::ZERO);
+        node.set_hooks(Box::new(agents.hooks("ble-ts").map_err(|e| e.to_string())?));
+        let session = beets_ble::bluer::Session::new()
+            .await
+            .map_err(|e| format!("BLE: no BlueZ on the system D-Bus: {e}"))?;
+        let adapter = session
+            .default_adapter()
+            .await
+            .map_err(|e| format!("BLE: no adapter: {e}"))?;
+        adapter
+            .set_powered(true)
+            .await
+            .map_err(|e| format!("BLE: cannot power the adapter: {e}"))?;
+        let n =
+            beets_ble::bluez::spawn(&args.name, node, &adapter, &beets_ble::BleConfig::default())
+                .await
+                .map_err(|e| format!("BLE: {e}"))?;
+        info!("BLE space ble-ts up");
+        handles.push(n.space().clone());
+        Some(n)
+    } else {
+        None
+    };
+    for path in &args.agents {
+        let source =
+            std::fs::read_to_string(path).map_err(|e| format!("agent {}: {e}", path.display()))?;
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("agent")
+            .to_owned();
+        agents
+            .load(&name, &source)
+            .await
+            .map_err(|e| format!("agent {}: {e}", path.display()))?;
+    }
+    let mut events = outputs.events;
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            match ev {
+                AgentEvent::Log { name, message, .. } => println!("agent {name}: {message}"),
+                AgentEvent::Fault { name, fault, .. } => println!("agent {name}: fault: {fault}"),
+                AgentEvent::Disabled { name, faults, .. } => {
+                    println!("agent {name}: disabled after {faults} faults")
+                }
+                AgentEvent::Loaded { name, .. } => println!("agent {name}: loaded"),
+                _ => {}
+            }
+        }
+    });
+    tokio::spawn(agents.clone().serve(outputs.actions, handles.clone()));
+    if let Some(first) = handles.first() {
+        for text in &args.outs {
+            let tuple = parse_tuple(text).map_err(|e| format!("--out {text}: {e}"))?;
+            first
+                .out(tuple, None)
+                .await
+                .map_err(|e| format!("--out {text}: {e}"))?;
+        }
+    }
+    println!(
+        "node {} running ({} agents); Ctrl-C stops it",
+        args.name,
+        args.agents.len()
+    );
+    match args.exit_after {
+        Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
+        None => {
+            if let Err(e) = tokio::signal::ctrl_c().await {
+                warn!(error = %e, "no Ctrl-C handler; stopping");
+            }
+        }
+    }
+    println!("node {} stopping", args.name);
+    if let Some(space) = udp_space {
+        let (stats, _) = space.close().await;
+        println!(
+            "udp-ts: frames in {}, messages {}, stored {}, replies sent {}",
+            stats.node.frames_in,
+            stats.node.messages_in,
+            stats.node.stored,
+            stats.node.replies_sent
+        );
+    }
+    #[cfg(feature = "bluer")]
+    if let Some(n) = ble_node {
+        n.close().await;
+    }
+    agents.shutdown();
+    Ok(())
+}
+
+/// A fresh seed per start: node id and first sequence numbers must differ between runs (spec §7).
+fn seed() -> u64 {
+    use rand::TryRng;
+    rand::rngs::SysRng.try_next_u64().unwrap_or_else(|_| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        t.as_nanos() as u64 ^ u64::from(std::process::id())
+    })
+}
