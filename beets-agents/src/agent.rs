@@ -311,12 +311,25 @@ impl JsAgent {
 
     /// The templates of the `ts` rules that can see an incoming OUT on `space`.
     pub(crate) fn out_templates(&self, space: SpaceId) -> impl Iterator<Item = &Template> {
+        self.tuple_templates(space, TupleKind::Out)
+    }
+
+    /// The templates of `ts` rules that can fire for an incoming notification on `space`.
+    pub(crate) fn notify_templates(&self, space: SpaceId) -> impl Iterator<Item = &Template> {
+        self.tuple_templates(space, TupleKind::Notify)
+    }
+
+    fn tuple_templates(
+        &self,
+        space: SpaceId,
+        wanted: TupleKind,
+    ) -> impl Iterator<Item = &Template> {
         self.rules.iter().filter_map(move |r| match &r.trigger {
             Trigger::Tuple {
                 spaces,
                 template,
                 kind,
-            } if kind.is_none_or(|k| k == TupleKind::Out)
+            } if kind.is_none_or(|k| k == wanted)
                 && spaces.as_ref().is_none_or(|s| s.contains(&space)) =>
             {
                 Some(template)

@@ -58,12 +58,21 @@ pub struct RuleFilter {
     pub out_templates: Vec<Vec<beets_core::Template>>,
     /// Per space: whether some request rule may refuse a request.
     pub requests: Vec<bool>,
+    /// Per space: a notification that matches none of these templates is not seen.
+    pub notify_templates: Vec<Vec<beets_core::Template>>,
 }
 
 impl RuleFilter {
     /// Whether `on_tuple` could do anything with an incoming OUT of `tuple` on `space`.
     pub fn wants_out(&self, space: SpaceId, tuple: &Tuple) -> bool {
         self.out_templates
+            .get(space.index())
+            .is_some_and(|t| t.iter().any(|t| t.matches(tuple)))
+    }
+
+    /// Whether `on_tuple` could do anything with an incoming notification of `tuple` on `space`.
+    pub fn wants_notify(&self, space: SpaceId, tuple: &Tuple) -> bool {
+        self.notify_templates
             .get(space.index())
             .is_some_and(|t| t.iter().any(|t| t.matches(tuple)))
     }
@@ -311,11 +320,13 @@ impl AgentHost {
         let mut f = RuleFilter {
             out_templates: vec![Vec::new(); n],
             requests: vec![false; n],
+            notify_templates: vec![Vec::new(); n],
         };
         for i in 0..n {
             let space = SpaceId(i as u8);
             for a in self.agents.iter().filter_map(|s| s.js.as_ref()) {
                 f.out_templates[i].extend(a.out_templates(space).cloned());
+                f.notify_templates[i].extend(a.notify_templates(space).cloned());
                 f.requests[i] |= RequestOp::ALL.iter().any(|op| a.wants_request(space, *op));
             }
             if self.active_allowed(space) {

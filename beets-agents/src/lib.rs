@@ -47,8 +47,6 @@
 //!   but only evaluates code inside the agent's own sandbox.
 //! - It does not isolate agents from each other's *timing*: agents share one thread, so a busy
 //!   agent delays the others by up to its budget.
-//! - It does not see notifications by itself (no node hook exists for them); see
-//!   [`AgentRuntime::feed_tuple`].
 //!
 //! # Agents
 //! An agent's source is a script whose value is the agent object: its own state (any

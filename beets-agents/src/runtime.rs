@@ -138,8 +138,9 @@ pub struct AgentOutputs {
 /// [`RuntimeConfig::allow_on_timeout`] (refused by default). Hooks skip the round trip entirely
 /// for OUTs no `ts` rule matches and for spaces without request rules.
 ///
-/// Notifications (TUPLE, R = 0) do not pass through [`Hooks`]; an application that wants agents
-/// to see them can subscribe and pass them on with [`AgentRuntime::feed_tuple`].
+/// Notifications (TUPLE, R = 0) reach `ts` rules of kind `"notify"` through
+/// [`Hooks::on_notify`] (with sender, time and RSSI); a handler returning `true` keeps them from
+/// the node's listeners. [`AgentRuntime::feed_tuple`] feeds tuples from elsewhere.
 #[derive(Clone, Debug)]
 pub struct AgentRuntime {
     tx: SyncSender<Cmd>,
@@ -502,6 +503,28 @@ impl Hooks for AgentHooks {
             |reply| Cmd::Tuple {
                 space,
                 kind: TupleKind::Out,
+                tuple: tuple.clone(),
+                received: Some(*received),
+                reply: Some(reply),
+            },
+            false,
+        )
+    }
+
+    fn on_notify(&mut self, tuple: &Tuple, received: &Received) -> bool {
+        let wanted = self
+            .masks
+            .filter
+            .read()
+            .map_or(true, |f| f.wants_notify(self.space, tuple));
+        if !wanted {
+            return false;
+        }
+        let space = self.space;
+        self.ask(
+            |reply| Cmd::Tuple {
+                space,
+                kind: TupleKind::Notify,
                 tuple: tuple.clone(),
                 received: Some(*received),
                 reply: Some(reply),

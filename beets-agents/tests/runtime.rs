@@ -423,3 +423,38 @@ async fn fed_notifications_reach_notify_rules() {
     }
     assert_eq!(lines, ["notify 2 null"]);
 }
+
+#[tokio::test]
+async fn radio_notifications_reach_notify_rules_through_the_node_hook() {
+    let bus = Bus::default();
+    let cfg = HostConfig::new([SpaceSpec::new("udp-ts", Transport::Udp)]);
+    let (agents, mut out) = AgentRuntime::spawn(cfg, rt_config()).unwrap();
+    let mut s = node(Transport::Udp, "server", 1);
+    s.set_hooks(Box::new(agents.hooks("udp-ts").unwrap()));
+    let (server, _) = join(&bus, 1, s);
+    tokio::spawn(agents.clone().serve(out.actions, vec![server.clone()]));
+    agents
+        .load(
+            "n",
+            r#"({ rules: [{ ts: ["ALERT", ANY], kind: "notify",
+                 handler(t, ev) { log(ev.kind, t[1], ev.from); return t[1] === 1; } }] })"#,
+        )
+        .await
+        .unwrap();
+    let mut listener = server.subscribe(tpl("(\"ALERT\", ?)"), 8).await.unwrap();
+    let (sender, _) = join(&bus, 7, node(Transport::Udp, "sender", 7));
+    sender.notify(t(r#"("ALERT", 1)"#)).await.unwrap();
+    sender.notify(t(r#"("ALERT", 2)"#)).await.unwrap();
+    // The handler consumed ("ALERT", 1): listeners see only the second.
+    assert_eq!(recv(&mut listener).await, Some(t(r#"("ALERT", 2)"#)));
+    let mut lines = Vec::new();
+    while let Ok(Some(e)) = timeout(Duration::from_millis(300), out.events.recv()).await {
+        if let AgentEvent::Log { message, .. } = e {
+            lines.push(message);
+        }
+    }
+    assert_eq!(
+        lines,
+        ["notify 1 127.0.0.7:49737", "notify 2 127.0.0.7:49737"]
+    );
+}

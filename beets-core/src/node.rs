@@ -276,6 +276,13 @@ pub trait Hooks: Send {
         let _ = (tuple, received);
         false
     }
+
+    /// Called for every incoming notification (TUPLE, R = 0) before listeners see it; `true`
+    /// consumes it (listeners are not told).
+    fn on_notify(&mut self, tuple: &Tuple, received: &Received) -> bool {
+        let _ = (tuple, received);
+        false
+    }
 }
 
 /// Engine configuration. Build with [`NodeConfig::new`] and adjust fields.
@@ -830,6 +837,11 @@ impl Node {
                 tuple,
                 reply: false,
             } => {
+                if let Some(h) = self.hooks.as_mut()
+                    && h.on_notify(&tuple, &received)
+                {
+                    return;
+                }
                 self.space.notify(&tuple);
             }
             Message::Tuple { tuple, reply: true } => {

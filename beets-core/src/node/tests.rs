@@ -391,6 +391,27 @@ impl Hooks for DenyFrom {
     fn consume_out(&mut self, tuple: &Tuple, _: &Received) -> bool {
         tuple.get(0) == Some(&Value::Str("EAT".into()))
     }
+    fn on_notify(&mut self, tuple: &Tuple, _: &Received) -> bool {
+        tuple.get(0) == Some(&Value::Str("EAT".into()))
+    }
+}
+
+#[test]
+fn hooks_see_notifications_before_listeners() {
+    let (mut a, mut b) = (udp_node("a", 1), udp_node("b", 2));
+    b.set_hooks(Box::new(DenyFrom(addr(9))));
+    let l = b.subscribe(parse_template("(?)").unwrap());
+    a.notify(t(0), parse_tuple("(\"EAT\")").unwrap()).unwrap();
+    a.notify(t(0), parse_tuple("(\"SEE\")").unwrap()).unwrap();
+    pump(t(0), &mut [&mut a, &mut b], 0);
+    assert_eq!(
+        events(&mut b),
+        vec![Event::Delivered {
+            listener: l,
+            tuple: parse_tuple("(\"SEE\")").unwrap(),
+            kind: DeliveryKind::Notify
+        }]
+    );
 }
 
 #[test]
