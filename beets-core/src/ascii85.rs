@@ -571,10 +571,10 @@ mod tests {
                 let m = encode_into(&out[..n], &mut again).unwrap();
                 prop_assert_eq!(&again[..m], &text[..]);
             }
-            if let Ok(s) = core::str::from_utf8(&text) {
-                if let Ok(bytes) = decode(s) {
-                    prop_assert_eq!(encode(&bytes), s);
-                }
+            if let Ok(s) = core::str::from_utf8(&text)
+                && let Ok(bytes) = decode(s)
+            {
+                prop_assert_eq!(encode(&bytes), s);
             }
         }
 
