@@ -35,6 +35,9 @@ pub(crate) struct NodeArgs {
     /// Run the BLE space "ble-ts" on BlueZ (Linux; needs the `bluer` feature and bluetoothd).
     #[arg(long)]
     ble: bool,
+    /// BlueZ adapter for --ble, e.g. hci1 (default: BlueZ's default adapter).
+    #[arg(long, value_name = "NAME")]
+    adapter: Option<String>,
     /// Space password (FPE, spec §5) for every space.
     #[arg(long, value_name = "PASSWORD")]
     key: Option<String>,
@@ -111,10 +114,11 @@ async fn node(args: NodeArgs) -> Result<(), String> {
         let session = beets_ble::bluer::Session::new()
             .await
             .map_err(|e| format!("BLE: no BlueZ on the system D-Bus: {e}"))?;
-        let adapter = session
-            .default_adapter()
-            .await
-            .map_err(|e| format!("BLE: no adapter: {e}"))?;
+        let adapter = match &args.adapter {
+            Some(name) => session.adapter(name),
+            None => session.default_adapter().await,
+        }
+        .map_err(|e| format!("BLE: no adapter: {e}"))?;
         adapter
             .set_powered(true)
             .await
