@@ -147,10 +147,21 @@ impl ControllerInfo {
     }
 }
 
-/// The advertisement BeeTS registers for one frame (spec §6 "Placement").
-pub fn advertisement(adv: &BleAdvertisement, interval: Option<Duration>) -> Advertisement {
+/// The advertisement BeeTS registers for one frame (spec §6 "Placement"): the UUIDs in the
+/// advertising data, the local name in the scan response, `peripheral` (connectable, ADV_IND)
+/// when `connectable`, else `broadcast` (non-connectable, scannable) — see
+/// [`BleConfig::connectable`] for why a scanning node needs the former.
+pub fn advertisement(
+    adv: &BleAdvertisement,
+    interval: Option<Duration>,
+    connectable: bool,
+) -> Advertisement {
     Advertisement {
-        advertisement_type: Type::Broadcast,
+        advertisement_type: if connectable {
+            Type::Peripheral
+        } else {
+            Type::Broadcast
+        },
         service_uuids: adv
             .service_uuids
             .iter()
@@ -168,6 +179,7 @@ pub struct BluezRadio {
     adapter: Adapter,
     limits: AdvertisingLimits,
     interval: Option<Duration>,
+    connectable: bool,
     handles: Vec<Option<AdvertisementHandle>>,
 }
 
@@ -205,6 +217,7 @@ impl BluezRadio {
             adapter: adapter.clone(),
             limits,
             interval: config.adv_interval,
+            connectable: config.connectable,
             handles: (0..limits.instances).map(|_| None).collect(),
         })
     }
@@ -228,7 +241,7 @@ impl Radio for BluezRadio {
         let handle = loop {
             match self
                 .adapter
-                .advertise(advertisement(adv, self.interval))
+                .advertise(advertisement(adv, self.interval, self.connectable))
                 .await
             {
                 Ok(h) => break h,

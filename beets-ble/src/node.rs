@@ -43,6 +43,15 @@ pub struct BleConfig {
     /// extended advertising; `refresh_legacy_adv` in BlueZ's `src/advertising.c` ignores it).
     /// `None` leaves the controller default. Default 100 ms.
     pub adv_interval: Option<Duration>,
+    /// Advertise connectable (`peripheral`, ADV_IND) rather than non-connectable (`broadcast`,
+    /// ADV_SCAN_IND). Default true: a node that scans cannot send non-connectable advertisements
+    /// on a legacy controller, because the kernel gives each a fresh non-resolvable random
+    /// address and `LE Set Random Address` is disallowed while scanning is enabled (Bluetooth
+    /// Core Vol 4 Part E §7.8.4; seen with BlueZ 5.66 and Linux 6.1 in the tier-3 QEMU run:
+    /// `Add Extended Advertising Data` fails with status 0x03 after `Command Disallowed`).
+    /// Connectable advertisements use the adapter's identity address. BeeTS accepts no
+    /// connections itself; set false for advertise-only senders that do not scan.
+    pub connectable: bool,
     /// Scanner knobs.
     pub scan: ScanConfig,
     /// Bound of the scanner → engine channel. Default 256.
@@ -59,6 +68,7 @@ impl Default for BleConfig {
             max_instances: DEFAULT_MAX_INSTANCES,
             software_rotation: false,
             adv_interval: Some(DEFAULT_ADV_INTERVAL),
+            connectable: true,
             scan: ScanConfig::default(),
             frame_channel: DEFAULT_FRAME_CHANNEL,
         }

@@ -123,10 +123,25 @@ async fn node(args: NodeArgs) -> Result<(), String> {
             .set_powered(true)
             .await
             .map_err(|e| format!("BLE: cannot power the adapter: {e}"))?;
-        let n =
-            beets_ble::bluez::spawn(&args.name, node, &adapter, &beets_ble::BleConfig::default())
-                .await
-                .map_err(|e| format!("BLE: {e}"))?;
+        let ble_config = beets_ble::BleConfig::default();
+        let info = beets_ble::bluez::ControllerInfo::read(&adapter)
+            .await
+            .map_err(|e| format!("BLE: {e}"))?;
+        println!(
+            "BLE {}: controller accepts {} bytes of advertising data and {} of scan response, {} free instances{}",
+            adapter.name(),
+            info.max_adv_len,
+            info.max_scan_rsp_len,
+            info.free_instances,
+            if info.hardware_offload {
+                " (hardware offload)"
+            } else {
+                ""
+            }
+        );
+        let n = beets_ble::bluez::spawn(&args.name, node, &adapter, &ble_config)
+            .await
+            .map_err(|e| format!("BLE: {e}"))?;
         info!("BLE space ble-ts up");
         handles.push(n.space().clone());
         Some(n)

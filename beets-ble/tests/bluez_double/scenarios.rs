@@ -206,7 +206,8 @@ async fn registered_advertisement_carries_exactly_the_frame(ctl: Ctl) -> Outcome
     let ads = advertisements(ctl, "hci10").await?;
     assert_eq!(ads.len(), 1);
     let props = &ads[0]["props"];
-    assert_eq!(props["Type"], "broadcast");
+    // Connectable by default: a scanning node cannot rotate random addresses (BleConfig docs).
+    assert_eq!(props["Type"], "peripheral");
     let name = props["LocalName"].as_str().expect("LocalName");
     let uuids = uuid16s(props);
     let frame = ble::unpack(name, &uuids, None)?;
