@@ -79,6 +79,13 @@ impl<K: Hash + Eq + Clone> DedupCache<K> {
         self.seen.contains_key(key)
     }
 
+    /// Whether `key` was recorded within the window before `now` (forgets older keys first;
+    /// records nothing).
+    pub fn seen(&mut self, now: Time, key: &K) -> bool {
+        self.expire(now);
+        self.seen.contains_key(key)
+    }
+
     /// Forgets keys older than the window.
     pub fn expire(&mut self, now: Time) {
         while let Some((t, _)) = self.order.front() {
@@ -127,6 +134,16 @@ mod tests {
         assert!(!c.check(t(1), 1));
         assert!(!c.check(t(9_999), 1));
         assert!(c.check(t(10_000), 1));
+    }
+
+    #[test]
+    fn seen_looks_without_recording_and_respects_the_window() {
+        let mut c = DedupCache::new(Duration::from_secs(10), 16);
+        assert!(!c.seen(t(0), &1));
+        assert!(c.check(t(0), 1));
+        assert!(c.seen(t(9_999), &1));
+        assert!(!c.seen(t(10_000), &1));
+        assert!(c.is_empty());
     }
 
     #[test]

@@ -733,17 +733,33 @@ impl Node {
         self.stats.frames_in += 1;
         let key = self.config.key.as_ref();
         let decoded = match (self.config.transport, frame) {
-            (Transport::Udp, Frame::Datagram(bytes)) => match udp::decode(bytes, key) {
-                Ok((header, _)) if header.node_id == self.node_id => {
+            (Transport::Udp, Frame::Datagram(bytes)) => {
+                let (header, message) = match udp::parse_header(bytes) {
+                    Ok(h) => h,
+                    Err(e) => return self.drop_malformed(from, DropReason::BadDatagram(e)),
+                };
+                if header.node_id == self.node_id {
                     self.stats.dropped_own += 1;
                     return;
                 }
-                Ok((header, d)) => (DedupKey::Udp(header.node_id, header.seq), d),
-                Err(DatagramError::Message(DecodeError::EncryptedNoKey)) => {
-                    return self.drop_key_mismatch(from, true);
+                let dedup_key = DedupKey::Udp(header.node_id, header.seq);
+                // Only valid messages are remembered, so a remembered key is a repeat of one
+                // already processed: skip decoding it again (floods of replays stay cheap).
+                if self.dedup.seen(now, &dedup_key) {
+                    self.stats.duplicates += 1;
+                    return;
                 }
-                Err(e) => return self.drop_malformed(from, DropReason::BadDatagram(e)),
-            },
+                match Message::parse(message, key) {
+                    Ok(d) => (dedup_key, d),
+                    Err(DecodeError::EncryptedNoKey) => {
+                        return self.drop_key_mismatch(from, true);
+                    }
+                    Err(e) => {
+                        let reason = DropReason::BadDatagram(DatagramError::Message(e));
+                        return self.drop_malformed(from, reason);
+                    }
+                }
+            }
             (
                 Transport::Ble,
                 Frame::Advertisement {
