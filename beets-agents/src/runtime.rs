@@ -490,33 +490,22 @@ impl Hooks for AgentHooks {
     }
 
     fn consume_out(&mut self, tuple: &Tuple, received: &Received) -> bool {
-        let wanted = self
-            .masks
-            .filter
-            .read()
-            .map_or(true, |f| f.wants_out(self.space, tuple));
-        if !wanted {
-            return false;
-        }
-        let space = self.space;
-        self.ask(
-            |reply| Cmd::Tuple {
-                space,
-                kind: TupleKind::Out,
-                tuple: tuple.clone(),
-                received: Some(*received),
-                reply: Some(reply),
-            },
-            false,
-        )
+        self.ask_tuple(TupleKind::Out, tuple, received)
     }
 
     fn on_notify(&mut self, tuple: &Tuple, received: &Received) -> bool {
-        let wanted = self
-            .masks
-            .filter
-            .read()
-            .map_or(true, |f| f.wants_notify(self.space, tuple));
+        self.ask_tuple(TupleKind::Notify, tuple, received)
+    }
+}
+
+impl AgentHooks {
+    /// Asks the agent thread whether an incoming tuple is consumed, unless no `ts` rule of that
+    /// kind can match it (then `false` at once, without a round trip).
+    fn ask_tuple(&self, kind: TupleKind, tuple: &Tuple, received: &Received) -> bool {
+        let wanted = self.masks.filter.read().map_or(true, |f| match kind {
+            TupleKind::Out => f.wants_out(self.space, tuple),
+            TupleKind::Notify => f.wants_notify(self.space, tuple),
+        });
         if !wanted {
             return false;
         }
@@ -524,7 +513,7 @@ impl Hooks for AgentHooks {
         self.ask(
             |reply| Cmd::Tuple {
                 space,
-                kind: TupleKind::Notify,
+                kind,
                 tuple: tuple.clone(),
                 received: Some(*received),
                 reply: Some(reply),
