@@ -25,7 +25,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info_span, trace, warn};
 
-use crate::node::{Event, Node, NodeError, NodeStats, PeerAddr, Received, RequestId, Transmit};
+use crate::message::Message;
+use crate::node::{
+    Event, Node, NodeError, NodeStats, PeerAddr, Received, RequestId, Transmit, Transport,
+};
 use crate::space::{ListenerId, SpaceError};
 use crate::time::Time;
 use crate::tuple::{Template, Tuple};
@@ -116,7 +119,7 @@ type Respond<T> = oneshot::Sender<T>;
 const BATCH: usize = 64;
 
 enum Command {
-    Out(Tuple, Option<Duration>, Respond<Result<(), ClientError>>),
+    Send(Message),
     Notify(Tuple, Respond<Result<(), ClientError>>),
     Request(
         Op,
@@ -141,6 +144,7 @@ enum Command {
 #[derive(Clone, Debug)]
 pub struct SpaceHandle {
     tx: mpsc::Sender<Command>,
+    transport: Transport,
 }
 
 impl std::fmt::Debug for Command {
@@ -164,7 +168,12 @@ impl SpaceHandle {
     /// # Errors
     /// [`ClientError::Node`] for an oversize tuple or bad lifetime; [`ClientError::Closed`].
     pub async fn out(&self, tuple: Tuple, lifetime: Option<Duration>) -> Result<(), ClientError> {
-        self.call(|r| Command::Out(tuple, lifetime, r)).await?
+        // Checked here, handed over without a reply: one channel hop per `out`.
+        let msg = crate::node::out_message(self.transport, tuple, lifetime)?;
+        self.tx
+            .send(Command::Send(msg))
+            .await
+            .map_err(|_| ClientError::Closed)
     }
 
     /// Broadcasts a notification (TUPLE, R = 0; see [`Node::notify`]).
@@ -336,6 +345,7 @@ pub fn spawn<S: FrameSink>(
     frames: mpsc::Receiver<ReceivedFrame>,
 ) -> (SpaceHandle, tokio::task::JoinHandle<DriverStats>) {
     let (tx, rx) = mpsc::channel(256);
+    let transport = node.config().transport;
     let span = info_span!("beets", node = %name);
     let driver = Driver {
         node,
@@ -348,7 +358,7 @@ pub fn spawn<S: FrameSink>(
         stats: DriverStats::default(),
     };
     let task = tokio::spawn(driver.run().instrument(span));
-    (SpaceHandle { tx }, task)
+    (SpaceHandle { tx, transport }, task)
 }
 
 struct Driver<S> {
@@ -479,8 +489,10 @@ impl<S: FrameSink> Driver<S> {
     fn command(&mut self, cmd: Command) {
         let now = self.now();
         match cmd {
-            Command::Out(t, l, r) => {
-                let _ = r.send(self.node.out(now, t, l).map_err(Into::into));
+            Command::Send(msg) => {
+                if let Err(e) = self.node.send_checked(&msg) {
+                    warn!(error = %e, "message refused after the handle's checks");
+                }
             }
             Command::Notify(t, r) => {
                 let _ = r.send(self.node.notify(now, t).map_err(Into::into));

@@ -557,9 +557,15 @@ impl Node {
         tuple: Tuple,
         lifetime: Option<Duration>,
     ) -> Result<(), NodeError> {
-        let lifetime = lifetime.map(lifetime_secs).transpose()?;
         let _ = now;
-        self.send(&Message::Out { tuple, lifetime })
+        let msg = out_message(self.config.transport, tuple, lifetime)?;
+        self.send(&msg)
+    }
+
+    /// Sends a message built and checked by [`out_message`] (the async driver checks on the
+    /// caller's side and hands the message over without waiting for an answer).
+    pub(crate) fn send_checked(&mut self, msg: &Message) -> Result<(), NodeError> {
+        self.send(msg)
     }
 
     /// Broadcasts a TUPLE with R = 0: handed to receivers' listeners and agents, not stored.
@@ -1097,6 +1103,27 @@ impl Node {
             });
         }
     }
+}
+
+/// The OUT message for `tuple`, checked against `transport`'s size limit and the wire's lifetime
+/// range: exactly the checks of [`Node::out`].
+pub(crate) fn out_message(
+    transport: Transport,
+    tuple: Tuple,
+    lifetime: Option<Duration>,
+) -> Result<Message, NodeError> {
+    let lifetime = lifetime.map(lifetime_secs).transpose()?;
+    let msg = Message::Out { tuple, lifetime };
+    let (len, max) = (msg.buffer_len(), transport.max_message_len());
+    if len > max {
+        return Err(NodeError::TooLong {
+            op: Op::Out,
+            len,
+            max,
+            transport: transport.name(),
+        });
+    }
+    Ok(msg)
 }
 
 /// Whole seconds for the wire's lifetime field, rounded up.
