@@ -22,9 +22,9 @@ pub(crate) struct NodeArgs {
     /// UDP port to bind and to send to.
     #[arg(long, default_value_t = beets::core::udp::DEFAULT_PORT)]
     port: u16,
-    /// UDP broadcast address (default: the limited broadcast, for a LAN). Tests and local
-    /// trials use 127.255.255.255.
-    #[arg(long, default_value_t = Ipv4Addr::BROADCAST)]
+    /// UDP broadcast address. The default, 127.255.255.255, stays on this machine; give your
+    /// LAN's broadcast address (e.g. 192.168.1.255) to reach other hosts.
+    #[arg(long, default_value_t = Ipv4Addr::new(127, 255, 255, 255))]
     broadcast: Ipv4Addr,
     /// Send to this unicast peer too (repeatable), e.g. for WLAN clients that lose broadcasts.
     #[arg(long = "peer", value_name = "IP:PORT")]
