@@ -2,8 +2,11 @@
 //! multi-node scenarios are in `tests/sim_nodes.rs`).
 
 use super::*;
+use crate::space::DeliveryKind;
 use crate::text::{parse_template, parse_tuple};
 use crate::udp::DatagramHeader;
+use crate::value::Value;
+use std::net::SocketAddr;
 
 fn t(ms: u64) -> Time {
     Time::from_millis(ms)

@@ -1,0 +1,377 @@
+//! The engine's public vocabulary: transports, addresses, frames in and out, events, errors,
+//! hooks, configuration and counters (re-exported by [`node`](super)).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[allow(unused_imports)] // named in doc links
+use super::Node;
+use crate::ble::{self, BleAdvertisement, FrameError};
+use crate::fpe::FpeKey;
+use crate::message::Op;
+use crate::space::{DeliveryKind, ListenerId, SpaceConfig};
+use crate::time::Time;
+use crate::tuple::{Template, Tuple};
+use crate::udp::{self, DatagramError};
+use crate::value::Value;
+
+/// Longest node name in the default identity tuple `("NODE", name)`: 16 bytes (spec §4).
+pub const MAX_NODE_NAME: usize = 16;
+
+/// The transport a node speaks; it fixes the framing and the message size limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// BLE advertisements: spec §6 frames, messages ≤ 31 bytes.
+    Ble,
+    /// UDP datagrams: spec §7 envelope, messages ≤ 1221 bytes.
+    Udp,
+}
+
+impl Transport {
+    /// Largest message in bytes: 31 (BLE) or 1221 (UDP).
+    pub const fn max_message_len(self) -> usize {
+        match self {
+            Transport::Ble => ble::MAX_MESSAGE_LEN,
+            Transport::Udp => udp::MAX_MESSAGE_LEN,
+        }
+    }
+
+    /// Name used in error messages.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Transport::Ble => "a BLE frame",
+            Transport::Udp => "a UDP datagram",
+        }
+    }
+}
+
+/// Where a frame came from: a BLE device address or an IP socket address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PeerAddr {
+    /// A BLE device address (6 bytes, most significant first as printed).
+    Ble([u8; 6]),
+    /// An IP socket address.
+    Ip(SocketAddr),
+}
+
+impl fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PeerAddr::Ble(a) => write!(
+                f,
+                "{:02X}:{:02X}:{:02X}:{:02X}:{:02X}:{:02X}",
+                a[0], a[1], a[2], a[3], a[4], a[5]
+            ),
+            PeerAddr::Ip(a) => a.fmt(f),
+        }
+    }
+}
+
+/// A received frame, as the transport delivers it.
+#[derive(Clone, Copy, Debug)]
+pub enum Frame<'a> {
+    /// A UDP datagram (spec §7).
+    Datagram(&'a [u8]),
+    /// A BLE advertisement: local name and the device's 16-bit service UUIDs as a set (spec §6).
+    Advertisement {
+        /// The local name.
+        local_name: &'a str,
+        /// The 16-bit service UUID values, any order, possibly with stale and foreign ones.
+        service_uuids: &'a [u16],
+    },
+}
+
+/// Something to send, from [`Node::poll_transmit`]. Always a broadcast on the node's transport.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transmit {
+    /// A UDP datagram (≤ 1232 bytes).
+    Datagram(Vec<u8>),
+    /// A BLE advertisement to advertise for Δt.
+    Advertisement(BleAdvertisement),
+}
+
+/// How a message was received: the annotation of spec §9.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Received {
+    /// The sender's address.
+    pub from: PeerAddr,
+    /// Receive time.
+    pub at: Time,
+    /// Received signal strength in dBm (BLE only).
+    pub rssi: Option<i16>,
+}
+
+/// A request handle from [`Node::rd`], [`Node::inp`], [`Node::test`] or `Node::r#where`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub(super) u64);
+
+impl RequestId {
+    /// The handle as a number (unique per node).
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+/// Why an incoming frame was dropped.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// Not a valid BLE frame (includes every foreign advertisement).
+    #[error("not a BeeTS BLE frame: {0}")]
+    BadFrame(FrameError),
+    /// Not a valid datagram.
+    #[error("bad datagram: {0}")]
+    BadDatagram(DatagramError),
+    /// The frame kind does not belong to this node's transport.
+    #[error("a {got} arrived at a {expected} node")]
+    WrongTransport {
+        /// The frame's kind.
+        got: &'static str,
+        /// This node's kind.
+        expected: &'static str,
+    },
+    /// E flag does not fit this space: keyed spaces accept only E = 1, unkeyed only E = 0 (§4).
+    #[error("encryption does not match this space (message E={encrypted}, space keyed={keyed})")]
+    KeyMismatch {
+        /// The message's E flag.
+        encrypted: bool,
+        /// Whether this space has a key.
+        keyed: bool,
+    },
+    /// This node's own datagram looping back (spec §7).
+    #[error("own datagram")]
+    Own,
+}
+
+/// What happened, from [`Node::poll_event`].
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A request completed: with the first matching reply, or `None` at its timeout.
+    Completed {
+        /// The request.
+        id: RequestId,
+        /// The op asked (RD, INP, TEST or WHERE).
+        op: Op,
+        /// The reply tuple and how it arrived, `None` when the timeout passed first.
+        reply: Option<(Tuple, Received)>,
+    },
+    /// A listener's template matched an incoming OUT that was stored, or a notification.
+    Delivered {
+        /// The listener (see [`Node::subscribe`]).
+        listener: ListenerId,
+        /// The tuple.
+        tuple: Tuple,
+        /// Stored OUT or notification.
+        kind: DeliveryKind,
+    },
+    /// A node announced itself or answered a WHERE.
+    NeighbourSeen {
+        /// Its identity tuple.
+        identity: Tuple,
+        /// How it was heard.
+        received: Received,
+    },
+    /// An incoming frame was dropped (duplicates are only counted, not reported).
+    Dropped {
+        /// Sender address.
+        from: PeerAddr,
+        /// Why.
+        reason: DropReason,
+    },
+}
+
+/// Why a command was refused.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The message does not fit the transport.
+    #[error("{op} message needs {len} bytes, {transport} carries at most {max}")]
+    TooLong {
+        /// The op.
+        op: Op,
+        /// Encoded length.
+        len: usize,
+        /// The transport's limit.
+        max: usize,
+        /// The transport.
+        transport: &'static str,
+    },
+    /// A lifetime that the wire cannot carry (1..=65535 s).
+    #[error("lifetime {0:?} is outside 1 s..=65535 s (spec §4)")]
+    BadLifetime(Duration),
+    /// Too many requests are pending.
+    #[error("{max} requests are already pending; wait for some to complete")]
+    TooManyPending {
+        /// [`NodeConfig::max_pending`].
+        max: usize,
+    },
+    /// A node name outside 1..=16 bytes.
+    #[error("node name of {len} bytes is outside 1..={max}")]
+    BadName {
+        /// The name's length.
+        len: usize,
+        /// [`MAX_NODE_NAME`].
+        max: usize,
+    },
+}
+
+/// What a [`Hooks`] implementation sees of an incoming request.
+#[derive(Clone, Copy, Debug)]
+pub struct IncomingRequest<'a> {
+    /// RD, INP or TEST.
+    pub op: Op,
+    /// The requested template.
+    pub template: &'a Template,
+    /// How it arrived.
+    pub received: Received,
+}
+
+/// Application callbacks consulted by the engine before it acts (the agents' entry points,
+/// paper §6). Defaults accept everything and consume nothing.
+pub trait Hooks: Send {
+    /// Called before answering an RD, INP or TEST that the local space could answer; `false`
+    /// refuses it silently (the paper's filter agents).
+    fn allow_request(&mut self, request: &IncomingRequest<'_>) -> bool {
+        let _ = request;
+        true
+    }
+
+    /// Called for every incoming OUT before it is stored; `true` consumes it (not stored).
+    fn consume_out(&mut self, tuple: &Tuple, received: &Received) -> bool {
+        let _ = (tuple, received);
+        false
+    }
+
+    /// Called for every incoming notification (TUPLE, R = 0) before listeners see it; `true`
+    /// consumes it (listeners are not told).
+    fn on_notify(&mut self, tuple: &Tuple, received: &Received) -> bool {
+        let _ = (tuple, received);
+        false
+    }
+}
+
+/// Engine configuration. Build with [`NodeConfig::new`] and adjust fields.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct NodeConfig {
+    /// BLE or UDP.
+    pub transport: Transport,
+    /// The identity tuple WHERE patterns are matched against (default `("NODE", name)`).
+    pub identity: Tuple,
+    /// The space key: `Some` makes a keyed space (accepts and sends only E = 1 messages).
+    pub key: Option<FpeKey>,
+    /// The local space (capacity, default lifetime, policy).
+    pub space: SpaceConfig,
+    /// Dedup window W (spec §8, default 10 s).
+    pub dedup_window: Duration,
+    /// Dedup cache bound (spec §8, default 4096 keys).
+    pub dedup_capacity: usize,
+    /// Send an IAMHERE (R = 0) this often; `None` (default) never.
+    pub announce_interval: Option<Duration>,
+    /// Largest random delay before answering a request (see the module docs). Default 30 ms on
+    /// UDP, 500 ms (one advertising period Δt) on BLE; zero answers at once.
+    pub reply_backoff: Duration,
+    /// Most requests pending at once (default 256).
+    pub max_pending: usize,
+    /// Bound of the event queue (default 4096).
+    pub event_queue: usize,
+    /// Bound of the transmit queue (default 1024).
+    pub transmit_queue: usize,
+    /// Most neighbours remembered (default 256; the least recently heard is forgotten).
+    pub max_neighbours: usize,
+}
+
+impl NodeConfig {
+    /// Defaults for `transport` with identity `("NODE", name)`.
+    ///
+    /// # Errors
+    /// [`NodeError::BadName`] when `name` is not 1..=16 bytes.
+    pub fn new(transport: Transport, name: &str) -> Result<NodeConfig, NodeError> {
+        if name.is_empty() || name.len() > MAX_NODE_NAME {
+            return Err(NodeError::BadName {
+                len: name.len(),
+                max: MAX_NODE_NAME,
+            });
+        }
+        let identity = Tuple::new([Value::Str("NODE".into()), Value::Str(name.into())])
+            .expect("a 2-tuple of short strings is valid");
+        Ok(NodeConfig {
+            transport,
+            identity,
+            key: None,
+            space: SpaceConfig::default(),
+            dedup_window: crate::dedup::DEFAULT_WINDOW,
+            dedup_capacity: crate::dedup::DEFAULT_CAPACITY,
+            announce_interval: None,
+            reply_backoff: match transport {
+                Transport::Ble => Duration::from_millis(500),
+                Transport::Udp => Duration::from_millis(30),
+            },
+            max_pending: 256,
+            event_queue: 4096,
+            transmit_queue: 1024,
+            max_neighbours: 256,
+        })
+    }
+
+    /// Sets the space key from a password (FPE, spec §5).
+    pub fn with_password(mut self, password: &str) -> NodeConfig {
+        self.key = Some(FpeKey::from_password(password));
+        self
+    }
+}
+
+/// Counters a user can read ([`Node::stats`]). All count since the node was built.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NodeStats {
+    /// Frames given to `handle_frame`.
+    pub frames_in: u64,
+    /// Messages processed (new, valid, right key).
+    pub messages_in: u64,
+    /// Valid repeats dropped by the dedup cache.
+    pub duplicates: u64,
+    /// Dropped: not a valid frame, datagram or message.
+    pub dropped_malformed: u64,
+    /// Dropped: E flag did not fit the space key.
+    pub dropped_key: u64,
+    /// Dropped: own datagram looping back.
+    pub dropped_own: u64,
+    /// Dropped: frame of the other transport.
+    pub dropped_transport: u64,
+    /// Incoming OUTs stored.
+    pub stored: u64,
+    /// Incoming OUTs the space refused (full) or a hook consumed.
+    pub not_stored: u64,
+    /// Requests refused by a hook.
+    pub filtered: u64,
+    /// Messages queued for sending.
+    pub transmits: u64,
+    /// Replies (TUPLE R=1, IAMHERE R=1) sent.
+    pub replies_sent: u64,
+    /// Scheduled replies dropped because another node answered first.
+    pub replies_suppressed: u64,
+    /// Replies that completed a pending request.
+    pub replies_matched: u64,
+    /// Replies that matched no pending request.
+    pub replies_unmatched: u64,
+    /// Requests sent.
+    pub requests_sent: u64,
+    /// Requests that completed with none at their timeout.
+    pub timeouts: u64,
+    /// Events dropped because the event queue was full.
+    pub events_dropped: u64,
+    /// Transmits dropped because the transmit queue was full.
+    pub transmits_dropped: u64,
+}
+
+/// A node heard recently.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Neighbour {
+    /// Its identity tuple.
+    pub identity: Tuple,
+    /// When and how it was last heard.
+    pub last: Received,
+}
