@@ -296,8 +296,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let mut id: i16 = 1;
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         tick.tick().await;
-        while Instant::now() + Duration::from_secs(4) < publish_until {
+        loop {
             tick.tick().await;
+            // Leave a survey time to make the round trip before the mobiles stop.
+            if Instant::now() + Duration::from_secs(3) > publish_until {
+                break;
+            }
             let q =
                 Tuple::new([s("SURVEY"), Value::Int16(id), s("Light ok? 1-5")]).expect("3-tuple");
             if server_handle
@@ -346,7 +350,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let udpst = udp_space.handle().stats().await?.node;
         let hs = rt.stats().await?;
         println!(
-            "  {name}: BLE frames in {:>5}, messages {:>4}, moved by its agent {:>4} (agent actions {}), UDP messages in {:>4}, agent faults {}",
+            "  {name}: BLE frames in {:>5}, messages {:>4}, consumed by its agent {:>4} (agent actions {}), UDP messages in {:>4}, agent faults {}",
             ble.frames_in, ble.messages_in, hs.consumed, hs.actions, udpst.messages_in, hs.faults
         );
     }
