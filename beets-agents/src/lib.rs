@@ -25,7 +25,11 @@
 //! use beets_core::driver::SpaceHandle;
 //! use beets_core::{Node, Transport};
 //!
-//! # async fn wire(mut ble: Node, mut udp: Node) -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn wire(
+//! #     mut ble: Node,
+//! #     mut udp: Node,
+//! #     spawn_backend: impl Fn(Node) -> SpaceHandle,
+//! # ) -> Result<(), Box<dyn std::error::Error>> {
 //! let spaces = [
 //!     SpaceSpec::new("ble-ts", Transport::Ble),
 //!     SpaceSpec::new("udp-ts", Transport::Udp).keyed(true),
@@ -33,8 +37,8 @@
 //! let (agents, out) = AgentRuntime::spawn(HostConfig::new(spaces), RuntimeConfig::default())?;
 //! ble.set_hooks(Box::new(agents.hooks("ble-ts")?));
 //! udp.set_hooks(Box::new(agents.hooks("udp-ts")?));
-//! // Spawn each node's driver with its backend (beets-ble, beets-udp) to get its SpaceHandle.
-//! # let (ble_space, udp_space): (SpaceHandle, SpaceHandle) = todo!();
+//! // Run each node on its backend (beets-ble, beets-udp) to get its SpaceHandle.
+//! let (ble_space, udp_space) = (spawn_backend(ble), spawn_backend(udp));
 //! tokio::spawn(agents.clone().serve(out.actions, vec![ble_space, udp_space]));
 //! agents.load("router", &Router::ble_udp().source()).await?;
 //! # Ok(())
