@@ -29,14 +29,14 @@ fn test_configs_never_target_the_limited_broadcast() {
         assert_loopback_only(c);
         assert!(
             c.destinations()
-                .all(|d| d.ip() != std::net::Ipv4Addr::BROADCAST)
+                .all(|d| d.ip() != beets_udp::LIMITED_BROADCAST)
         );
     }
     // The library default does target it (for users' LANs), which is why tests never use it.
     assert!(
         UdpConfig::default()
             .destinations()
-            .any(|d| d.ip() == std::net::Ipv4Addr::BROADCAST)
+            .any(|d| d.ip() == beets_udp::LIMITED_BROADCAST)
     );
 }
 

@@ -48,8 +48,8 @@ pub(super) fn run(role: &str) {
         let udp = config();
         assert!(
             udp.destinations()
-                .all(|d| d.ip() != std::net::IpAddr::V4(Ipv4Addr::BROADCAST)),
-            "test node must not send to 255.255.255.255"
+                .all(|d| d.ip() != beets_udp::LIMITED_BROADCAST),
+            "test node must not send to the limited broadcast"
         );
         let mut node = NodeConfig::new(Transport::Udp, &var("NAME")).unwrap();
         node.reply_backoff = Duration::from_millis(10);
