@@ -52,11 +52,11 @@ fn key(i: usize) -> String {
 }
 
 fn tuple(i: usize) -> Tuple {
-    Tuple::new([Value::Str(key(i)), Value::Int16(i as i16)]).unwrap()
+    Tuple::new([Value::Str(key(i).into()), Value::Int16(i as i16)]).unwrap()
 }
 
 fn template(i: usize) -> Template {
-    Template::new([Field::Actual(Value::Str(key(i))), Field::ANY]).unwrap()
+    Template::new([Field::Actual(Value::Str(key(i).into())), Field::ANY]).unwrap()
 }
 
 fn filled(n: usize) -> Space {

@@ -557,7 +557,7 @@ fn active_tuples_are_plain_data_unless_enabled() {
     let big = Tuple::new([
         Value::Str("AGENT".into()),
         Value::Str("big".into()),
-        Value::Str(format!("({{}}){}", " ".repeat(1200))),
+        Value::Str(format!("({{}}){}", " ".repeat(1200)).into()),
     ])
     .unwrap();
     assert!(h.on_tuple(ms(4), u, TupleKind::Out, &big, Some(&rx)));

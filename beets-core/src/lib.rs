@@ -74,4 +74,4 @@ pub use space::{
 pub use text::{ParseError, parse_template, parse_tuple};
 pub use time::Time;
 pub use tuple::{Field, MAX_ARITY, Template, Tuple, TupleError};
-pub use value::{MAX_VALUE_LEN, TypeCode, Value, ValueError};
+pub use value::{CompactString, MAX_VALUE_LEN, TypeCode, Value, ValueError};

@@ -207,6 +207,7 @@ impl Node {
 
     /// Sends a message built and checked by [`out_message`] (the async driver checks on the
     /// caller's side and hands the message over without waiting for an answer).
+    #[cfg(feature = "tokio")]
     pub(crate) fn send_checked(&mut self, msg: &Message) -> Result<(), NodeError> {
         self.send(msg)
     }

@@ -788,7 +788,7 @@ pub(crate) mod strategies {
         prop_oneof![
             any::<i16>().prop_map(Value::Int16),
             arb_f32().prop_map(Value::Float32),
-            arb_string().prop_map(Value::Str),
+            arb_string().prop_map(|s| Value::Str(s.into())),
             prop::collection::vec(any::<u8>(), 0..40).prop_map(Value::Bytes),
         ]
     }

@@ -103,6 +103,35 @@ impl Tuple {
         self.wire_len += len as u16;
     }
 
+    /// The decoder's fast path: appends a value it read from the wire under a signature it has
+    /// checked, leaving the caches to [`set_wire`](Self::set_wire) once all values are in.
+    ///
+    /// # Panics
+    /// If the tuple already has 4 values.
+    #[inline(always)]
+    pub(crate) fn push_decoded(&mut self, v: Value) {
+        self.values.push(v);
+    }
+
+    /// Sets the caches after [`push_decoded`](Self::push_decoded): the signature byte the values
+    /// were read under and the bytes they took on the wire (signature byte included).
+    #[inline(always)]
+    pub(crate) fn set_wire(&mut self, signature: u8, wire_len: u16) {
+        debug_assert_eq!(
+            self.values
+                .iter()
+                .enumerate()
+                .fold(0, |s, (i, v)| s | v.type_code().bits() << (6 - 2 * i)),
+            signature
+        );
+        debug_assert_eq!(
+            1 + self.values.iter().map(Value::wire_len).sum::<usize>(),
+            usize::from(wire_len)
+        );
+        self.signature = signature;
+        self.wire_len = wire_len;
+    }
+
     /// Number of elements, 1..=4.
     #[inline]
     pub fn arity(&self) -> usize {

@@ -11,6 +11,8 @@
 
 use std::fmt;
 
+pub use compact_str::CompactString;
+
 /// Longest string or byte string a value may hold: 8191 bytes, the largest length a 2-byte varint
 /// can carry (spec wire-v1 §1). Transports impose smaller limits on whole messages (31 bytes on
 /// BLE, 1221 on UDP).
@@ -80,7 +82,11 @@ pub enum Value {
     /// An IEEE-754 binary32 float, never NaN on the wire (code `10`).
     Float32(f32),
     /// A UTF-8 string of at most [`MAX_VALUE_LEN`] bytes (code `11`, kind 0).
-    Str(String),
+    ///
+    /// A [`CompactString`]: strings of up to 24 bytes (sensor names, topics, everything that fits
+    /// a 31-byte BLE message) are stored inline, so decoding them allocates nothing. It derefs to
+    /// `&str` and converts from `&str` and `String` with `.into()`.
+    Str(CompactString),
     /// A raw byte string of at most [`MAX_VALUE_LEN`] bytes (code `11`, kind 1).
     Bytes(Vec<u8>),
 }
@@ -165,7 +171,7 @@ impl Value {
     ///
     /// # Errors
     /// [`ValueError::TooLong`] beyond [`MAX_VALUE_LEN`] bytes.
-    pub fn string(s: impl Into<String>) -> Result<Value, ValueError> {
+    pub fn string(s: impl Into<CompactString>) -> Result<Value, ValueError> {
         let s = s.into();
         check_len(s.len())?;
         Ok(Value::Str(s))
@@ -416,8 +422,8 @@ mod tests {
 
     #[test]
     fn wire_len_counts_varint() {
-        assert_eq!(Value::Str("a".repeat(63)).wire_len(), 64);
-        assert_eq!(Value::Str("a".repeat(64)).wire_len(), 66);
+        assert_eq!(Value::Str("a".repeat(63).into()).wire_len(), 64);
+        assert_eq!(Value::Str("a".repeat(64).into()).wire_len(), 66);
         assert_eq!(Value::Int16(1).wire_len(), 2);
         assert_eq!(Value::Float32(1.0).wire_len(), 4);
     }

@@ -180,6 +180,43 @@ fn test_emit_maximum_value_length() {
 }
 
 #[test]
+fn test_emit_and_parse_every_short_payload_length() {
+    // The encoder copies short payloads with overlapping fixed-size moves (0, 1–3, 4–7, 8–16,
+    // 17–32, longer) and the decoder keeps strings of ≤ 24 bytes inline and decrypts ≤ 64 bytes
+    // on the stack: every length across those edges, after a value that shifts the offset, as
+    // string and as bytes, plain and encrypted, must give the naive layout back.
+    let key = FpeKey::from_password("edges");
+    for n in 0..=70usize {
+        let payload: Vec<u8> = (0..n).map(|i| b'A' + (i % 26) as u8).collect();
+        let text = String::from_utf8(payload.clone()).unwrap();
+        for (value, kind) in [
+            (Value::Str(text.as_str().into()), 0u16),
+            (Value::Bytes(payload.clone()), 1),
+        ] {
+            let msg = Message::Tuple {
+                tuple: Tuple::new([Value::Int16(-2), value]).unwrap(),
+                reply: false,
+            };
+            let bytes = msg.to_bytes(None);
+            let h = ((n as u16) << 1) | kind;
+            let mut expected = vec![0x68, 0b0111_0000, 0xff, 0xfe];
+            if h < 0x80 {
+                expected.push(h as u8);
+            } else {
+                expected.extend([(h as u8) | 0x80, (h >> 7) as u8]);
+            }
+            expected.extend(&payload);
+            assert_eq!(bytes, expected, "plain, n = {n}, kind {kind}");
+            assert_eq!(Message::parse(&bytes, None).unwrap().message, msg);
+            let sealed = msg.to_bytes(Some(&key));
+            let opened = Message::parse(&sealed, Some(&key)).unwrap();
+            assert!(opened.encrypted);
+            assert_eq!(opened.message, msg, "encrypted, n = {n}, kind {kind}");
+        }
+    }
+}
+
+#[test]
 fn test_emit_buffer_too_small() {
     let msg = Message::Rd(template("(?)"));
     let mut buf = [0u8; 2];
