@@ -3,15 +3,20 @@
 //! operations (feature `tokio`).
 //!
 //! Backends stay thin: a backend gives the driver a [`FrameSink`] (how to broadcast one frame)
-//! and a channel of [`ReceivedFrame`]s (what its receive task heard). The driver owns the node,
-//! feeds it, sleeps until [`Node::poll_timeout`], sends what [`Node::poll_transmit`] gives, and
-//! routes [`Event`]s to the waiting callers. `beets-udp` and `beets-ble` both use it.
+//! and a [`FrameSource`] (where received frames come from). The driver owns the node, feeds it,
+//! sleeps until [`Node::poll_timeout`], sends what [`Node::poll_transmit`] gives, and routes
+//! [`Event`]s to the waiting callers. `beets-udp` and `beets-ble` both use it.
 //!
 //! ```text
 //!  SpaceHandle ──commands──▶ ┌────────────── driver task ──────────────┐ ──▶ FrameSink::send
 //!  (clone per task)          │ Node (sans-IO) + timer + request table │
-//!  ◀── replies / None ────── └─────────────────────────────────────────┘ ◀── mpsc<ReceivedFrame>
+//!  ◀── replies / None ────── └─────────────────────────────────────────┘ ◀── FrameSource
 //! ```
+//!
+//! A source that can be read without waiting (a UDP socket: `beets-udp`) is polled by the driver
+//! itself, so a datagram goes from the socket buffer into the engine with no task hop and no
+//! copy. A backend whose frames come from tasks of its own (the BLE scanners) hands them over a
+//! channel: [`spawn`] takes an `mpsc::Receiver<ReceivedFrame>`, which is a source too.
 //!
 //! Closing: when every handle is dropped, or [`SpaceHandle::close`] is called, the driver stops;
 //! requests still pending complete with [`ClientError::Closed`] ("space closed"), never silently.
@@ -79,6 +84,69 @@ impl OwnedFrame {
 pub trait FrameSink: Send + 'static {
     /// Broadcasts `tx`. An error is logged and counted by the driver, and the node keeps running.
     fn send(&mut self, tx: Transmit) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// Where the driver's received frames come from, read in the driver's own task.
+///
+/// The driver waits on [`ready`](Self::ready) beside its commands and timer, then calls
+/// [`try_recv`](Self::try_recv) until it gives `false` (or a batch of 64 frames is done, so
+/// commands and sends are not starved by a flood). A frame is handed over borrowed, straight
+/// into [`Node::handle_frame`]: a socket source reads into one buffer it reuses.
+///
+/// A source handles its own errors: it counts and logs them and, if it must back off, does so
+/// inside `ready` (the driver goes on serving commands meanwhile). Neither method may panic.
+pub trait FrameSource: Send + 'static {
+    /// Waits until [`try_recv`](Self::try_recv) may have a frame (a spurious wake-up is fine).
+    /// `false` means the source has ended for good: the driver stops polling it and goes on
+    /// sending only.
+    fn ready(&mut self) -> impl Future<Output = bool> + Send;
+
+    /// Takes one frame if one is there now, without waiting, and calls `deliver` with the
+    /// sender's address, the frame and its RSSI in dBm (BLE only). `false` when there was none.
+    fn try_recv<F>(&mut self, deliver: F) -> bool
+    where
+        F: FnOnce(PeerAddr, Frame<'_>, Option<i16>);
+}
+
+/// Frames received by tasks of the backend (BLE scanners, test buses), over a channel: the
+/// [`FrameSource`] that [`spawn`] builds from its `mpsc::Receiver`.
+///
+/// A channel cannot be peeked, so `ready` takes the first frame and holds it for the next
+/// `try_recv` (receiving is cancel-safe, so nothing is lost when the driver's `select!` picks
+/// another branch).
+#[derive(Debug)]
+pub struct ChannelSource {
+    frames: mpsc::Receiver<ReceivedFrame>,
+    held: Option<ReceivedFrame>,
+}
+
+impl ChannelSource {
+    /// A source reading `frames`; it ends when every sender is dropped and the channel is empty.
+    pub fn new(frames: mpsc::Receiver<ReceivedFrame>) -> ChannelSource {
+        ChannelSource { frames, held: None }
+    }
+}
+
+impl FrameSource for ChannelSource {
+    async fn ready(&mut self) -> bool {
+        if self.held.is_none() {
+            self.held = self.frames.recv().await;
+        }
+        self.held.is_some()
+    }
+
+    fn try_recv<F>(&mut self, deliver: F) -> bool
+    where
+        F: FnOnce(PeerAddr, Frame<'_>, Option<i16>),
+    {
+        match self.held.take().or_else(|| self.frames.try_recv().ok()) {
+            Some(f) => {
+                deliver(f.from, f.frame.as_frame(), f.rssi);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// Why an async operation failed.
@@ -336,13 +404,24 @@ impl SpaceHandle {
 }
 
 /// Spawns the driver of `node` on the current tokio runtime. `sink` broadcasts frames, `frames`
-/// delivers what the backend receives; `name` labels the tracing span. The task ends when the
-/// space is closed or every handle is dropped.
+/// delivers what the backend's receive tasks heard; `name` labels the tracing span. The task ends
+/// when the space is closed or every handle is dropped.
 pub fn spawn<S: FrameSink>(
     name: String,
     node: Node,
     sink: S,
     frames: mpsc::Receiver<ReceivedFrame>,
+) -> (SpaceHandle, tokio::task::JoinHandle<DriverStats>) {
+    spawn_with_source(name, node, sink, ChannelSource::new(frames))
+}
+
+/// As [`spawn`], with a [`FrameSource`] the driver reads itself (e.g. a socket) instead of a
+/// channel fed by another task.
+pub fn spawn_with_source<S: FrameSink, R: FrameSource>(
+    name: String,
+    node: Node,
+    sink: S,
+    source: R,
 ) -> (SpaceHandle, tokio::task::JoinHandle<DriverStats>) {
     let (tx, rx) = mpsc::channel(256);
     let transport = node.config().transport;
@@ -350,7 +429,7 @@ pub fn spawn<S: FrameSink>(
     let driver = Driver {
         node,
         sink,
-        frames: Some(frames),
+        source: Some(source),
         commands: rx,
         epoch: Instant::now(),
         waiting: HashMap::new(),
@@ -361,10 +440,11 @@ pub fn spawn<S: FrameSink>(
     (SpaceHandle { tx, transport }, task)
 }
 
-struct Driver<S> {
+struct Driver<S, R> {
     node: Node,
     sink: S,
-    frames: Option<mpsc::Receiver<ReceivedFrame>>,
+    /// `None` once the source has ended.
+    source: Option<R>,
     commands: mpsc::Receiver<Command>,
     epoch: Instant,
     waiting: HashMap<RequestId, oneshot::Sender<Option<Reply>>>,
@@ -372,7 +452,7 @@ struct Driver<S> {
     stats: DriverStats,
 }
 
-impl<S: FrameSink> Driver<S> {
+impl<S: FrameSink, R: FrameSource> Driver<S, R> {
     fn now(&self) -> Time {
         Time::from_millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
@@ -405,20 +485,12 @@ impl<S: FrameSink> Driver<S> {
                         }
                     }
                 },
-                frame = recv_frame(&mut self.frames) => match frame {
-                    Some(f) => {
-                        let now = self.now();
-                        self.node.handle_frame(now, f.from, f.frame.as_frame(), f.rssi);
-                        if let Some(rx) = self.frames.as_mut() {
-                            for _ in 0..BATCH {
-                                let Ok(f) = rx.try_recv() else { break };
-                                self.node.handle_frame(now, f.from, f.frame.as_frame(), f.rssi);
-                            }
-                        }
-                    }
-                    None => {
-                        debug!("receive channel closed; sending only");
-                        self.frames = None;
+                open = source_ready(&mut self.source) => {
+                    if open {
+                        self.receive();
+                    } else {
+                        debug!("frame source ended; sending only");
+                        self.source = None;
                     }
                 },
                 () = sleep_until(deadline) => {
@@ -434,6 +506,20 @@ impl<S: FrameSink> Driver<S> {
         self.stats.dedup_len = self.node.dedup_len();
         debug!(stats = ?self.stats, "space closed");
         self.stats
+    }
+
+    /// Feeds the engine what the source holds now, up to [`BATCH`] frames.
+    fn receive(&mut self) {
+        let now = self.now();
+        let Driver { node, source, .. } = self;
+        let Some(source) = source else { return };
+        for _ in 0..BATCH {
+            let got =
+                source.try_recv(|from, frame, rssi| node.handle_frame(now, from, frame, rssi));
+            if !got {
+                break;
+            }
+        }
     }
 
     /// Sends queued frames and routes events.
@@ -552,9 +638,9 @@ impl<S: FrameSink> Driver<S> {
     }
 }
 
-async fn recv_frame(frames: &mut Option<mpsc::Receiver<ReceivedFrame>>) -> Option<ReceivedFrame> {
-    match frames {
-        Some(rx) => rx.recv().await,
+async fn source_ready<R: FrameSource>(source: &mut Option<R>) -> bool {
+    match source {
+        Some(source) => source.ready().await,
         None => std::future::pending().await,
     }
 }
@@ -721,6 +807,83 @@ mod tests {
             vec![parse_tuple("(2)").unwrap()]
         );
         assert_eq!(h.stats().await.unwrap().send_errors, 1);
+    }
+
+    #[tokio::test]
+    async fn a_source_read_by_the_driver_feeds_the_engine_and_may_end() {
+        // A source the driver reads itself: three OUT datagrams of another node, one spurious
+        // wake-up with nothing to read, then the end. The node stores all three and keeps
+        // sending after its source is gone.
+        struct Scripted {
+            datagrams: Vec<Vec<u8>>,
+            wakes: usize,
+        }
+        impl FrameSource for Scripted {
+            async fn ready(&mut self) -> bool {
+                self.wakes += 1;
+                tokio::task::yield_now().await;
+                self.wakes < 4
+            }
+            fn try_recv<F>(&mut self, deliver: F) -> bool
+            where
+                F: FnOnce(PeerAddr, Frame<'_>, Option<i16>),
+            {
+                // Only the first wake-up finds frames; the second finds none (spurious).
+                if self.wakes != 1 || self.datagrams.is_empty() {
+                    return false;
+                }
+                let d = self.datagrams.remove(0);
+                let from = PeerAddr::Ip(SocketAddr::from(([127, 0, 0, 9], 1)));
+                deliver(from, Frame::Datagram(&d), None);
+                true
+            }
+        }
+        struct Counting(Arc<Mutex<usize>>);
+        impl FrameSink for Counting {
+            async fn send(&mut self, _: Transmit) -> io::Result<()> {
+                *self.0.lock().unwrap() += 1;
+                Ok(())
+            }
+        }
+        let sender = crate::udp::NodeId::new(9).unwrap();
+        let datagrams = (1..=3)
+            .map(|i| {
+                let msg = Message::Out {
+                    tuple: parse_tuple(&format!("(\"T\", {i})")).unwrap(),
+                    lifetime: None,
+                };
+                let header = crate::udp::DatagramHeader {
+                    node_id: sender,
+                    seq: i,
+                };
+                crate::udp::encode(&header, &msg, None).unwrap()
+            })
+            .collect();
+        let sent = Arc::new(Mutex::new(0));
+        let node = Node::new(NodeConfig::new(Transport::Udp, "x").unwrap(), 1, Time::ZERO);
+        let source = Scripted {
+            datagrams,
+            wakes: 0,
+        };
+        let (h, task) = spawn_with_source("x".into(), node, Counting(Arc::clone(&sent)), source);
+        let mut stored = Vec::new();
+        for _ in 0..100 {
+            stored = h.host_tuples().await.unwrap();
+            if stored.len() == 3 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(stored.len(), 3, "{stored:?}");
+        // The source has ended by now (4 wake-ups); the node still sends.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let before = *sent.lock().unwrap();
+        h.out(parse_tuple("(1)").unwrap(), None).await.unwrap();
+        let stats = h.stats().await.unwrap();
+        assert_eq!(*sent.lock().unwrap(), before + 1);
+        assert_eq!(stats.node.frames_in, 3);
+        h.close().await;
+        task.await.unwrap();
     }
 
     #[tokio::test]

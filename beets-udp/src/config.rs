@@ -20,9 +20,6 @@ pub const DEFAULT_MULTICAST_GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 75, 75);
 /// Default spacing of repeated copies, 5 ms.
 pub const DEFAULT_REPEAT_INTERVAL: Duration = Duration::from_millis(5);
 
-/// Default capacity of the channel from the receive task to the engine, 1024 datagrams.
-pub const DEFAULT_RECEIVE_QUEUE: usize = 1024;
-
 /// Where a UDP space listens and where it sends. A plain data struct: build it with
 /// `..Default::default()` or [`UdpConfig::loopback`] and change fields.
 ///
@@ -71,10 +68,6 @@ pub struct UdpConfig {
     /// Time between copies of one datagram. Default 5 ms (tokio's timer resolution is 1 ms).
     /// Zero sends the copies back to back.
     pub repeat_interval: Duration,
-    /// Capacity of the channel from the receive task to the engine, in datagrams. Default 1024.
-    /// When it is full the receive task waits and the kernel's socket buffer absorbs (or drops)
-    /// what arrives meanwhile, so memory stays bounded under a flood.
-    pub receive_queue: usize,
     /// Socket receive buffer (`SO_RCVBUF`) in bytes; `None` (default) keeps the OS default. The
     /// kernel may cap it (Linux: `net.core.rmem_max`) and counts its own overhead in it.
     pub recv_buffer_size: Option<usize>,
@@ -90,7 +83,6 @@ impl Default for UdpConfig {
             peers: Vec::new(),
             repeat: 0,
             repeat_interval: DEFAULT_REPEAT_INTERVAL,
-            receive_queue: DEFAULT_RECEIVE_QUEUE,
             recv_buffer_size: None,
         }
     }
@@ -128,7 +120,7 @@ impl UdpConfig {
     /// # Errors
     /// [`io::ErrorKind::InvalidInput`] naming the field: a broadcast or multicast setting on an
     /// IPv6 socket, a broadcast address that is IPv6, a multicast group outside 224.0.0.0/4, a
-    /// peer of the other address family, or a zero `receive_queue`.
+    /// peer of the other address family.
     pub fn validate(&self) -> io::Result<()> {
         let invalid = |msg: String| Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
         let v4 = self.bind.is_ipv4();
@@ -159,9 +151,6 @@ impl UdpConfig {
                 "peer {p} is of another address family than the bind address {}",
                 self.bind
             ));
-        }
-        if self.receive_queue == 0 {
-            return invalid("receive_queue must hold at least 1 datagram".into());
         }
         Ok(())
     }
@@ -230,11 +219,6 @@ mod tests {
                 .to_string()
                 .contains("peer [::1]:5")
         );
-        let c = UdpConfig {
-            receive_queue: 0,
-            ..UdpConfig::loopback(5)
-        };
-        assert!(c.validate().is_err());
     }
 
     #[test]

@@ -1,17 +1,18 @@
 //! BeeTS over UDP (paper §4, spec wire-v1 §7–§9): a tuple space whose nodes talk by UDP
 //! broadcast, IPv4 multicast and/or a list of unicast peers.
 //!
-//! A [`UdpSpace`] is one node: one UDP socket, a receive task that feeds every datagram to the
-//! sans-IO engine ([`beets_core::Node`]) through the core's async driver, and a sink that sends
-//! each datagram the engine emits to every configured destination, optionally repeated. The
-//! application talks to it through the driver's [`SpaceHandle`]: `out`, `notify`, `rd`, `inp`,
-//! `test`, `where`, the local `host_*` operations, `subscribe` and `stats`.
+//! A [`UdpSpace`] is one node: one UDP socket, which the core's async driver reads itself and
+//! feeds, datagram by datagram and without a copy, to the sans-IO engine ([`beets_core::Node`]),
+//! and a sink that sends each datagram the engine emits to every configured destination,
+//! optionally repeated. The application talks to it through the driver's [`SpaceHandle`]:
+//! `out`, `notify`, `rd`, `inp`, `test`, `where`, the local `host_*` operations, `subscribe` and
+//! `stats`.
 //!
 //! ```text
 //!  SpaceHandle ──▶ driver task (Node: codec, FPE, dedup, replies, timers)
-//!                     │ Transmit::Datagram                 ▲ ReceivedFrame
-//!                     ▼                                    │ (mpsc, bounded)
-//!                  UdpSink ── send_to each destination     receive task ◀── recv_from
+//!                     │ Transmit::Datagram                 ▲ Frame::Datagram (borrowed)
+//!                     ▼                                    │
+//!                  UdpSink ── send_to each destination     UdpSource: readable → try_recv_from
 //!                     └─ repeater task: `repeat` copies, `repeat_interval` apart (same seq)
 //! ```
 //!
@@ -120,8 +121,8 @@ use tracing::{Instrument, debug, info_span};
 
 pub use beets_core::driver::ClientError;
 pub use config::{
-    DEFAULT_MULTICAST_GROUP, DEFAULT_RECEIVE_QUEUE, DEFAULT_REPEAT_INTERVAL, LIMITED_BROADCAST,
-    LOOPBACK_BROADCAST, UdpConfig,
+    DEFAULT_MULTICAST_GROUP, DEFAULT_REPEAT_INTERVAL, LIMITED_BROADCAST, LOOPBACK_BROADCAST,
+    UdpConfig,
 };
 pub use stats::UdpStats;
 
@@ -209,10 +210,8 @@ impl UdpSpace {
             repeat: udp.repeat,
             repeater,
         };
-        let (frames_tx, frames_rx) = mpsc::channel(udp.receive_queue);
-        let (handle, driver) = driver::spawn(name, node, sink, frames_rx);
-        let receive = recv::receive(socket, frames_tx, Arc::clone(&counters));
-        tasks.push(tokio::spawn(receive.instrument(span)));
+        let source = recv::UdpSource::new(socket, Arc::clone(&counters));
+        let (handle, driver) = driver::spawn_with_source(name, node, sink, source);
         Ok(UdpSpace {
             handle,
             local_addr,

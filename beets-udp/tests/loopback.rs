@@ -340,7 +340,7 @@ async fn spawn_refuses_a_ble_node_and_a_bad_config() {
     let err = UdpSpace::spawn(UdpConfig::loopback(free_port()), ble, 1).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
     let udp = UdpConfig {
-        receive_queue: 0,
+        multicast: Some("10.0.0.1:5".parse().unwrap()),
         ..UdpConfig::loopback(free_port())
     };
     let err = UdpSpace::spawn(udp, node("x"), 1).unwrap_err();
