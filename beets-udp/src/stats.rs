@@ -14,7 +14,7 @@ pub struct UdpStats {
     /// Of those, datagrams longer than 1232 bytes. They are handed on truncated to 1233 bytes
     /// and the engine drops and counts them (spec §7).
     pub oversize_received: u64,
-    /// Errors reading the socket (logged at `warn`; the receive task goes on).
+    /// Errors reading the socket (logged at `warn`; the node pauses 10 ms and reads on).
     pub receive_errors: u64,
     /// Successful `send_to` calls, one per destination and copy.
     pub datagrams_sent: u64,
