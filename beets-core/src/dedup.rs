@@ -6,9 +6,12 @@
 //! full, the oldest keys go first, so a flood of distinct keys costs a fixed amount of memory (at
 //! worst, a message older than the flood may be processed again).
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::Hash;
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::time::Duration;
+
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 
 use crate::time::Time;
 
@@ -19,8 +22,9 @@ pub const DEFAULT_CAPACITY: usize = 4096;
 
 /// A bounded, time-windowed set of seen keys.
 ///
-/// Cost: [`check`](DedupCache::check) is O(1) expected (one hash lookup, one queue push) plus the
-/// expiry of old keys, each paid once. Memory: at most `capacity` keys.
+/// Cost: [`check`](DedupCache::check) hashes the key once (SipHash with a random key per cache:
+/// the keys come off the network) and is O(1) expected; a key is forgotten — by age or to make
+/// room — with the hash it was stored under, never hashed again. Memory: at most `capacity` keys.
 ///
 /// ```
 /// use beets_core::dedup::DedupCache;
@@ -35,10 +39,12 @@ pub const DEFAULT_CAPACITY: usize = 4096;
 pub struct DedupCache<K> {
     window: Duration,
     capacity: usize,
-    /// Key → time first seen.
-    seen: HashMap<K, Time>,
-    /// Keys in the order first seen, for expiry and eviction.
-    order: VecDeque<(Time, K)>,
+    hasher: RandomState,
+    /// The keys remembered now.
+    seen: HashTable<K>,
+    /// The same keys in the order first seen, with that time and their hash, for expiry and
+    /// eviction.
+    order: VecDeque<(Time, u64, K)>,
     evicted: u64,
 }
 
@@ -49,7 +55,8 @@ impl<K: Hash + Eq + Clone> DedupCache<K> {
         DedupCache {
             window,
             capacity,
-            seen: HashMap::with_capacity(capacity.min(1024)),
+            hasher: RandomState::new(),
+            seen: HashTable::with_capacity(capacity.min(1024)),
             order: VecDeque::with_capacity(capacity.min(1024)),
             evicted: 0,
         }
@@ -59,42 +66,73 @@ impl<K: Hash + Eq + Clone> DedupCache<K> {
     /// within the window (drop it). `now` must not go backwards; if it does, keys simply live
     /// longer.
     pub fn check(&mut self, now: Time, key: K) -> bool {
+        let hash = self.hash(&key);
+        self.check_hashed(now, hash, key)
+    }
+
+    /// The hash [`check_hashed`](Self::check_hashed) and [`seen_hashed`](Self::seen_hashed)
+    /// take, for a caller that looks a key up and then records it.
+    pub(crate) fn hash(&self, key: &K) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// [`check`](Self::check) with `hash` = [`hash`](Self::hash)`(&key)`.
+    pub(crate) fn check_hashed(&mut self, now: Time, hash: u64, key: K) -> bool {
+        debug_assert_eq!(hash, self.hash(&key));
         self.expire(now);
-        if self.seen.contains_key(&key) {
-            return false;
+        let hasher = &self.hasher;
+        match self.seen.entry(hash, |k| *k == key, |k| hasher.hash_one(k)) {
+            Entry::Occupied(_) => return false,
+            Entry::Vacant(v) => {
+                v.insert(key.clone());
+            }
         }
-        if self.seen.len() >= self.capacity
-            && let Some((_, old)) = self.order.pop_front()
+        self.order.push_back((now, hash, key));
+        // A full cache forgets its oldest key (never the one just added: it is the newest).
+        if self.seen.len() > self.capacity
+            && let Some((_, hash, old)) = self.order.pop_front()
         {
-            self.seen.remove(&old);
+            self.forget(hash, &old);
             self.evicted += 1;
         }
-        self.seen.insert(key.clone(), now);
-        self.order.push_back((now, key));
         true
     }
 
     /// Whether `key` is remembered (without recording it).
     pub fn contains(&self, key: &K) -> bool {
-        self.seen.contains_key(key)
+        let hash = self.hasher.hash_one(key);
+        self.seen.find(hash, |k| k == key).is_some()
     }
 
     /// Whether `key` was recorded within the window before `now` (forgets older keys first;
     /// records nothing).
     pub fn seen(&mut self, now: Time, key: &K) -> bool {
+        let hash = self.hash(key);
+        self.seen_hashed(now, hash, key)
+    }
+
+    /// [`seen`](Self::seen) with `hash` = [`hash`](Self::hash)`(key)`.
+    pub(crate) fn seen_hashed(&mut self, now: Time, hash: u64, key: &K) -> bool {
+        debug_assert_eq!(hash, self.hash(key));
         self.expire(now);
-        self.seen.contains_key(key)
+        self.seen.find(hash, |k| k == key).is_some()
     }
 
     /// Forgets keys older than the window.
     pub fn expire(&mut self, now: Time) {
-        while let Some((t, _)) = self.order.front() {
+        while let Some((t, _, _)) = self.order.front() {
             if now.saturating_since(*t) < self.window {
                 break;
             }
-            if let Some((_, k)) = self.order.pop_front() {
-                self.seen.remove(&k);
+            if let Some((_, hash, k)) = self.order.pop_front() {
+                self.forget(hash, &k);
             }
+        }
+    }
+
+    fn forget(&mut self, hash: u64, key: &K) {
+        if let Ok(e) = self.seen.find_entry(hash, |k| k == key) {
+            e.remove();
         }
     }
 
@@ -157,6 +195,49 @@ mod tests {
         assert_eq!(c.evicted(), 1);
         assert!(!c.contains(&0));
         assert!(c.contains(&1) && c.contains(&3));
+    }
+
+    proptest::proptest! {
+        /// Against a plain model (a queue of (time, key), linear search): same answers, same
+        /// size, same evictions, for any sequence of checks and lookups.
+        #[test]
+        fn matches_a_plain_model(
+            capacity in 1usize..8,
+            ops in proptest::collection::vec((0u8..3, 0u16..12, 0u64..4_000), 0..200),
+        ) {
+            let window = Duration::from_secs(2);
+            let mut c = DedupCache::new(window, capacity);
+            let mut model: VecDeque<(Time, u16)> = VecDeque::new();
+            let mut evicted = 0u64;
+            let mut now = 0u64;
+            for (op, key, dt) in ops {
+                now += dt;
+                let at = t(now);
+                while model.front().is_some_and(|(t0, _)| at.saturating_since(*t0) >= window) {
+                    model.pop_front();
+                }
+                let known = model.iter().any(|(_, k)| *k == key);
+                match op {
+                    0 => {
+                        proptest::prop_assert_eq!(c.check(at, key), !known);
+                        if !known {
+                            model.push_back((at, key));
+                            if model.len() > capacity {
+                                model.pop_front();
+                                evicted += 1;
+                            }
+                        }
+                    }
+                    1 => proptest::prop_assert_eq!(c.seen(at, &key), known),
+                    _ => {
+                        c.expire(at);
+                        proptest::prop_assert_eq!(c.contains(&key), known);
+                    }
+                }
+                proptest::prop_assert_eq!(c.len(), model.len());
+                proptest::prop_assert_eq!(c.evicted(), evicted);
+            }
+        }
     }
 
     #[test]

@@ -21,9 +21,11 @@
 //! Closing: when every handle is dropped, or [`SpaceHandle::close`] is called, the driver stops;
 //! requests still pending complete with [`ClientError::Closed`] ("space closed"), never silently.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -32,7 +34,8 @@ use tracing::{Instrument, debug, info_span, trace, warn};
 
 use crate::message::Message;
 use crate::node::{
-    Event, Node, NodeError, NodeStats, PeerAddr, Received, RequestId, Transmit, Transport,
+    DatagramEncoder, Event, Node, NodeError, NodeStats, PeerAddr, Received, RequestId, Transmit,
+    Transport,
 };
 use crate::space::{ListenerId, SpaceError};
 use crate::time::Time;
@@ -84,6 +87,32 @@ impl OwnedFrame {
 pub trait FrameSink: Send + 'static {
     /// Broadcasts `tx`. An error is logged and counted by the driver, and the node keeps running.
     fn send(&mut self, tx: Transmit) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// A way to send a UDP datagram at once from any task, if the backend has one. With it (and
+    /// a UDP node), [`SpaceHandle::out`] encodes and sends in the caller's task instead of
+    /// handing the message to the driver. `None` (the default) sends everything through the
+    /// driver.
+    fn direct(&self) -> Option<Arc<dyn DirectSend>> {
+        None
+    }
+}
+
+/// Sends a finished datagram without waiting, from any task (see [`FrameSink::direct`]).
+pub trait DirectSend: Send + Sync + 'static {
+    /// Sends `datagram` to each of the backend's destinations if that needs no waiting.
+    /// `None`: nothing was sent because the socket would block — the driver then sends it,
+    /// waiting as it does for its own frames. `Some(result)`: every destination was tried;
+    /// the first error, if any (logged and counted by the driver as a send error, as for
+    /// [`FrameSink::send`]; the node keeps running).
+    fn try_send_now(&self, datagram: &[u8]) -> Option<io::Result<()>>;
+}
+
+/// What a handle needs to send an `out` itself.
+struct Direct {
+    encoder: DatagramEncoder,
+    sink: Arc<dyn DirectSend>,
+    /// Send errors on this path, added to [`DriverStats::send_errors`].
+    send_errors: AtomicU64,
 }
 
 /// Where the driver's received frames come from, read in the driver's own task.
@@ -188,6 +217,8 @@ const BATCH: usize = 64;
 
 enum Command {
     Send(Message),
+    /// A datagram a handle encoded but could not send without waiting.
+    Transmit(Transmit),
     Notify(Tuple, Respond<Result<(), ClientError>>),
     Request(
         Op,
@@ -213,6 +244,15 @@ enum Command {
 pub struct SpaceHandle {
     tx: mpsc::Sender<Command>,
     transport: Transport,
+    direct: Option<Arc<Direct>>,
+}
+
+impl std::fmt::Debug for Direct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Direct")
+            .field("encoder", &self.encoder)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Command {
@@ -233,15 +273,36 @@ impl SpaceHandle {
 
     /// Broadcasts an OUT (see [`Node::out`]).
     ///
+    /// On a UDP space whose backend has a direct path ([`FrameSink::direct`]) the datagram is
+    /// encoded and sent right here, in the caller's task; only when the socket would block does
+    /// it go to the driver, which waits for the socket. (Two `out`s may then leave in another
+    /// order than they were called — UDP may reorder them anyway; receivers do not rely on it.)
+    ///
     /// # Errors
     /// [`ClientError::Node`] for an oversize tuple or bad lifetime; [`ClientError::Closed`].
     pub async fn out(&self, tuple: Tuple, lifetime: Option<Duration>) -> Result<(), ClientError> {
-        // Checked here, handed over without a reply: one channel hop per `out`.
+        // Checked here, never waiting for a reply.
         let msg = crate::node::out_message(self.transport, tuple, lifetime)?;
-        self.tx
-            .send(Command::Send(msg))
-            .await
-            .map_err(|_| ClientError::Closed)
+        let command = match &self.direct {
+            // UDP with a direct sink: encoded and sent in this task, no hop to the driver.
+            Some(direct) => {
+                if self.tx.is_closed() {
+                    return Err(ClientError::Closed);
+                }
+                let datagram = direct.encoder.encode(&msg)?;
+                match direct.sink.try_send_now(&datagram) {
+                    Some(Ok(())) => return Ok(()),
+                    Some(Err(e)) => {
+                        direct.send_errors.fetch_add(1, Ordering::Relaxed);
+                        warn!(error = %e, "send failed; node keeps running");
+                        return Ok(());
+                    }
+                    None => Command::Transmit(Transmit::Datagram(datagram)),
+                }
+            }
+            None => Command::Send(msg),
+        };
+        self.tx.send(command).await.map_err(|_| ClientError::Closed)
     }
 
     /// Broadcasts a notification (TUPLE, R = 0; see [`Node::notify`]).
@@ -426,29 +487,48 @@ pub fn spawn_with_source<S: FrameSink, R: FrameSource>(
     let (tx, rx) = mpsc::channel(256);
     let transport = node.config().transport;
     let span = info_span!("beets", node = %name);
+    let direct = match (sink.direct(), node.datagram_encoder()) {
+        (Some(sink), Some(encoder)) => Some(Arc::new(Direct {
+            encoder,
+            sink,
+            send_errors: AtomicU64::new(0),
+        })),
+        _ => None,
+    };
     let driver = Driver {
+        direct: direct.clone(),
         node,
         sink,
         source: Some(source),
         commands: rx,
         epoch: Instant::now(),
-        waiting: HashMap::new(),
-        listeners: HashMap::new(),
+        waiting: BTreeMap::new(),
+        listeners: BTreeMap::new(),
         stats: DriverStats::default(),
     };
     let task = tokio::spawn(driver.run().instrument(span));
-    (SpaceHandle { tx, transport }, task)
+    (
+        SpaceHandle {
+            tx,
+            transport,
+            direct,
+        },
+        task,
+    )
 }
 
 struct Driver<S, R> {
+    /// The handles' direct path, for its error count.
+    direct: Option<Arc<Direct>>,
     node: Node,
     sink: S,
     /// `None` once the source has ended.
     source: Option<R>,
     commands: mpsc::Receiver<Command>,
     epoch: Instant,
-    waiting: HashMap<RequestId, oneshot::Sender<Option<Reply>>>,
-    listeners: HashMap<ListenerId, mpsc::Sender<Tuple>>,
+    // Keyed by the engine's own ids (small, increasing): ordered maps, no hashing per delivery.
+    waiting: BTreeMap<RequestId, oneshot::Sender<Option<Reply>>>,
+    listeners: BTreeMap<ListenerId, mpsc::Sender<Tuple>>,
     stats: DriverStats,
 }
 
@@ -502,10 +582,20 @@ impl<S: FrameSink, R: FrameSource> Driver<S, R> {
         // Pending requests see their reply channel dropped: ClientError::Closed.
         self.waiting.clear();
         self.node.cancel_all();
-        self.stats.node = self.node.stats();
-        self.stats.dedup_len = self.node.dedup_len();
+        self.stats = self.snapshot();
         debug!(stats = ?self.stats, "space closed");
         self.stats
+    }
+
+    /// The counters now: the driver's, the engine's and the handles' direct sends.
+    fn snapshot(&self) -> DriverStats {
+        let mut s = self.stats;
+        s.node = self.node.stats();
+        s.dedup_len = self.node.dedup_len();
+        if let Some(d) = &self.direct {
+            s.send_errors += d.send_errors.load(Ordering::Relaxed);
+        }
+        s
     }
 
     /// Feeds the engine what the source holds now, up to [`BATCH`] frames.
@@ -580,6 +670,7 @@ impl<S: FrameSink, R: FrameSource> Driver<S, R> {
                     warn!(error = %e, "message refused after the handle's checks");
                 }
             }
+            Command::Transmit(t) => self.node.queue_encoded(t),
             Command::Notify(t, r) => {
                 let _ = r.send(self.node.notify(now, t).map_err(Into::into));
             }
@@ -628,10 +719,7 @@ impl<S: FrameSink, R: FrameSource> Driver<S, R> {
                 let _ = r.send(rx);
             }
             Command::Stats(r) => {
-                let mut s = self.stats;
-                s.node = self.node.stats();
-                s.dedup_len = self.node.dedup_len();
-                let _ = r.send(s);
+                let _ = r.send(self.snapshot());
             }
             Command::Close => {}
         }
@@ -884,6 +972,91 @@ mod tests {
         assert_eq!(stats.node.frames_in, 3);
         h.close().await;
         task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn out_is_sent_by_the_handle_and_falls_back_to_the_driver_when_it_would_block() {
+        use std::sync::atomic::AtomicU8;
+        // 0: the direct send works; 1: it would block; 2: it fails.
+        #[derive(Default)]
+        struct Wire {
+            mode: AtomicU8,
+            direct: Mutex<Vec<Vec<u8>>>,
+            driver: Mutex<Vec<Vec<u8>>>,
+        }
+        struct Direct(Arc<Wire>);
+        impl DirectSend for Direct {
+            fn try_send_now(&self, datagram: &[u8]) -> Option<io::Result<()>> {
+                match self.0.mode.load(Ordering::Relaxed) {
+                    0 => {
+                        self.0.direct.lock().unwrap().push(datagram.to_vec());
+                        Some(Ok(()))
+                    }
+                    1 => None,
+                    _ => Some(Err(io::Error::other("network down"))),
+                }
+            }
+        }
+        struct Sink(Arc<Wire>);
+        impl FrameSink for Sink {
+            async fn send(&mut self, tx: Transmit) -> io::Result<()> {
+                let Transmit::Datagram(d) = tx else {
+                    return Err(io::Error::other("UDP only"));
+                };
+                self.0.driver.lock().unwrap().push(d);
+                Ok(())
+            }
+            fn direct(&self) -> Option<Arc<dyn DirectSend>> {
+                Some(Arc::new(Direct(Arc::clone(&self.0))))
+            }
+        }
+        let wire = Arc::new(Wire::default());
+        let node = Node::new(NodeConfig::new(Transport::Udp, "x").unwrap(), 3, Time::ZERO);
+        let id = node.node_id();
+        let (_frames, rx) = mpsc::channel(1);
+        let (h, task) = spawn("x".into(), node, Sink(Arc::clone(&wire)), rx);
+        let header = |d: &[u8]| crate::udp::parse_header(d).unwrap().0;
+
+        h.out(parse_tuple("(1)").unwrap(), None).await.unwrap();
+        let sent = wire.direct.lock().unwrap().clone();
+        assert_eq!(sent.len(), 1, "sent from the caller's task, at once");
+        assert_eq!(header(&sent[0]).node_id, id);
+
+        wire.mode.store(1, Ordering::Relaxed);
+        h.out(parse_tuple("(2)").unwrap(), None).await.unwrap();
+        for _ in 0..100 {
+            if !wire.driver.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let queued = wire.driver.lock().unwrap().clone();
+        assert_eq!(queued.len(), 1, "the driver sent what would have blocked");
+        // One counter for both paths: consecutive sequence numbers, the same node.
+        assert_eq!(header(&queued[0]).node_id, id);
+        assert_eq!(header(&queued[0]).seq, header(&sent[0]).seq.wrapping_add(1));
+        let (_, body) = crate::udp::parse_header(&queued[0]).unwrap();
+        let out = Message::parse(body, None).unwrap().message;
+        assert_eq!(out.tuple(), Some(&parse_tuple("(2)").unwrap()));
+
+        wire.mode.store(2, Ordering::Relaxed);
+        h.out(parse_tuple("(3)").unwrap(), None).await.unwrap();
+        let stats = h.stats().await.unwrap();
+        assert_eq!(stats.send_errors, 1, "a failed direct send is counted");
+        assert_eq!(stats.node.transmits, 3);
+        assert_eq!(wire.direct.lock().unwrap().len(), 1);
+        assert_eq!(wire.driver.lock().unwrap().len(), 1);
+
+        h.close().await;
+        task.await.unwrap();
+        wire.mode.store(0, Ordering::Relaxed);
+        let late = h.out(parse_tuple("(4)").unwrap(), None).await;
+        assert_eq!(late, Err(ClientError::Closed));
+        assert_eq!(
+            wire.direct.lock().unwrap().len(),
+            1,
+            "nothing sent after close"
+        );
     }
 
     #[tokio::test]

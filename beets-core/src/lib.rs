@@ -64,8 +64,8 @@ pub mod value;
 pub use fpe::FpeKey;
 pub use message::{DecodeError, Decoded, Message, Op};
 pub use node::{
-    Event, Frame, Node, NodeConfig, NodeError, NodeStats, PeerAddr, Received, RequestId, Transmit,
-    Transport,
+    DatagramEncoder, Event, Frame, Node, NodeConfig, NodeError, NodeStats, PeerAddr, Received,
+    RequestId, Transmit, Transport,
 };
 pub use space::{
     CapacityPolicy, Delivery, DeliveryKind, ListenerId, OutReport, Space, SpaceConfig, SpaceError,

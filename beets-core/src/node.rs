@@ -33,6 +33,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::num::NonZeroU16;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
@@ -40,6 +42,7 @@ use rand::{RngExt, SeedableRng};
 
 use crate::ble::{self, FrameError};
 use crate::dedup::DedupCache;
+use crate::fpe::FpeKey;
 use crate::message::{DecodeError, Message, Op};
 use crate::space::{Delivery, ListenerId, Space};
 use crate::time::Time;
@@ -80,7 +83,10 @@ pub struct Node {
     space: Space,
     dedup: DedupCache<DedupKey>,
     node_id: NodeId,
-    seq: u32,
+    /// The next sequence number (spec §6–§7), shared with this node's [`DatagramEncoder`]s.
+    seq: Arc<AtomicU32>,
+    /// Datagrams those encoders produced, for [`NodeStats::transmits`].
+    encoded_elsewhere: Arc<AtomicU64>,
     rng: SmallRng,
     next_request: u64,
     pending: HashMap<RequestId, Pending>,
@@ -117,7 +123,8 @@ impl Node {
             space: Space::new(config.space.clone()),
             dedup: DedupCache::new(config.dedup_window, config.dedup_capacity),
             node_id,
-            seq,
+            seq: Arc::new(AtomicU32::new(seq)),
+            encoded_elsewhere: Arc::new(AtomicU64::new(0)),
             rng,
             next_request: 1,
             pending: HashMap::new(),
@@ -144,7 +151,23 @@ impl Node {
 
     /// The counters.
     pub fn stats(&self) -> NodeStats {
-        self.stats
+        let mut stats = self.stats;
+        stats.transmits += self.encoded_elsewhere.load(Ordering::Relaxed);
+        stats
+    }
+
+    /// An encoder of this node's UDP datagrams that works outside the node (any thread): same
+    /// node id, key and sequence-number counter, so what it encodes is indistinguishable from
+    /// what [`poll_transmit`](Self::poll_transmit) gives. The async driver gives one to its
+    /// handles, so that an `out` is encoded and sent from the caller's task without a hop to the
+    /// driver. `None` on a BLE node (BLE frames are paced by the advertising scheduler).
+    pub fn datagram_encoder(&self) -> Option<DatagramEncoder> {
+        (self.config.transport == Transport::Udp).then(|| DatagramEncoder {
+            node_id: self.node_id,
+            key: self.config.key.clone().map(Arc::new),
+            seq: Arc::clone(&self.seq),
+            encoded: Arc::clone(&self.encoded_elsewhere),
+        })
     }
 
     /// Dedup keys remembered now (bounded by [`NodeConfig::dedup_capacity`]).
@@ -352,26 +375,41 @@ impl Node {
             return Err(too_long());
         }
         let key = self.config.key.as_ref();
+        // Taken atomically (the node's encoders share the counter) once the message is known
+        // to fit; a later encoding failure only leaves a gap, which receivers do not mind.
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let transmit = match transport {
             Transport::Udp => {
                 let header = DatagramHeader {
                     node_id: self.node_id,
-                    seq: self.seq,
+                    seq,
                 };
                 Transmit::Datagram(udp::encode(&header, msg, key).map_err(|_| too_long())?)
             }
             Transport::Ble => Transmit::Advertisement(
-                ble::pack_message(self.seq as u8, msg, key).map_err(|_| too_long())?,
+                ble::pack_message(seq as u8, msg, key).map_err(|_| too_long())?,
             ),
         };
-        self.seq = self.seq.wrapping_add(1);
         self.stats.transmits += 1;
+        self.push_transmit(transmit);
+        Ok(())
+    }
+
+    /// Queues a transmit already encoded — by a [`DatagramEncoder`] whose direct send could not
+    /// go out at once — behind the node's own (bounded like them).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn queue_encoded(&mut self, transmit: Transmit) {
+        // Counted in `transmits` by the encoder already.
+        self.push_transmit(transmit);
+    }
+
+    /// Queues `transmit`; when the queue is full the oldest is dropped and counted.
+    fn push_transmit(&mut self, transmit: Transmit) {
         if self.transmits.len() >= self.config.transmit_queue.max(1) {
             self.transmits.pop_front();
             self.stats.transmits_dropped += 1;
         }
         self.transmits.push_back(transmit);
-        Ok(())
     }
 
     // --- input ---------------------------------------------------------------------------------
@@ -395,12 +433,13 @@ impl Node {
                 let dedup_key = DedupKey::Udp(header.node_id, header.seq);
                 // Only valid messages are remembered, so a remembered key is a repeat of one
                 // already processed: skip decoding it again (floods of replays stay cheap).
-                if self.dedup.seen(now, &dedup_key) {
+                let hash = self.dedup.hash(&dedup_key);
+                if self.dedup.seen_hashed(now, hash, &dedup_key) {
                     self.stats.duplicates += 1;
                     return;
                 }
                 match Message::parse(message, key) {
-                    Ok(d) => (dedup_key, d),
+                    Ok(d) => (dedup_key, hash, d),
                     Err(DecodeError::EncryptedNoKey) => {
                         return self.drop_key_mismatch(from, true);
                     }
@@ -422,7 +461,7 @@ impl Node {
                         PeerAddr::Ble(a) => DedupKey::Ble(a, f.seq, f.crc),
                         other => DedupKey::Other(other, f.seq, f.crc),
                     };
-                    (k, f.decoded)
+                    (k, self.dedup.hash(&k), f.decoded)
                 }
                 Err(FrameError::Message(DecodeError::EncryptedNoKey)) => {
                     return self.drop_key_mismatch(from, true);
@@ -446,11 +485,11 @@ impl Node {
                 return;
             }
         };
-        let (dedup_key, decoded) = decoded;
+        let (dedup_key, hash, decoded) = decoded;
         if decoded.encrypted != self.config.key.is_some() {
             return self.drop_key_mismatch(from, decoded.encrypted);
         }
-        if !self.dedup.check(now, dedup_key) {
+        if !self.dedup.check_hashed(now, hash, dedup_key) {
             self.stats.duplicates += 1;
             return;
         }
@@ -746,6 +785,56 @@ impl Node {
                 kind,
             });
         }
+    }
+}
+
+/// Encodes messages as one node's UDP datagrams (spec §7) from outside the node, from any thread:
+/// the node's id and key, and the next number of the node's own sequence-number counter (shared,
+/// so datagrams from the node and from its encoders never reuse a number). From
+/// [`Node::datagram_encoder`]; cloning shares the counter.
+#[derive(Clone)]
+pub struct DatagramEncoder {
+    node_id: NodeId,
+    key: Option<Arc<FpeKey>>,
+    seq: Arc<AtomicU32>,
+    encoded: Arc<AtomicU64>,
+}
+
+impl fmt::Debug for DatagramEncoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatagramEncoder")
+            .field("node_id", &self.node_id)
+            .field("keyed", &self.key.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DatagramEncoder {
+    /// The datagram of `msg`: header with the node id and the next sequence number, then the
+    /// message, encrypted under the node's key if it has one. Counted in the node's
+    /// [`NodeStats::transmits`].
+    ///
+    /// # Errors
+    /// [`NodeError::TooLong`] when the message is over the UDP limit (1220 bytes); no sequence
+    /// number is used then.
+    pub fn encode(&self, msg: &Message) -> Result<Vec<u8>, NodeError> {
+        let (len, max) = (msg.buffer_len(), Transport::Udp.max_message_len());
+        let too_long = || NodeError::TooLong {
+            op: msg.op(),
+            len,
+            max,
+            transport: Transport::Udp.name(),
+        };
+        if len > max {
+            return Err(too_long());
+        }
+        let header = DatagramHeader {
+            node_id: self.node_id,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+        };
+        let datagram = udp::encode(&header, msg, self.key.as_deref()).map_err(|_| too_long())?;
+        self.encoded.fetch_add(1, Ordering::Relaxed);
+        Ok(datagram)
     }
 }
 

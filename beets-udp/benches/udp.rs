@@ -1,5 +1,6 @@
 //! Tuples per second node → node over loopback UDP, against a raw tokio send/recv loop of the
-//! same datagrams in the same run. Loopback (127.0.0.1) only.
+//! same datagrams in the same run, and the receive path alone (a raw socket sending node-format
+//! OUTs to a node). Loopback (127.0.0.1) only.
 //!
 //! Run: `cargo bench -p beets-udp --bench udp`. Both sides keep at most `WINDOW` datagrams in
 //! flight (the receiver's count is the credit), so neither overruns the socket buffer: UDP has no
@@ -131,6 +132,9 @@ struct Nodes {
     _b: UdpSpace,
     credit: Arc<Credit>,
     sent: u64,
+    /// A plain socket that sends node-format OUT datagrams to `b`: the receive path alone.
+    raw: UdpSocket,
+    raw_dest: SocketAddr,
 }
 
 impl Nodes {
@@ -169,7 +173,32 @@ impl Nodes {
             _b: b,
             credit,
             sent: 0,
+            raw: UdpSocket::bind(localhost(0)).await.unwrap(),
+            raw_dest: localhost(pb),
         }
+    }
+
+    /// `BATCH` OUT datagrams from a raw socket (a fresh sequence number each, so none is a
+    /// duplicate), counted as stored at `b`.
+    async fn batch_from_raw(&mut self) {
+        let node_id = NodeId::new(77).unwrap();
+        for i in 0..BATCH {
+            self.credit
+                .wait_for((self.sent + 1).saturating_sub(WINDOW))
+                .await;
+            let msg = Message::Out {
+                tuple: tuple(i),
+                lifetime: None,
+            };
+            let header = DatagramHeader {
+                node_id,
+                seq: self.sent as u32,
+            };
+            let d = udp::encode(&header, &msg, None).unwrap();
+            self.raw.send_to(&d, self.raw_dest).await.unwrap();
+            self.sent += 1;
+        }
+        self.credit.wait_for(self.sent).await;
     }
 
     async fn batch(&mut self) {
@@ -223,6 +252,17 @@ fn bench(c: &mut Criterion) {
                     let start = Instant::now();
                     for _ in 0..iters {
                         nodes.batch().await;
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        group.bench_function("raw_to_node_receive_path", |bch| {
+            bch.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        nodes.batch_from_raw().await;
                     }
                     start.elapsed()
                 })

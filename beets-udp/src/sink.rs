@@ -4,11 +4,11 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use beets_core::Transmit;
-use beets_core::driver::FrameSink;
+use beets_core::driver::{DirectSend, FrameSink};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -34,22 +34,85 @@ impl Output {
     async fn send_all(&self, datagram: &[u8], copy: bool) -> io::Result<()> {
         let mut first_error = None;
         for &dest in &self.destinations {
-            match self.socket.send_to(datagram, dest).await {
-                Ok(_) => {
-                    Counters::add(&self.counters.datagrams_sent, 1);
-                    if copy {
-                        Counters::add(&self.counters.repeats_sent, 1);
-                    }
-                }
-                Err(e) => {
-                    Counters::add(&self.counters.send_errors, 1);
-                    first_error.get_or_insert_with(|| {
-                        io::Error::new(e.kind(), format!("send to {dest} failed: {e}"))
-                    });
-                }
-            }
+            let result = self.socket.send_to(datagram, dest).await;
+            self.count(result, dest, copy, &mut first_error);
         }
         first_error.map_or(Ok(()), Err)
+    }
+
+    /// [`send_all`](Self::send_all) without waiting: `None` when the first send would block
+    /// (nothing sent). A later destination that would block — the socket's buffer filled up
+    /// in between — counts as a failed send to it.
+    fn try_send_all(&self, datagram: &[u8]) -> Option<io::Result<()>> {
+        let mut first_error = None;
+        for (i, &dest) in self.destinations.iter().enumerate() {
+            let result = self.socket.try_send_to(datagram, dest);
+            if i == 0 && matches!(&result, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                return None;
+            }
+            self.count(result, dest, false, &mut first_error);
+        }
+        Some(first_error.map_or(Ok(()), Err))
+    }
+
+    /// Counts one `send_to` and keeps the first error, naming the destination.
+    fn count(
+        &self,
+        result: io::Result<usize>,
+        dest: SocketAddr,
+        copy: bool,
+        first_error: &mut Option<io::Error>,
+    ) {
+        match result {
+            Ok(_) => {
+                Counters::add(&self.counters.datagrams_sent, 1);
+                if copy {
+                    Counters::add(&self.counters.repeats_sent, 1);
+                }
+            }
+            Err(e) => {
+                Counters::add(&self.counters.send_errors, 1);
+                first_error.get_or_insert_with(|| {
+                    io::Error::new(e.kind(), format!("send to {dest} failed: {e}"))
+                });
+            }
+        }
+    }
+}
+
+/// Hands the datagram's repeated copies to the repeater (or counts them dropped when its inbox
+/// is full).
+fn queue_repeats(output: &Output, repeat: u8, inbox: &mpsc::Sender<Arc<[u8]>>, datagram: &[u8]) {
+    if inbox.try_send(datagram.into()).is_err() {
+        Counters::add(&output.counters.repeats_dropped, u64::from(repeat));
+    }
+}
+
+/// The handles' direct path ([`FrameSink::direct`]): the first copy at once from the caller's
+/// task, further copies by the repeater task.
+///
+/// Handles may outlive the space, so this holds the socket and the repeater's inbox weakly:
+/// closing the space still closes the socket and ends the repeater, and a late `out` then
+/// finds nothing to send with and goes to the (closed) driver, which reports
+/// [`ClientError::Closed`](beets_core::driver::ClientError::Closed).
+#[derive(Debug)]
+pub(crate) struct UdpDirect {
+    output: Weak<Output>,
+    repeat: u8,
+    repeater: Option<mpsc::WeakSender<Arc<[u8]>>>,
+}
+
+impl DirectSend for UdpDirect {
+    fn try_send_now(&self, datagram: &[u8]) -> Option<io::Result<()>> {
+        let output = self.output.upgrade()?;
+        let result = output.try_send_all(datagram)?;
+        if let Some(inbox) = &self.repeater {
+            match inbox.upgrade() {
+                Some(inbox) => queue_repeats(&output, self.repeat, &inbox, datagram),
+                None => Counters::add(&output.counters.repeats_dropped, u64::from(self.repeat)),
+            }
+        }
+        Some(result)
     }
 }
 
@@ -74,14 +137,7 @@ impl FrameSink for UdpSink {
         let result = self.output.send_all(&datagram, false).await;
         if self.repeat > 0 {
             match &self.repeater {
-                Some(inbox) => {
-                    if inbox.try_send(datagram.into()).is_err() {
-                        Counters::add(
-                            &self.output.counters.repeats_dropped,
-                            u64::from(self.repeat),
-                        );
-                    }
-                }
+                Some(inbox) => queue_repeats(&self.output, self.repeat, inbox, &datagram),
                 None => {
                     for _ in 0..self.repeat {
                         if let Err(e) = self.output.send_all(&datagram, true).await {
@@ -92,6 +148,19 @@ impl FrameSink for UdpSink {
             }
         }
         result
+    }
+
+    /// The direct path, unless copies go back to back (`repeat` > 0 with a zero interval: those
+    /// wait for the socket, so they stay with the driver).
+    fn direct(&self) -> Option<Arc<dyn DirectSend>> {
+        if self.repeat > 0 && self.repeater.is_none() {
+            return None;
+        }
+        Some(Arc::new(UdpDirect {
+            output: Arc::downgrade(&self.output),
+            repeat: self.repeat,
+            repeater: self.repeater.as_ref().map(mpsc::Sender::downgrade),
+        }))
     }
 }
 

@@ -306,7 +306,7 @@ async fn send_errors_are_counted_and_the_node_keeps_running() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn close_completes_pending_requests_and_stops_the_receive_task() {
+async fn close_completes_pending_requests_and_closes_the_socket() {
     let port = free_port();
     let a = spawn_loopback(port, "a", 41);
     let h = a.handle().clone();
@@ -331,7 +331,13 @@ async fn handle_close_also_stops_the_socket_tasks() {
     tokio::time::timeout(WAIT, a.close())
         .await
         .expect("tasks already ending");
+    // A handle outliving its space holds no socket (its `out` sends from the caller's task,
+    // through a weak reference): the port is free and a late `out` reports the close.
     std::net::UdpSocket::bind(("0.0.0.0", port)).expect("port released after close");
+    assert_eq!(
+        h.out(t(r#"("late", 1)"#), None).await,
+        Err(ClientError::Closed)
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
