@@ -1,7 +1,6 @@
 //! Agents next to running spaces: the async driver on in-memory buses (one BLE, one UDP), the
 //! agent thread behind the nodes' hooks, and `serve` performing the agents' actions.
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,7 +8,9 @@ use std::time::Duration;
 use beets_agents::{
     AgentEvent, AgentOutputs, AgentRuntime, HostConfig, Router, RuntimeConfig, SpaceSpec,
 };
-use beets_core::driver::{self, DriverStats, FrameSink, OwnedFrame, ReceivedFrame, SpaceHandle};
+use beets_core::driver::{
+    self, DriverStats, FrameSink, OwnedFrame, ReceivedFrame, SendError, SpaceHandle,
+};
 use beets_core::{Node, NodeConfig, PeerAddr, Template, Time, Transmit, Transport, Tuple, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -34,7 +35,7 @@ fn addr(transport: Transport, me: u8) -> PeerAddr {
 }
 
 impl FrameSink for BusSink {
-    async fn send(&mut self, tx: Transmit) -> io::Result<()> {
+    async fn send(&mut self, tx: Transmit) -> Result<(), SendError> {
         let (frame, from, rssi) = match tx {
             Transmit::Datagram(d) => (OwnedFrame::Datagram(d), addr(Transport::Udp, self.me), None),
             Transmit::Advertisement(a) => (

@@ -28,8 +28,9 @@ pub struct BleConfig {
     pub queue_capacity: usize,
     /// What a full sender queue does. Default [`QueuePolicy::DropOldest`]. With
     /// [`QueuePolicy::Refuse`] a refused frame is logged, counted in
-    /// [`SchedulerStats::refused`] and in the driver's `send_errors`; the `out`/`rd` call that
-    /// produced it has already returned `Ok` (the engine queues before the radio is asked).
+    /// [`SchedulerStats::refused`] and in the driver's `send_errors`, and the `out` or `notify`
+    /// that produced it returns [`ClientError::Refused`](beets_core::driver::ClientError::Refused)
+    /// naming the queue; a refused `rd`/`inp`/`test`/`where` frame ends as its timeout (`None`).
     pub queue_policy: QueuePolicy,
     /// Most advertising instances used; the node uses `min(max_instances, what the controller
     /// has free)`. Default 4; 0 makes a receive-only node.

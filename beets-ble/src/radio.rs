@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use beets_core::Time;
 use beets_core::ble::BleAdvertisement;
-use beets_core::driver::FrameSink;
+use beets_core::driver::{FrameSink, SendError};
 use beets_core::node::Transmit;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -146,7 +146,10 @@ pub(crate) struct SchedulerSink {
 }
 
 impl FrameSink for SchedulerSink {
-    async fn send(&mut self, tx: Transmit) -> io::Result<()> {
+    /// Queues the advertisement; a frame the scheduler will not take (full queue under
+    /// [`QueuePolicy::Refuse`](crate::QueuePolicy::Refuse), too large for the controller, no
+    /// instance) is [`SendError::Refused`], so the `out` that made it returns the reason.
+    async fn send(&mut self, tx: Transmit) -> Result<(), SendError> {
         match tx {
             Transmit::Advertisement(adv) => {
                 let pushed = self.shared.scheduler().push(adv);
@@ -157,13 +160,13 @@ impl FrameSink for SchedulerSink {
                         debug!(name = %dropped.local_name, "sender queue full: oldest frame dropped");
                         Ok(())
                     }
-                    Err(e) => Err(io::Error::other(e)),
+                    Err(e) => Err(SendError::Refused(e.to_string())),
                 }
             }
-            Transmit::Datagram(_) => Err(io::Error::new(
+            Transmit::Datagram(_) => Err(SendError::Io(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "a UDP datagram reached the BLE sender (node built for Transport::Udp?)",
-            )),
+            ))),
         }
     }
 }

@@ -21,7 +21,7 @@
 //! Closing: when every handle is dropped, or [`SpaceHandle::close`] is called, the driver stops;
 //! requests still pending complete with [`ClientError::Closed`] ("space closed"), never silently.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
@@ -83,10 +83,29 @@ impl OwnedFrame {
     }
 }
 
+/// Why a [`FrameSink`] did not send a frame.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The backend would not take the frame, on purpose: a full sender queue under a refuse
+    /// policy, a frame the controller cannot hold, a receive-only node. Nothing was sent; the
+    /// `out` or `notify` that produced the frame returns [`ClientError::Refused`] with this text.
+    #[error("{0}")]
+    Refused(String),
+    /// Sending failed. Logged and counted in [`DriverStats::send_errors`]; the node keeps
+    /// running and the caller is not told (a broadcast may be lost anyway).
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
 /// How a backend broadcasts one frame.
 pub trait FrameSink: Send + 'static {
-    /// Broadcasts `tx`. An error is logged and counted by the driver, and the node keeps running.
-    fn send(&mut self, tx: Transmit) -> impl Future<Output = io::Result<()>> + Send;
+    /// Broadcasts `tx` (or queues it with the radio).
+    ///
+    /// # Errors
+    /// [`SendError::Refused`] when the backend will not send it; [`SendError::Io`] when sending
+    /// failed. Both are logged and counted by the driver, and the node keeps running.
+    fn send(&mut self, tx: Transmit) -> impl Future<Output = Result<(), SendError>> + Send;
 
     /// A way to send a UDP datagram at once from any task, if the backend has one. With it (and
     /// a UDP node), [`SpaceHandle::out`] encodes and sends in the caller's task instead of
@@ -191,6 +210,9 @@ pub enum ClientError {
     /// The local space refused the tuple (full).
     #[error(transparent)]
     Space(#[from] SpaceError),
+    /// The backend refused the frame ([`SendError::Refused`]): it was not sent.
+    #[error("not sent: {0}")]
+    Refused(String),
 }
 
 /// A reply to a request: the tuple and how it arrived.
@@ -216,7 +238,7 @@ type Respond<T> = oneshot::Sender<T>;
 const BATCH: usize = 64;
 
 enum Command {
-    Send(Message),
+    Send(Message, Respond<Result<(), ClientError>>),
     /// A datagram a handle encoded but could not send without waiting.
     Transmit(Transmit),
     Notify(Tuple, Respond<Result<(), ClientError>>),
@@ -279,7 +301,9 @@ impl SpaceHandle {
     /// order than they were called — UDP may reorder them anyway; receivers do not rely on it.)
     ///
     /// # Errors
-    /// [`ClientError::Node`] for an oversize tuple or bad lifetime; [`ClientError::Closed`].
+    /// [`ClientError::Node`] for an oversize tuple or bad lifetime; [`ClientError::Refused`] when
+    /// the backend would not take the frame (e.g. a full BLE queue under a refuse policy);
+    /// [`ClientError::Closed`].
     pub async fn out(&self, tuple: Tuple, lifetime: Option<Duration>) -> Result<(), ClientError> {
         // Checked here, never waiting for a reply.
         let msg = crate::node::out_message(self.transport, tuple, lifetime)?;
@@ -300,7 +324,8 @@ impl SpaceHandle {
                     None => Command::Transmit(Transmit::Datagram(datagram)),
                 }
             }
-            None => Command::Send(msg),
+            // Otherwise the driver sends it and answers once the backend took it or refused.
+            None => return self.call(|r| Command::Send(msg, r)).await?,
         };
         self.tx.send(command).await.map_err(|_| ClientError::Closed)
     }
@@ -308,7 +333,8 @@ impl SpaceHandle {
     /// Broadcasts a notification (TUPLE, R = 0; see [`Node::notify`]).
     ///
     /// # Errors
-    /// [`ClientError::Node`] for an oversize tuple; [`ClientError::Closed`].
+    /// [`ClientError::Node`] for an oversize tuple; [`ClientError::Refused`] when the backend
+    /// would not take the frame; [`ClientError::Closed`].
     pub async fn notify(&self, tuple: Tuple) -> Result<(), ClientError> {
         self.call(|r| Command::Notify(tuple, r)).await?
     }
@@ -497,6 +523,7 @@ pub fn spawn_with_source<S: FrameSink, R: FrameSource>(
     };
     let driver = Driver {
         direct: direct.clone(),
+        outbox: VecDeque::new(),
         node,
         sink,
         source: Some(source),
@@ -520,6 +547,8 @@ pub fn spawn_with_source<S: FrameSink, R: FrameSource>(
 struct Driver<S, R> {
     /// The handles' direct path, for its error count.
     direct: Option<Arc<Direct>>,
+    /// Frames whose `out`/`notify` waits for the backend's answer, sent before the node's own.
+    outbox: VecDeque<(Transmit, Respond<Result<(), ClientError>>)>,
     node: Node,
     sink: S,
     /// `None` once the source has ended.
@@ -616,12 +645,16 @@ impl<S: FrameSink, R: FrameSource> Driver<S, R> {
     async fn flush(&mut self) {
         loop {
             let mut idle = true;
+            // Frames whose callers wait for the backend's answer go first: they were queued
+            // before anything the node has produced since.
+            while let Some((tx, waiting)) = self.outbox.pop_front() {
+                idle = false;
+                let result = self.send(tx).await;
+                let _ = waiting.send(result);
+            }
             while let Some(tx) = self.node.poll_transmit() {
                 idle = false;
-                if let Err(e) = self.sink.send(tx).await {
-                    self.stats.send_errors += 1;
-                    warn!(error = %e, "send failed; node keeps running");
-                }
+                let _ = self.send(tx).await;
             }
             while let Some(ev) = self.node.poll_event() {
                 idle = false;
@@ -631,6 +664,43 @@ impl<S: FrameSink, R: FrameSource> Driver<S, R> {
                 break;
             }
         }
+    }
+
+    /// Sends one frame; a refusal is the caller's answer, an I/O error is only counted.
+    async fn send(&mut self, tx: Transmit) -> Result<(), ClientError> {
+        match self.sink.send(tx).await {
+            Ok(()) => Ok(()),
+            Err(SendError::Refused(why)) => {
+                self.stats.send_errors += 1;
+                warn!(%why, "frame refused by the backend; not sent");
+                Err(ClientError::Refused(why))
+            }
+            Err(SendError::Io(e)) => {
+                self.stats.send_errors += 1;
+                warn!(error = %e, "send failed; node keeps running");
+                Ok(())
+            }
+        }
+    }
+
+    /// Moves what the node has queued to the driver's outbox, `waiting` answered by the send of
+    /// the last of them: the frame of the message just given to the node (the node's queue
+    /// only ever drops its oldest).
+    fn take_transmits(&mut self, waiting: Respond<Result<(), ClientError>>) {
+        let mut frames = Vec::new();
+        while let Some(tx) = self.node.poll_transmit() {
+            frames.push(tx);
+        }
+        let Some(last) = frames.pop() else {
+            let _ = waiting.send(Ok(()));
+            return;
+        };
+        for tx in frames {
+            // Earlier frames with nobody waiting: a closed receiver, answered into the void.
+            let (nobody, _) = oneshot::channel();
+            self.outbox.push_back((tx, nobody));
+        }
+        self.outbox.push_back((last, waiting));
     }
 
     fn event(&mut self, ev: Event) {
@@ -665,15 +735,19 @@ impl<S: FrameSink, R: FrameSource> Driver<S, R> {
     fn command(&mut self, cmd: Command) {
         let now = self.now();
         match cmd {
-            Command::Send(msg) => {
-                if let Err(e) = self.node.send_checked(&msg) {
-                    warn!(error = %e, "message refused after the handle's checks");
+            Command::Send(msg, r) => match self.node.send_checked(&msg) {
+                Ok(()) => self.take_transmits(r),
+                Err(e) => {
+                    let _ = r.send(Err(e.into()));
                 }
-            }
+            },
             Command::Transmit(t) => self.node.queue_encoded(t),
-            Command::Notify(t, r) => {
-                let _ = r.send(self.node.notify(now, t).map_err(Into::into));
-            }
+            Command::Notify(t, r) => match self.node.notify(now, t) {
+                Ok(()) => self.take_transmits(r),
+                Err(e) => {
+                    let _ = r.send(Err(e.into()));
+                }
+            },
             Command::Announce(r) => {
                 let _ = r.send(self.node.announce(now).map_err(Into::into));
             }
@@ -760,9 +834,9 @@ mod tests {
     }
 
     impl FrameSink for BusSink {
-        async fn send(&mut self, tx: Transmit) -> io::Result<()> {
+        async fn send(&mut self, tx: Transmit) -> Result<(), SendError> {
             let Transmit::Datagram(d) = tx else {
-                return Err(io::Error::other("UDP bus"));
+                return Err(io::Error::other("UDP bus").into());
             };
             let members = self.bus.0.lock().unwrap().clone();
             for (i, m) in members {
@@ -881,8 +955,8 @@ mod tests {
     async fn send_errors_are_counted_and_node_keeps_running() {
         struct Failing;
         impl FrameSink for Failing {
-            async fn send(&mut self, _: Transmit) -> io::Result<()> {
-                Err(io::Error::other("network down"))
+            async fn send(&mut self, _: Transmit) -> Result<(), SendError> {
+                Err(io::Error::other("network down").into())
             }
         }
         let (_tx, rx) = mpsc::channel(1);
@@ -899,25 +973,33 @@ mod tests {
 
     #[tokio::test]
     async fn a_source_read_by_the_driver_feeds_the_engine_and_may_end() {
-        // A source the driver reads itself: three OUT datagrams of another node, one spurious
-        // wake-up with nothing to read, then the end. The node stores all three and keeps
-        // sending after its source is gone.
+        // A source the driver reads itself: three OUT datagrams of another node, then one
+        // spurious wake-up with nothing to read, then the end. The node stores all three and
+        // keeps sending after its source is gone.
+        use std::sync::atomic::AtomicBool;
         struct Scripted {
             datagrams: Vec<Vec<u8>>,
-            wakes: usize,
+            spurious_done: bool,
+            ended: Arc<AtomicBool>,
         }
         impl FrameSource for Scripted {
             async fn ready(&mut self) -> bool {
-                self.wakes += 1;
+                if !self.datagrams.is_empty() {
+                    return true;
+                }
                 tokio::task::yield_now().await;
-                self.wakes < 4
+                if !self.spurious_done {
+                    self.spurious_done = true;
+                    return true;
+                }
+                self.ended.store(true, Ordering::SeqCst);
+                false
             }
             fn try_recv<F>(&mut self, deliver: F) -> bool
             where
                 F: FnOnce(PeerAddr, Frame<'_>, Option<i16>),
             {
-                // Only the first wake-up finds frames; the second finds none (spurious).
-                if self.wakes != 1 || self.datagrams.is_empty() {
+                if self.datagrams.is_empty() {
                     return false;
                 }
                 let d = self.datagrams.remove(0);
@@ -928,7 +1010,7 @@ mod tests {
         }
         struct Counting(Arc<Mutex<usize>>);
         impl FrameSink for Counting {
-            async fn send(&mut self, _: Transmit) -> io::Result<()> {
+            async fn send(&mut self, _: Transmit) -> Result<(), SendError> {
                 *self.0.lock().unwrap() += 1;
                 Ok(())
             }
@@ -949,9 +1031,11 @@ mod tests {
             .collect();
         let sent = Arc::new(Mutex::new(0));
         let node = Node::new(NodeConfig::new(Transport::Udp, "x").unwrap(), 1, Time::ZERO);
+        let ended = Arc::new(AtomicBool::new(false));
         let source = Scripted {
             datagrams,
-            wakes: 0,
+            spurious_done: false,
+            ended: Arc::clone(&ended),
         };
         let (h, task) = spawn_with_source("x".into(), node, Counting(Arc::clone(&sent)), source);
         let mut stored = Vec::new();
@@ -963,8 +1047,17 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(stored.len(), 3, "{stored:?}");
-        // The source has ended by now (4 wake-ups); the node still sends.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        for _ in 0..100 {
+            if ended.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(
+            ended.load(Ordering::SeqCst),
+            "the source was asked until it ended"
+        );
+        // The source has ended; the node still sends.
         let before = *sent.lock().unwrap();
         h.out(parse_tuple("(1)").unwrap(), None).await.unwrap();
         let stats = h.stats().await.unwrap();
@@ -999,9 +1092,9 @@ mod tests {
         }
         struct Sink(Arc<Wire>);
         impl FrameSink for Sink {
-            async fn send(&mut self, tx: Transmit) -> io::Result<()> {
+            async fn send(&mut self, tx: Transmit) -> Result<(), SendError> {
                 let Transmit::Datagram(d) = tx else {
-                    return Err(io::Error::other("UDP only"));
+                    return Err(io::Error::other("UDP only").into());
                 };
                 self.0.driver.lock().unwrap().push(d);
                 Ok(())
@@ -1057,6 +1150,35 @@ mod tests {
             1,
             "nothing sent after close"
         );
+    }
+
+    #[tokio::test]
+    async fn a_frame_the_backend_refuses_is_reported_to_its_caller() {
+        struct Refusing;
+        impl FrameSink for Refusing {
+            async fn send(&mut self, _: Transmit) -> Result<(), SendError> {
+                Err(SendError::Refused("sender queue full (2 frames)".into()))
+            }
+        }
+        let (_tx, rx) = mpsc::channel(1);
+        let node = Node::new(NodeConfig::new(Transport::Ble, "x").unwrap(), 1, Time::ZERO);
+        let (h, _) = spawn("x".into(), node, Refusing, rx);
+        let refused = ClientError::Refused("sender queue full (2 frames)".into());
+        assert_eq!(
+            h.out(parse_tuple("(1)").unwrap(), None).await,
+            Err(refused.clone())
+        );
+        assert_eq!(h.notify(parse_tuple("(2)").unwrap()).await, Err(refused));
+        assert_eq!(
+            h.out(parse_tuple("(3)").unwrap(), None)
+                .await
+                .unwrap_err()
+                .to_string(),
+            "not sent: sender queue full (2 frames)"
+        );
+        // The node keeps serving.
+        h.host_out(parse_tuple("(4)").unwrap(), None).await.unwrap();
+        assert_eq!(h.stats().await.unwrap().send_errors, 3);
     }
 
     #[tokio::test]

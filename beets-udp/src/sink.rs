@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use beets_core::Transmit;
-use beets_core::driver::{DirectSend, FrameSink};
+use beets_core::driver::{DirectSend, FrameSink, SendError};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -127,12 +127,12 @@ pub(crate) struct UdpSink {
 }
 
 impl FrameSink for UdpSink {
-    async fn send(&mut self, tx: Transmit) -> io::Result<()> {
+    async fn send(&mut self, tx: Transmit) -> Result<(), SendError> {
         let Transmit::Datagram(datagram) = tx else {
-            return Err(io::Error::new(
+            return Err(SendError::Io(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "a BLE advertisement cannot be sent over UDP",
-            ));
+            )));
         };
         let result = self.output.send_all(&datagram, false).await;
         if self.repeat > 0 {
@@ -147,7 +147,7 @@ impl FrameSink for UdpSink {
                 }
             }
         }
-        result
+        result.map_err(SendError::Io)
     }
 
     /// The direct path, unless copies go back to back (`repeat` > 0 with a zero interval: those
@@ -235,7 +235,10 @@ mod tests {
         let msg = Message::Rd("(\"T\", ?)".parse().unwrap());
         let adv = ble::pack_message(0, &msg, None).unwrap();
         let err = sink.send(Transmit::Advertisement(adv)).await.unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(
+            matches!(&err, SendError::Io(e) if e.kind() == io::ErrorKind::InvalidInput),
+            "{err}"
+        );
         assert_eq!(counters.snapshot(), crate::UdpStats::default());
     }
 }

@@ -261,9 +261,12 @@ pub(crate) async fn btleplug_listener_receives_through_bluez(ctl: Ctl) -> Outcom
         async { f.await.is_ok_and(|n| n == 3) }
     })
     .await?;
-    // Receive-only: a send is refused and counted.
-    listener.space().out(tuple("(1)"), None).await?;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Receive-only: a send is refused, counted, and the `out` says so.
+    let refused = listener.space().out(tuple("(1)"), None).await;
+    assert!(
+        matches!(&refused, Err(beets_core::driver::ClientError::Refused(_))),
+        "{refused:?}"
+    );
     assert_eq!(listener.stats().scheduler.receive_only, 1);
     sender.close().await;
     listener.close().await;

@@ -352,10 +352,14 @@ async fn frame_too_large_for_the_controller_is_refused_before_registering(ctl: C
     let info = ControllerInfo::read(&hci).await?;
     assert_eq!((info.max_adv_len, info.max_scan_rsp_len), (31, 20));
     let n = bluez::spawn("small", node("small", 51), &hci, &BleConfig::default()).await?;
-    n.space()
+    let refused = n
+        .space()
         .out(tuple(r#"("SENSOR", "LIGHT", 512, 1.5)"#), None)
-        .await?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+        .await;
+    let Err(beets_core::driver::ClientError::Refused(why)) = refused else {
+        return Err(format!("expected a refusal at out, got {refused:?}").into());
+    };
+    assert!(why.contains("20"), "{why}");
     let st = n.stats().scheduler;
     assert_eq!(st.too_large, 1);
     assert_eq!(n.space().stats().await?.send_errors, 1);
