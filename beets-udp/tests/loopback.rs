@@ -241,6 +241,43 @@ async fn repeats_are_applied_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_outs_from_many_tasks_each_get_their_own_sequence_number() {
+    // `out` encodes in the caller's task; the node's sequence counter is shared, so OUTs from
+    // tasks on both worker threads never share a number (a receiver would drop one as a repeat).
+    let port = free_port();
+    let sender = spawn_loopback(port, "s", 61);
+    let receiver = spawn_loopback(port, "r", 62);
+    let mut tasks = Vec::new();
+    for task in 0..4 {
+        let h = sender.handle().clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                h.out(t(&format!("(\"C\", {task}, {i})")), None)
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    eventually(WAIT, "200 OUTs stored", || async {
+        receiver
+            .handle()
+            .host_count(tpl("(\"C\", ?, ?)"))
+            .await
+            .unwrap()
+            == 200
+    })
+    .await;
+    let stats = receiver.handle().stats().await.unwrap();
+    assert_eq!((stats.node.stored, stats.node.duplicates), (200, 0));
+    assert_eq!(sender.handle().stats().await.unwrap().node.transmits, 200);
+    sender.close().await;
+    receiver.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn back_to_back_repeats_with_a_zero_interval() {
     let port = free_port();
     let sender = spawn_with(
