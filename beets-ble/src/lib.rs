@@ -81,7 +81,7 @@
 //!     .await?
 //!     .expect("the pi answers");
 //! assert_eq!(reading, r#"("LUX", "pi", 480)"#.parse::<Tuple>()?);
-//! println!("{reading} from {} at {:?} dBm", how.from, how.rssi);
+//! tracing::info!(%reading, from = %how.from, rssi_dbm = ?how.rssi, "light reading");
 //! # Ok(()) }
 //! ```
 //!

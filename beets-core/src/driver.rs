@@ -602,7 +602,9 @@ impl<S: FrameSink, R: FrameSource> Driver<S, R> {
                         self.source = None;
                     }
                 },
-                () = sleep_until(deadline) => {
+                // Disabled while the node needs no wake-up (the commands branch is always on).
+                () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)),
+                    if deadline.is_some() => {
                     let now = self.now();
                     self.node.handle_timeout(now);
                 }
@@ -803,13 +805,6 @@ impl<S: FrameSink, R: FrameSource> Driver<S, R> {
 async fn source_ready<R: FrameSource>(source: &mut Option<R>) -> bool {
     match source {
         Some(source) => source.ready().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
 }

@@ -41,7 +41,7 @@
 //!     // RD is broadcast too; the first matching reply completes it, `None` after the timeout.
 //!     let template = r#"("SENSOR", "LIGHT", ?int16)"#.parse()?;
 //!     if let Some((tuple, how)) = sensor.handle().rd(template, Duration::from_secs(1)).await? {
-//!         println!("{tuple} from {}", how.from);
+//!         tracing::info!(%tuple, from = %how.from, "heard");
 //!     }
 //!     sensor.close().await;
 //!     server.close().await;

@@ -190,7 +190,8 @@ pub(crate) async fn repeater(
                     queue.push_back(Due { at: Instant::now() + interval, left: repeat, datagram });
                 }
             }
-            () = sleep_until(next) => {
+            // Disabled while nothing waits (the inbox branch is always on).
+            () = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
                 let Some(mut due) = queue.pop_front() else { continue };
                 if let Err(e) = output.send_all(&due.datagram, true).await {
                     warn!(error = %e, "repeated copy not sent");
@@ -205,13 +206,6 @@ pub(crate) async fn repeater(
     }
     let pending: u64 = queue.iter().map(|d| u64::from(d.left)).sum();
     debug!(pending, "repeater stopped");
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]
