@@ -246,8 +246,10 @@ enum Command {
         Op,
         Template,
         Duration,
-        Respond<Result<oneshot::Receiver<Option<Reply>>, ClientError>>,
+        Respond<Result<(RequestId, oneshot::Receiver<Option<Reply>>), ClientError>>,
     ),
+    /// The caller dropped a request's future: the engine forgets the request.
+    Cancel(RequestId),
     HostOut(Tuple, Option<Duration>, Respond<Result<(), ClientError>>),
     HostRd(Template, Respond<Option<Tuple>>),
     HostInp(Template, Respond<Option<Tuple>>),
@@ -280,6 +282,28 @@ impl std::fmt::Debug for Direct {
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Command")
+    }
+}
+
+/// Sends [`Command::Cancel`] when a request's future is dropped before its reply.
+struct CancelOnDrop<'a> {
+    tx: &'a mpsc::Sender<Command>,
+    id: Option<RequestId>,
+}
+
+impl CancelOnDrop<'_> {
+    fn disarm(mut self) {
+        self.id = None;
+    }
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            // A full command queue loses this cancel; the driver then notices the dropped
+            // receiver when the reply or the timeout comes, and counts the reply all the same.
+            let _ = self.tx.try_send(Command::Cancel(id));
+        }
     }
 }
 
@@ -345,10 +369,18 @@ impl SpaceHandle {
         template: Template,
         timeout: Duration,
     ) -> Result<Option<Reply>, ClientError> {
-        let rx = self
+        let (id, rx) = self
             .call(|r| Command::Request(op, template, timeout, r))
             .await??;
-        rx.await.map_err(|_| ClientError::Closed)
+        // Dropping this future (a `select!`, a task abort) cancels the request in the engine, so
+        // a reply that still comes is counted as lost instead of vanishing.
+        let guard = CancelOnDrop {
+            tx: &self.tx,
+            id: Some(id),
+        };
+        let reply = rx.await.map_err(|_| ClientError::Closed);
+        guard.disarm();
+        reply
     }
 
     /// Reads a copy of a matching tuple from any space in range; `None` when nothing answered
@@ -707,10 +739,21 @@ impl<S: FrameSink, R: FrameSource> Driver<S, R> {
 
     fn event(&mut self, ev: Event) {
         match ev {
-            Event::Completed { id, reply, .. } => {
-                if let Some(w) = self.waiting.remove(&id) {
-                    let _ = w.send(reply);
+            Event::Completed { id, op, reply } => {
+                if let Some(w) = self.waiting.remove(&id)
+                    && let Err(Some((tuple, received))) = w.send(reply)
+                {
+                    // The caller dropped the request just before this reply came.
+                    self.node.count_reply_after_cancel();
+                    debug!(%op, %tuple, from = %received.from, "reply after the request was cancelled; tuple lost");
                 }
+            }
+            Event::ReplyAfterCancel {
+                op,
+                tuple,
+                received,
+            } => {
+                debug!(%op, %tuple, from = %received.from, "reply after the request was cancelled; tuple lost");
             }
             Event::Delivered {
                 listener, tuple, ..
@@ -760,14 +803,25 @@ impl<S: FrameSink, R: FrameSource> Driver<S, R> {
                     Op::Test => self.node.test(now, template, timeout),
                     _ => self.node.r#where(now, template, timeout),
                 };
-                let _ = r.send(match started {
+                match started {
                     Ok(id) => {
                         let (tx, rx) = oneshot::channel();
-                        self.waiting.insert(id, tx);
-                        Ok(rx)
+                        if r.send(Ok((id, rx))).is_ok() {
+                            self.waiting.insert(id, tx);
+                        } else {
+                            // The caller was gone before the request even started.
+                            self.node.cancel(id);
+                        }
                     }
-                    Err(e) => Err(e.into()),
-                });
+                    Err(e) => {
+                        let _ = r.send(Err(e.into()));
+                    }
+                }
+            }
+            Command::Cancel(id) => {
+                if self.waiting.remove(&id).is_some() {
+                    self.node.cancel(id);
+                }
             }
             Command::HostOut(t, l, r) => {
                 let res = self.node.host().out(now, t, l).map(|_| ());
@@ -872,6 +926,79 @@ mod tests {
         )
     }
 
+    /// Waits until `check` holds, polling; panics after 10 s (a deadline, not a guessed delay).
+    async fn eventually<F, Fut>(mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !check().await {
+            assert!(Instant::now() < deadline, "condition not met within 10 s");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Dropping a request's future cancels it in the engine; a reply that still arrives (here an
+    /// INP's tuple, which the responder has removed) is counted and reported, not lost silently.
+    #[tokio::test]
+    async fn a_dropped_request_is_cancelled_and_its_late_reply_counted() {
+        struct Capture(mpsc::UnboundedSender<Vec<u8>>);
+        impl FrameSink for Capture {
+            async fn send(&mut self, tx: Transmit) -> Result<(), SendError> {
+                let Transmit::Datagram(d) = tx else {
+                    return Err(io::Error::other("UDP only").into());
+                };
+                let _ = self.0.send(d);
+                Ok(())
+            }
+        }
+        let (wire_tx, mut wire) = mpsc::unbounded_channel();
+        let (frames, rx) = mpsc::channel(4);
+        let node = Node::new(NodeConfig::new(Transport::Udp, "a").unwrap(), 1, Time::ZERO);
+        let (a, _) = spawn("a".into(), node, Capture(wire_tx), rx);
+        let a2 = a.clone();
+        let request = tokio::spawn(async move {
+            a2.inp(
+                parse_template("(\"T\", ?)").unwrap(),
+                Duration::from_secs(60),
+            )
+            .await
+        });
+        // The INP is on the wire; then the caller gives up (the future is dropped).
+        let sent = wire.recv().await.unwrap();
+        let (_, body) = crate::udp::parse_header(&sent).unwrap();
+        assert!(matches!(
+            Message::parse(body, None).unwrap().message,
+            Message::Inp(_)
+        ));
+        request.abort();
+        assert!(request.await.unwrap_err().is_cancelled());
+        // The reply of a responder that removed its tuple arrives late.
+        let reply = Message::Tuple {
+            tuple: parse_tuple("(\"T\", 7)").unwrap(),
+            reply: true,
+        };
+        let header = crate::udp::DatagramHeader {
+            node_id: crate::udp::NodeId::new(9).unwrap(),
+            seq: 1,
+        };
+        let datagram = crate::udp::encode(&header, &reply, None).unwrap();
+        frames
+            .send(ReceivedFrame {
+                from: PeerAddr::Ip(SocketAddr::from(([127, 0, 0, 9], 1))),
+                frame: OwnedFrame::Datagram(datagram),
+                rssi: None,
+            })
+            .await
+            .unwrap();
+        eventually(|| async { a.stats().await.unwrap().node.messages_in == 1 }).await;
+        let stats = a.stats().await.unwrap().node;
+        assert_eq!(stats.replies_after_cancel, 1);
+        assert_eq!(stats.replies_matched, 0);
+        assert_eq!(stats.replies_unmatched, 0);
+    }
+
     #[tokio::test]
     async fn out_rd_inp_over_a_memory_bus() {
         let bus = Bus::default();
@@ -932,7 +1059,8 @@ mod tests {
             a2.rd(parse_template("(?)").unwrap(), Duration::from_secs(60))
                 .await
         });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Close only once the request is out (not after a guessed delay).
+        eventually(|| async { a.stats().await.unwrap().node.requests_sent == 1 }).await;
         a.close().await;
         assert_eq!(pending.await.unwrap(), Err(ClientError::Closed));
         assert_eq!(task.await.unwrap().node.requests_sent, 1);
@@ -1033,25 +1161,9 @@ mod tests {
             ended: Arc::clone(&ended),
         };
         let (h, task) = spawn_with_source("x".into(), node, Counting(Arc::clone(&sent)), source);
-        let mut stored = Vec::new();
-        for _ in 0..100 {
-            stored = h.host_tuples().await.unwrap();
-            if stored.len() == 3 {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(stored.len(), 3, "{stored:?}");
-        for _ in 0..100 {
-            if ended.load(Ordering::SeqCst) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        assert!(
-            ended.load(Ordering::SeqCst),
-            "the source was asked until it ended"
-        );
+        eventually(|| async { h.host_tuples().await.unwrap().len() == 3 }).await;
+        // The source was asked until it ended.
+        eventually(|| async { ended.load(Ordering::SeqCst) }).await;
         // The source has ended; the node still sends.
         let before = *sent.lock().unwrap();
         h.out(parse_tuple("(1)").unwrap(), None).await.unwrap();
@@ -1112,12 +1224,7 @@ mod tests {
 
         wire.mode.store(1, Ordering::Relaxed);
         h.out(parse_tuple("(2)").unwrap(), None).await.unwrap();
-        for _ in 0..100 {
-            if !wire.driver.lock().unwrap().is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        eventually(|| async { !wire.driver.lock().unwrap().is_empty() }).await;
         let queued = wire.driver.lock().unwrap().clone();
         assert_eq!(queued.len(), 1, "the driver sent what would have blocked");
         // One counter for both paths: consecutive sequence numbers, the same node.

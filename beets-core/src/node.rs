@@ -63,6 +63,10 @@ enum DedupKey {
     Other(PeerAddr, u8, u8),
 }
 
+/// Most cancelled requests remembered for [`NodeStats::replies_after_cancel`]; the oldest goes
+/// first.
+const MAX_CANCELLED: usize = 256;
+
 #[derive(Debug)]
 struct Pending {
     op: Op,
@@ -90,6 +94,9 @@ pub struct Node {
     rng: SmallRng,
     next_request: u64,
     pending: HashMap<RequestId, Pending>,
+    /// Requests cancelled before their timeout, kept until it would have passed so that a reply
+    /// still on its way is recognised and counted as lost ([`NodeStats::replies_after_cancel`]).
+    cancelled: VecDeque<Pending>,
     scheduled: Vec<ScheduledReply>,
     next_announce: Option<Time>,
     neighbours: HashMap<PeerAddr, Neighbour>,
@@ -119,8 +126,13 @@ impl Node {
         let node_id = NodeId::new(rng.random_range(1..=u32::MAX)).expect("non-zero by range");
         let seq = rng.random();
         let next_announce = config.announce_interval.map(|_| now);
+        // Every stored tuple must fit one reply (a TUPLE with R = 1: the control byte and the
+        // tuple), or a remote INP would remove a tuple that can never be sent.
+        let mut space = config.space.clone();
+        let reply_max = config.transport.max_message_len() - 1;
+        space.max_tuple_len = Some(space.max_tuple_len.map_or(reply_max, |m| m.min(reply_max)));
         Node {
-            space: Space::new(config.space.clone()),
+            space: Space::new(space),
             dedup: DedupCache::new(config.dedup_window, config.dedup_capacity),
             node_id,
             seq: Arc::new(AtomicU32::new(seq)),
@@ -128,6 +140,7 @@ impl Node {
             rng,
             next_request: 1,
             pending: HashMap::new(),
+            cancelled: VecDeque::new(),
             scheduled: Vec::new(),
             next_announce,
             neighbours: HashMap::new(),
@@ -314,9 +327,27 @@ impl Node {
         })
     }
 
-    /// Forgets a pending request without an event; `false` if it was not pending.
+    /// Cancels a pending request: it completes with no event. Until its timeout would have
+    /// passed, a reply that matches it is counted in [`NodeStats::replies_after_cancel`] and
+    /// reported as [`Event::ReplyAfterCancel`] (for an INP the replying node has removed that
+    /// tuple, so it is lost). `false` if `id` was not pending.
     pub fn cancel(&mut self, id: RequestId) -> bool {
-        self.pending.remove(&id).is_some()
+        let Some(p) = self.pending.remove(&id) else {
+            return false;
+        };
+        if self.cancelled.len() >= MAX_CANCELLED {
+            self.cancelled.pop_front();
+        }
+        self.cancelled.push_back(p);
+        true
+    }
+
+    /// Counts a reply whose request completed in the engine but whose caller had already gone
+    /// (the async driver's race between a dropped future and the reply).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn count_reply_after_cancel(&mut self) {
+        self.stats.replies_matched = self.stats.replies_matched.saturating_sub(1);
+        self.stats.replies_after_cancel += 1;
     }
 
     /// Completes every pending request with none, at once (used when a space is closed).
@@ -634,7 +665,8 @@ impl Node {
         } else {
             Message::Tuple { tuple, reply: true }
         };
-        // A stored tuple always fits: it arrived on this transport or was checked by `host`.
+        // A stored tuple always fits a reply: the space refuses longer ones
+        // (`SpaceConfig::max_tuple_len`, set in `Node::new`).
         if self.send(&msg).is_ok() {
             self.stats.replies_sent += 1;
         }
@@ -648,7 +680,23 @@ impl Node {
             .map(|(id, _)| *id)
             .collect();
         if done.is_empty() {
-            self.stats.replies_unmatched += 1;
+            let now = received.at;
+            self.cancelled.retain(|c| c.deadline > now);
+            if let Some(c) = self
+                .cancelled
+                .iter()
+                .find(|c| ops.contains(&c.op) && c.template.matches(tuple))
+            {
+                self.stats.replies_after_cancel += 1;
+                let op = c.op;
+                self.push_event(Event::ReplyAfterCancel {
+                    op,
+                    tuple: tuple.clone(),
+                    received,
+                });
+            } else {
+                self.stats.replies_unmatched += 1;
+            }
             return;
         }
         done.sort_unstable();

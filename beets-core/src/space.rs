@@ -117,6 +117,12 @@ pub struct SpaceConfig {
     /// dropped and counted in [`SpaceStats::deliveries_dropped`]. Default
     /// [`DEFAULT_DELIVERY_QUEUE`]; 0 drops every delivery.
     pub delivery_queue: usize,
+    /// Largest tuple `out` accepts, in bytes of its wire encoding ([`Tuple::wire_len`]: the
+    /// signature byte and the values, spec §2). `None` (the default for a bare `Space`): no
+    /// limit. A [`Node`](crate::Node) sets it to what one reply can carry on its transport (the
+    /// message limit less the control byte: 30 bytes on BLE, 1220 on UDP), so that no stored tuple
+    /// is one the node could not send when a remote `rd` or `inp` asks for it.
+    pub max_tuple_len: Option<usize>,
 }
 
 impl Default for SpaceConfig {
@@ -126,6 +132,7 @@ impl Default for SpaceConfig {
             default_lifetime: None,
             policy: CapacityPolicy::default(),
             delivery_queue: DEFAULT_DELIVERY_QUEUE,
+            max_tuple_len: None,
         }
     }
 }
@@ -154,6 +161,19 @@ pub enum SpaceError {
         /// The lifetime given.
         lifetime: Duration,
     },
+    /// The tuple is longer than [`SpaceConfig::max_tuple_len`]: the node could not send it in a
+    /// reply, so it is not stored (a remote `inp` would otherwise remove a tuple that never
+    /// arrives).
+    #[error(
+        "tuple needs {len} bytes, this space stores at most {max} (what one reply on its transport \
+         carries; spec wire-v1 §6: 31-byte BLE messages, §7: 1221-byte UDP messages)"
+    )]
+    TooLong {
+        /// Encoded length of the tuple in bytes ([`Tuple::wire_len`]).
+        len: usize,
+        /// The limit, [`SpaceConfig::max_tuple_len`].
+        max: usize,
+    },
 }
 
 /// What a successful [`Space::out`] did besides storing the tuple.
@@ -180,7 +200,7 @@ pub struct SpaceStats {
     pub expired: u64,
     /// Tuples evicted by [`CapacityPolicy::EvictOldest`].
     pub evicted: u64,
-    /// `out` calls refused with [`SpaceError::Full`].
+    /// `out` calls refused with [`SpaceError::Full`] or [`SpaceError::TooLong`].
     pub refused: u64,
     /// Deliveries dropped because the delivery queue was full.
     pub deliveries_dropped: u64,
@@ -362,13 +382,21 @@ impl Space {
     ///
     /// # Errors
     /// [`SpaceError::ZeroLifetime`] for a lifetime under 1 ms (nothing is changed);
-    /// [`SpaceError::Full`] when full under [`CapacityPolicy::Refuse`] or with capacity 0.
+    /// [`SpaceError::Full`] when full under [`CapacityPolicy::Refuse`] or with capacity 0;
+    /// [`SpaceError::TooLong`] for a tuple over [`SpaceConfig::max_tuple_len`].
     pub fn out(
         &mut self,
         now: Time,
         tuple: Tuple,
         lifetime: Option<Duration>,
     ) -> Result<OutReport, SpaceError> {
+        if let Some(max) = self.config.max_tuple_len {
+            let len = tuple.wire_len();
+            if len > max {
+                self.stats.refused += 1;
+                return Err(SpaceError::TooLong { len, max });
+            }
+        }
         let expires = match lifetime.or(self.config.default_lifetime) {
             None => Time::MAX,
             Some(d) if d < Duration::from_millis(1) => {

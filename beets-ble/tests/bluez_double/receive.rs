@@ -130,7 +130,7 @@ pub(crate) async fn real_foreign_advertisements_are_dropped_quietly_and_counted(
 ) -> Outcome {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/data/real_ble_ads.jsonl"
+        "/../testdata/real_ble_ads.jsonl"
     );
     let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
     let hci = adapter(ctl, "hci14", json!({ "instances": 1 })).await?;

@@ -288,16 +288,16 @@ fn unpack_rejects_message_that_does_not_parse() {
     ));
 }
 
-/// Every advertisement of the shared corpus of real third-party devices is dropped with an error,
+/// Every advertisement of the corpus (`testdata/real_ble_ads.jsonl`) of real third-party devices is dropped with an error,
 /// never accepted and never a panic.
 #[test]
 fn real_third_party_advertisements_are_all_rejected() {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/data/real_ble_ads.jsonl"
+        "/../testdata/real_ble_ads.jsonl"
     );
     let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{path}: {e} (the shared/ folder must sit beside the repo)"));
+        .unwrap_or_else(|e| panic!("{path}: {e} (testdata/ at the repository root)"));
     let mut seen = 0;
     let mut named = 0;
     for line in text.lines().filter(|l| !l.trim().is_empty()) {

@@ -2,7 +2,7 @@
 //! multi-node scenarios are in `tests/sim_nodes.rs`).
 
 use super::*;
-use crate::space::DeliveryKind;
+use crate::space::{DeliveryKind, SpaceError};
 use crate::text::{parse_template, parse_tuple};
 use crate::udp::DatagramHeader;
 use crate::value::Value;
@@ -531,4 +531,104 @@ fn flood_of_garbage_and_replays_keeps_node_bounded_and_answering() {
             .iter()
             .any(|e| matches!(e, Event::Completed { reply: Some(_), .. }))
     );
+}
+
+/// A local store refuses a tuple that one reply on the node's transport cannot carry, naming
+/// both sizes, so a remote INP never removes a tuple that then fails to send. Before the limit a
+/// BLE node stored it and lost it to the first INP.
+#[test]
+fn host_out_refuses_a_tuple_no_reply_can_carry() {
+    let (mut a, mut b) = (ble_node("a", 1), ble_node("b", 2));
+    // 1 signature byte + 2 varint-prefixed strings = 31 bytes: the reply would be 32.
+    let long = parse_tuple(r#"("SENSOR-LONG-NAME", "ABCDEFGHIJKL")"#).unwrap();
+    assert_eq!(long.wire_len(), 31);
+    assert_eq!(
+        a.host().out(t(0), long, None),
+        Err(SpaceError::TooLong { len: 31, max: 30 })
+    );
+    assert_eq!(a.host().stats().refused, 1);
+    // One byte less fits, and a remote INP gets it.
+    let fits = parse_tuple(r#"("SENSOR-LONG-NAME", "ABCDEFGHIJK")"#).unwrap();
+    a.host().out(t(0), fits.clone(), None).unwrap();
+    let id = b
+        .inp(
+            t(0),
+            parse_template("(?, ?)").unwrap(),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+    pump(t(0), &mut [&mut a, &mut b], 1);
+    a.handle_timeout(t(600));
+    pump(t(600), &mut [&mut a, &mut b], 0);
+    let got = events(&mut b).into_iter().find_map(|e| match e {
+        Event::Completed {
+            id: done, reply, ..
+        } if done == id => reply,
+        _ => None,
+    });
+    assert_eq!(got.map(|(tuple, _)| tuple), Some(fits));
+    assert!(a.host().is_empty());
+}
+
+/// On UDP the limit is 1220 bytes of tuple (1221-byte message less the control byte).
+#[test]
+fn udp_host_out_limit_is_one_reply() {
+    let mut a = udp_node("a", 1);
+    let bytes = |n: usize| Tuple::new([Value::Bytes(vec![0; n])]).unwrap();
+    // signature 1 + varint 2 + n
+    assert!(a.host().out(t(0), bytes(1217), None).is_ok());
+    assert_eq!(
+        a.host().out(t(0), bytes(1218), None),
+        Err(SpaceError::TooLong {
+            len: 1221,
+            max: 1220
+        })
+    );
+}
+
+/// A reply to a cancelled request is counted and reported as lost until the request's timeout
+/// would have passed; after that it is merely unmatched.
+#[test]
+fn reply_after_cancel_is_counted_until_the_timeout() {
+    let (mut a, mut b) = (udp_node("a", 1), udp_node("b", 2));
+    b.host()
+        .out(t(0), parse_tuple("(\"T\", 1)").unwrap(), None)
+        .unwrap();
+    b.host()
+        .out(t(0), parse_tuple("(\"T\", 2)").unwrap(), None)
+        .unwrap();
+    let id = a
+        .inp(
+            t(0),
+            parse_template("(\"T\", ?)").unwrap(),
+            Duration::from_secs(2),
+        )
+        .unwrap();
+    assert!(a.cancel(id));
+    assert!(!a.cancel(id));
+    pump(t(0), &mut [&mut a, &mut b], 0);
+    b.handle_timeout(t(100));
+    pump(t(100), &mut [&mut a, &mut b], 1);
+    let evs = events(&mut a);
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, Event::ReplyAfterCancel { op: Op::Inp, .. })),
+        "{evs:?}"
+    );
+    assert_eq!(a.stats().replies_after_cancel, 1);
+    assert_eq!(a.stats().replies_matched, 0);
+    // Past the request's timeout a reply is only unmatched.
+    let id = a
+        .inp(
+            t(3000),
+            parse_template("(\"T\", ?)").unwrap(),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+    assert!(a.cancel(id));
+    pump(t(3000), &mut [&mut a, &mut b], 0);
+    b.handle_timeout(t(5000));
+    pump(t(5000), &mut [&mut a, &mut b], 1);
+    assert_eq!(a.stats().replies_after_cancel, 1);
+    assert_eq!(a.stats().replies_unmatched, 1);
 }

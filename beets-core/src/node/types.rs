@@ -173,6 +173,17 @@ pub enum Event {
         /// How it was heard.
         received: Received,
     },
+    /// A reply (TUPLE, R = 1) arrived for a request that was cancelled before its timeout (in
+    /// the async API: its future was dropped). Nobody receives the tuple; after an INP the
+    /// responder has removed it, so it is lost. Counted in [`NodeStats::replies_after_cancel`].
+    ReplyAfterCancel {
+        /// The op of the cancelled request.
+        op: Op,
+        /// The reply's tuple.
+        tuple: Tuple,
+        /// How it arrived.
+        received: Received,
+    },
     /// An incoming frame was dropped (duplicates are only counted, not reported).
     Dropped {
         /// Sender address.
@@ -355,8 +366,11 @@ pub struct NodeStats {
     pub replies_suppressed: u64,
     /// Replies that completed a pending request.
     pub replies_matched: u64,
-    /// Replies that matched no pending request.
+    /// Replies that matched no pending request (nor a cancelled one).
     pub replies_unmatched: u64,
+    /// Replies that matched a request cancelled before its timeout ([`Node::cancel`]; the async
+    /// API cancels when a request's future is dropped): their tuples reached nobody.
+    pub replies_after_cancel: u64,
     /// Requests sent.
     pub requests_sent: u64,
     /// Requests that completed with none at their timeout.
