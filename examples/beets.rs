@@ -45,6 +45,7 @@ enum Command {
         /// The op.
         op: Op,
         /// Tuple or template in the text syntax, e.g. '("SENSOR", ?, 512, 1.5)'.
+        #[arg(allow_hyphen_values = true)]
         body: String,
         /// Lifetime in seconds (OUT only, 1..=65535).
         #[arg(long, value_name = "SECS")]
@@ -53,15 +54,16 @@ enum Command {
         #[arg(long)]
         reply: bool,
         /// Encrypt with this space password (FPE, spec §5).
-        #[arg(long, value_name = "PASSWORD")]
+        #[arg(long, value_name = "PASSWORD", allow_hyphen_values = true)]
         key: Option<String>,
     },
     /// Decode a message given as hex.
     Decode {
         /// The message bytes as hex (spaces allowed).
+        #[arg(allow_hyphen_values = true)]
         hex: String,
         /// Space password for encrypted (E=1) messages.
-        #[arg(long, value_name = "PASSWORD")]
+        #[arg(long, value_name = "PASSWORD", allow_hyphen_values = true)]
         key: Option<String>,
     },
     /// Pack a message (hex) into a BLE frame: prints the local name, then the UUIDs.
@@ -70,23 +72,25 @@ enum Command {
         #[arg(long)]
         seq: u8,
         /// The message bytes as hex (as sent, encrypted or not).
+        #[arg(allow_hyphen_values = true)]
         hex: String,
     },
     /// Recover the message (hex, as sent) from a local name and service UUIDs.
     Unframe {
-        /// The advertised local name.
-        #[arg(long)]
+        /// The advertised local name (Ascii85 may start with `-`: `--name -Y…` works).
+        #[arg(long, allow_hyphen_values = true)]
         name: String,
         /// A 16-bit service UUID as 4 hex digits; repeat for each, in any order.
         #[arg(long = "uuid", value_name = "XXXX", value_parser = parse_uuid16)]
         uuids: Vec<u16>,
         /// Space password, needed to check encrypted (E=1) frames.
-        #[arg(long, value_name = "PASSWORD")]
+        #[arg(long, value_name = "PASSWORD", allow_hyphen_values = true)]
         key: Option<String>,
     },
     /// Print the 256-byte FPE encryption table of a password as hex.
     FpeTable {
         /// The space password.
+        #[arg(allow_hyphen_values = true)]
         password: String,
     },
     /// Run one node with agents loaded from files, until Ctrl-C.

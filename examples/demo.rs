@@ -19,7 +19,7 @@
 //! a LAN broadcast address.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -98,10 +98,6 @@ pub fn udp_config(args: &Args, port: u16) -> UdpConfig {
     udp
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 fn s(x: &str) -> Value {
     Value::Str(x.into())
 }
@@ -132,11 +128,13 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if args.mobiles == 0 || args.beacons == 0 || args.mobiles > 30 {
         return Err("--mobiles must be 1..=30 and --beacons at least 1".into());
     }
-    let port = if args.port == 0 {
-        free_port()?
+    // Held for the whole run: no other program is handed the port meanwhile.
+    let reservation = if args.port == 0 {
+        Some(beets::udp::reserve_port()?)
     } else {
-        args.port
+        None
     };
+    let port = reservation.as_ref().map_or(args.port, |r| r.port());
     let udp = udp_config(&args, port);
     let air = SimAir::new(SimAirConfig {
         seed: args.seed,

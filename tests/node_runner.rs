@@ -1,7 +1,6 @@
 //! The node runner (`beets node`) end to end: two real nodes on loopback, agents loaded from
 //! files, a tuple stored by one node's agent read by the other node's agent over UDP.
 
-use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -18,12 +17,15 @@ fn beets_bin() -> PathBuf {
     bin
 }
 
+/// A port reserved for the rest of this test process (see `beets::udp::reserve_port`): no other
+/// test or program is handed it meanwhile.
 fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HELD: std::sync::Mutex<Vec<beets::udp::PortReservation>> =
+        std::sync::Mutex::new(Vec::new());
+    let r = beets::udp::reserve_port().expect("reserve a port");
+    let port = r.port();
+    HELD.lock().unwrap().push(r);
+    port
 }
 
 fn node(name: &str, port: u16, agent: &str) -> std::process::Child {
@@ -92,4 +94,92 @@ fn node_runner_reports_a_missing_agent_file_in_one_line() {
         "{err}"
     );
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}
+
+/// Runs `beets ARGS`; returns (exit code, stdout, stderr).
+fn beets(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(beets_bin())
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `-` is an Ascii85 character: a local name that starts with it is a value, not a flag.
+#[test]
+fn unframe_accepts_a_name_that_starts_with_a_hyphen() {
+    let msg = "48f60c53454e534f520a4c4947485402003fc00000";
+    let (code, framed, err) = beets(&["frame", "--seq", "38", msg]);
+    assert_eq!(code, Some(0), "{err}");
+    let mut lines = framed.lines();
+    let name = lines.next().unwrap();
+    let uuid = lines.next().unwrap();
+    assert!(name.starts_with('-'), "{name}");
+    let (code, out, err) = beets(&["unframe", "--name", name, "--uuid", uuid]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), msg);
+    // A password may start with `-` too.
+    let (code, enc, err) = beets(&["encode", "OUT", "(1)", "--key", "-pw"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, dec, err) = beets(&["decode", enc.trim(), "--key", "-pw"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(dec.contains("tuple: (1)"), "{dec}");
+}
+
+/// `--out` stores the tuple on the node itself as well: a node that starts after the broadcast
+/// (and so never heard it) still reads it from the lone holder. `--announce` makes the holder
+/// known to the reader as a neighbour.
+#[test]
+fn node_out_is_stored_locally_and_announce_is_heard() {
+    use std::io::{BufRead, BufReader};
+    let port = free_port().to_string();
+    let mut a = Command::new(beets_bin())
+        .args(["node", "--udp", "--name", "a", "--port", &port])
+        .args(["--broadcast", "127.255.255.255", "--exit-after", "6"])
+        .args(["--out", r#"("HELLO", "from-out", 7)"#, "--announce", "1"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start node a");
+    // Wait until a has stored and broadcast its tuple (it prints "running" after that).
+    let mut a_out = BufReader::new(a.stdout.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            a_out.read_line(&mut line).unwrap() > 0,
+            "a ended early:\n{seen}"
+        );
+        seen += &line;
+        if line.contains("node a running") {
+            break;
+        }
+    }
+    assert!(seen.contains("udp-ts: node id "), "{seen}");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let b = Command::new(beets_bin())
+        .args(["node", "--udp", "--name", "b", "--port", &port])
+        .args(["--broadcast", "127.255.255.255", "--exit-after", "3"])
+        .args(["--agent", &format!("{root}/tests/agents/consumer.js")])
+        .env("RUST_LOG", "beets_core=debug")
+        .output()
+        .unwrap();
+    let tb = text(&b);
+    assert!(b.status.success(), "{tb}");
+    assert!(
+        tb.contains(r#"agent consumer: GOT ["HELLO","from-out",7]"#),
+        "b never read a's --out tuple:\n{tb}"
+    );
+    assert!(
+        tb.contains("neighbour") && tb.contains(r#"("NODE", "a")"#),
+        "b never heard a's announcement:\n{tb}"
+    );
+    let _ = a.kill();
+    let _ = a.wait();
 }

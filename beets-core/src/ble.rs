@@ -39,23 +39,24 @@ use crate::message::{DecodeError, Decoded, MIN_MESSAGE_LEN, Message};
 
 /// Largest message a BLE frame carries: 31 bytes (spec §6; the paper's 32-byte budget less seq).
 pub const MAX_MESSAGE_LEN: usize = 31;
-/// Smallest frame: seq, a 3-byte message, crc.
+/// Smallest frame: seq, a 3-byte message, crc (spec §6: 5 ≤ n).
 pub const MIN_FRAME_LEN: usize = MIN_MESSAGE_LEN + 2;
-/// Largest frame: seq, 31 bytes of message, crc.
+/// Largest frame: seq, 31 bytes of message, crc (spec §6: n ≤ 33).
 pub const MAX_FRAME_LEN: usize = MAX_MESSAGE_LEN + 2;
-/// Frame bytes carried by the name alone; longer frames put the rest in UUIDs.
+/// Frame bytes carried by the name alone; longer frames put the rest in UUIDs (spec §6).
 pub const NAME_BYTES: usize = 22;
-/// Characters of A85(F[0..22]).
+/// Characters of A85(F[0..22]) (spec §6).
 pub const NAME_HEAD_CHARS: usize = 28;
-/// Longest BeeTS local name: 28 characters plus the length character.
+/// Longest BeeTS local name: 28 characters plus the length character (spec §6).
 pub const MAX_NAME_LEN: usize = NAME_HEAD_CHARS + 1;
-/// Most 16-bit service UUIDs a frame uses (⌈8·11/13⌉).
+/// Most 16-bit service UUIDs a frame uses (⌈8·11/13⌉; spec §6).
 pub const MAX_UUIDS: usize = 7;
-/// Bits of frame data per UUID; the top 3 bits are the slot index.
+/// Bits of frame data per UUID; the top 3 bits are the slot index (spec §6).
 pub const UUID_DATA_BITS: u32 = 13;
-/// Most candidate combinations [`unpack`] examines; more and the frame is dropped unexamined.
+/// Most candidate combinations [`unpack`] examines; more and the frame is dropped unexamined
+/// (spec §6).
 pub const MAX_COMBINATIONS: usize = 256;
-/// The first length character, `"` (t = 1); the last is `,` (t = 11).
+/// The first length character, `"` (t = 1); the last is `,` (t = 11) (spec §6).
 const LENGTH_CHAR_BASE: u8 = 0x21;
 
 /// CRC-8/SMBUS (poly 0x07, init 0, no reflection, xorout 0; check 0xF4), spec §6.

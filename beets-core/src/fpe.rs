@@ -381,10 +381,18 @@ mod tests {
 
     #[test]
     fn empty_body_is_untouched() {
+        // A message of only a control byte has an empty body: encrypting it changes nothing
+        // around it, while the same call on a non-empty body substitutes every byte.
         let key = FpeKey::from_password("secret");
-        let mut body: [u8; 0] = [];
-        key.encrypt(&mut body);
-        key.decrypt(&mut body);
+        let mut msg = [0x48, 0x00, 0x07];
+        key.encrypt(&mut msg[1..1]);
+        key.decrypt(&mut msg[1..1]);
+        assert_eq!(msg, [0x48, 0x00, 0x07]);
+        key.encrypt(&mut msg[1..]);
+        // §10: enc[0] = 0x70, enc[7] = 0x54 for "secret".
+        assert_eq!(msg, [0x48, 0x70, 0x54]);
+        key.decrypt(&mut msg[1..]);
+        assert_eq!(msg, [0x48, 0x00, 0x07]);
     }
 
     #[test]

@@ -12,9 +12,12 @@
 //!  OP 1..=7            RD, INP, TEST, WHERE: signature, pattern byte, actual values (§3)
 //! ```
 //!
-//! The decoder reads the input once, never panics, never indexes out of bounds, and allocates
-//! only the strings and byte strings it returns, each no longer than the input. Every violation of
-//! a MUST in the spec is a distinct [`DecodeError`] variant.
+//! The decoder reads the input once, never panics and never indexes out of bounds. What it
+//! allocates is bounded by the input: strings of more than 24 bytes and byte strings it returns
+//! (strings of up to 24 bytes live inline in their `CompactString`), and, for an encrypted
+//! (E = 1) string of more than 64 bytes, one temporary decrypted copy (shorter ones are
+//! decrypted on the stack). Every violation of a MUST in the spec is a distinct [`DecodeError`]
+//! variant.
 //!
 //! ```
 //! use beets_core::{Message, Tuple};
@@ -37,13 +40,13 @@ use crate::value::{CompactString, TypeCode, Value};
 
 /// Protocol version carried in bits 7..6 of the control byte (spec §4).
 pub const VERSION: u8 = 0b01;
-/// Control byte: encrypted flag E (bit 2).
+/// Control byte: encrypted flag E (bit 2, spec §4).
 pub const FLAG_E: u8 = 0b100;
-/// Control byte: reply flag R (bit 1).
+/// Control byte: reply flag R (bit 1, spec §4).
 pub const FLAG_R: u8 = 0b010;
-/// Control byte: lifetime flag L (bit 0).
+/// Control byte: lifetime flag L (bit 0, spec §4).
 pub const FLAG_L: u8 = 0b001;
-/// Smallest possible message: control, signature and an empty string (3 bytes).
+/// Smallest possible message: control, signature and an empty string (3 bytes; spec §1–§4).
 pub const MIN_MESSAGE_LEN: usize = 3;
 
 /// Operation code, bits 5..3 of the control byte (spec §4).

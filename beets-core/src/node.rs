@@ -863,7 +863,7 @@ impl DatagramEncoder {
     /// [`NodeStats::transmits`].
     ///
     /// # Errors
-    /// [`NodeError::TooLong`] when the message is over the UDP limit (1220 bytes); no sequence
+    /// [`NodeError::TooLong`] when the message is over the UDP limit (1221 bytes, spec §7); no sequence
     /// number is used then.
     pub fn encode(&self, msg: &Message) -> Result<Vec<u8>, NodeError> {
         let (len, max) = (msg.buffer_len(), Transport::Udp.max_message_len());

@@ -31,17 +31,17 @@ use std::num::NonZeroU32;
 use crate::fpe::FpeKey;
 use crate::message::{DecodeError, Decoded, Message};
 
-/// First two bytes of every BeeTS datagram.
+/// First two bytes of every BeeTS datagram (spec §7).
 pub const MAGIC: [u8; 2] = [0xbe, 0x75];
-/// Envelope version, byte 2.
+/// Envelope version, byte 2 (spec §7).
 pub const ENVELOPE_VERSION: u8 = 1;
-/// Header bytes before the message: magic, version, node id, seq.
+/// Header bytes before the message: magic, version, node id, seq (spec §7).
 pub const HEADER_LEN: usize = 11;
-/// Largest datagram: 1232 bytes (IPv6 minimum MTU 1280 less 40 + 8 bytes of headers).
+/// Largest datagram: 1232 bytes (IPv6 minimum MTU 1280 less 40 + 8 bytes of headers; spec §7).
 pub const MAX_DATAGRAM_LEN: usize = 1232;
-/// Largest message a datagram carries: 1221 bytes.
+/// Largest message a datagram carries: 1221 bytes (spec §7).
 pub const MAX_MESSAGE_LEN: usize = MAX_DATAGRAM_LEN - HEADER_LEN;
-/// Default UDP port, 49737.
+/// Default UDP port, 49737 (spec §7).
 pub const DEFAULT_PORT: u16 = 49737;
 
 /// A node's random, non-zero 32-bit identity for one run (spec §7).
@@ -126,6 +126,15 @@ pub enum DatagramError {
     /// The message is invalid.
     #[error("datagram message: {0}")]
     Message(#[from] DecodeError),
+    /// The caller's buffer is shorter than the datagram [`emit`] was asked to write (a sending
+    /// error; the datagram itself is within the limits).
+    #[error("datagram needs {needed} bytes, the buffer holds {available}")]
+    BufferTooSmall {
+        /// The datagram's length.
+        needed: usize,
+        /// The buffer's length.
+        available: usize,
+    },
 }
 
 /// Checks the envelope and splits a datagram into header and (still encoded) message.
@@ -174,7 +183,8 @@ pub fn decode(
 ///
 /// # Errors
 /// [`DatagramError::Message`] with [`DecodeError::TooLong`] when the message exceeds
-/// [`MAX_MESSAGE_LEN`]; [`DatagramError::TooLong`] when `buf` is too small for the datagram.
+/// [`MAX_MESSAGE_LEN`]; [`DatagramError::BufferTooSmall`] when `buf` is too small for the
+/// datagram (nothing is written then).
 pub fn emit(
     header: &DatagramHeader,
     message: &Message,
@@ -184,9 +194,9 @@ pub fn emit(
     let len = message.check_len(MAX_MESSAGE_LEN, "a UDP datagram")?;
     let total = HEADER_LEN + len;
     let Some(buf) = buf.get_mut(..total) else {
-        return Err(DatagramError::TooLong {
-            len: total,
-            max: buf.len(),
+        return Err(DatagramError::BufferTooSmall {
+            needed: total,
+            available: buf.len(),
         });
     };
     let (head, body) = buf.split_at_mut(HEADER_LEN);
@@ -250,6 +260,20 @@ mod tests {
                 }
             )
         );
+    }
+
+    #[test]
+    fn emit_into_a_short_buffer_says_so() {
+        let mut buf = [0u8; 12];
+        let needed = encode(&header(), &notify(), None).unwrap().len();
+        assert_eq!(
+            emit(&header(), &notify(), None, &mut buf),
+            Err(DatagramError::BufferTooSmall {
+                needed,
+                available: 12
+            })
+        );
+        assert_eq!(buf, [0; 12], "nothing written");
     }
 
     #[test]

@@ -154,26 +154,6 @@ fn test_op_is_answered_with_a_copy() {
     }
 }
 
-/// B and C both hold a match and hear each other: an INP from A removes one tuple, and A gets one
-/// completion. Suppression relies on hearing the other's reply before one's own back-off ends,
-/// so two responders whose back-offs fall within one propagation delay (BLE: the first packet,
-/// ≤ 12 ms; UDP: 1 ms) both answer (paper §3: operations are not atomic). The seeds below are
-/// fixed; [`inp_suppression_rate_over_many_seeds`] measures the race.
-#[test]
-fn inp_removes_from_exactly_one_of_two_responders_that_hear_each_other() {
-    for transport in BOTH {
-        for seed in 0..10 {
-            let (removed, done) = inp_race(transport, seed);
-            assert_eq!(done.len(), 1, "{transport:?} seed {seed}: one completion");
-            assert!(
-                done[0].1.is_some(),
-                "{transport:?} seed {seed}: with a tuple"
-            );
-            assert_eq!(removed, 1, "{transport:?} seed {seed}: exactly one removed");
-        }
-    }
-}
-
 /// Runs the INP race; returns (tuples removed from B and C, A's completions).
 fn inp_race(transport: Transport, seed: u64) -> (usize, Vec<Completion>) {
     let mut sim = Sim::new(SimConfig::ideal(seed));
@@ -194,24 +174,33 @@ fn inp_race(transport: Transport, seed: u64) -> (usize, Vec<Completion>) {
     (2 - left, completions(&sim, a, req))
 }
 
-/// Measured over 1000 seeds on the ideal medium: both holders answer in ≈ 4 % of races on BLE
-/// (back-off 0..=500 ms, first packet within 12 ms) and ≈ 12 % on UDP (back-off 0..=30 ms in whole
-/// milliseconds, 1 ms latency: both answer when their back-offs differ by ≤ 1 ms).
+/// B and C both hold a match and hear each other; A sends one INP. Over 1000 seeds per transport
+/// on the ideal medium, every race gives A exactly one completion, with the tuple, and removes one
+/// or two copies; one copy in ≈ 96 % of races on BLE (back-off 0..=500 ms, first packet within
+/// 12 ms) and ≈ 88 % on UDP (back-off 0..=30 ms in whole milliseconds, 1 ms latency: both answer
+/// when their back-offs differ by ≤ 1 ms). Suppression needs the other's reply to arrive before
+/// one's own back-off ends, so a double removal is the measured race, not a bug (paper §3:
+/// operations are not atomic). The bounds leave room for the rates, not for a change of policy.
 #[test]
-fn inp_suppression_rate_over_many_seeds() {
-    for (transport, min_percent) in [(Transport::Ble, 90), (Transport::Udp, 80)] {
-        let runs = 100;
+fn inp_removes_one_copy_in_most_races_and_always_completes_once() {
+    for (transport, min_percent) in [(Transport::Ble, 93), (Transport::Udp, 84)] {
+        let runs = 1000;
         let mut once = 0;
         for seed in 0..runs {
-            let (removed, done) = inp_race(transport, 1000 + seed);
-            assert_eq!(done.len(), 1, "A completes once whatever the race");
-            assert!((1..=2).contains(&removed));
+            let (removed, done) = inp_race(transport, seed);
+            assert_eq!(done.len(), 1, "{transport:?} seed {seed}: one completion");
+            assert!(
+                done[0].1.is_some(),
+                "{transport:?} seed {seed}: with a tuple"
+            );
+            assert!((1..=2).contains(&removed), "{transport:?} seed {seed}");
             once += usize::from(removed == 1);
         }
         assert!(
             once * 100 >= min_percent * runs as usize,
             "{transport:?}: only {once}/{runs} INPs removed exactly one tuple"
         );
+        eprintln!("{transport:?}: {once}/{runs} INPs removed exactly one tuple");
     }
 }
 

@@ -92,7 +92,8 @@
 //!
 //! # Errors and logging
 //! Each node logs in a `tracing` span named `beets` (field `node`: identity, node id and local
-//! address); the receive and repeat tasks in one named `beets_udp`. A malformed datagram is
+//! address); the repeat task in one named `beets_udp` (the driver reads the socket itself: there
+//! is no receive task). A malformed datagram is
 //! dropped and counted by the engine ([`NodeStats::dropped_malformed`], `trace` log); a send
 //! error is logged at `warn` and counted ([`DriverStats::send_errors`], [`UdpStats::send_errors`])
 //! and the node keeps running. [`UdpSpace::close`] (or [`SpaceHandle::close`]) stops the node:
@@ -102,6 +103,7 @@
 //! [`NodeStats::dropped_malformed`]: beets_core::NodeStats::dropped_malformed
 
 mod config;
+mod port;
 mod recv;
 mod sink;
 mod socket;
@@ -124,6 +126,7 @@ pub use config::{
     DEFAULT_MULTICAST_GROUP, DEFAULT_REPEAT_INTERVAL, LIMITED_BROADCAST, LOOPBACK_BROADCAST,
     UdpConfig,
 };
+pub use port::{PortReservation, reserve_port};
 pub use stats::UdpStats;
 
 use crate::sink::{Output, UdpSink};
@@ -254,7 +257,7 @@ impl UdpSpace {
     }
 
     /// Stops the node and waits for its tasks: pending requests complete with
-    /// [`ClientError::Closed`], the receive and repeat tasks end and the socket is closed.
+    /// [`ClientError::Closed`], the driver and the repeat task end and the socket is closed.
     /// Returns the final driver (engine) and socket counters.
     ///
     /// # Panics

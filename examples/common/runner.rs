@@ -39,14 +39,27 @@ pub(crate) struct NodeArgs {
     #[arg(long, value_name = "NAME")]
     adapter: Option<String>,
     /// Space password (FPE, spec §5) for every space.
-    #[arg(long, value_name = "PASSWORD")]
+    #[arg(long, value_name = "PASSWORD", allow_hyphen_values = true)]
     key: Option<String>,
     /// Load this agent (repeatable). Its name is the file stem.
     #[arg(long = "agent", value_name = "FILE.js")]
     agents: Vec<PathBuf>,
-    /// Broadcast this tuple once the node is up (repeatable; UDP space).
-    #[arg(long = "out", value_name = "TUPLE")]
+    /// Store this tuple in the node's first space (udp-ts, else ble-ts) and broadcast it once the
+    /// node is up (repeatable). Stored locally too, so remote `rd`/`inp` requests find it even
+    /// when nobody heard the broadcast.
+    #[arg(long = "out", value_name = "TUPLE", allow_hyphen_values = true)]
     outs: Vec<String>,
+    /// Announce this node (IAMHERE, R = 0, spec §9) every SECS seconds, so neighbours record it.
+    #[arg(long, value_name = "SECS")]
+    announce: Option<u64>,
+    /// Longest random wait before answering a request, in ms (spec §9 reply back-off B; default
+    /// 30 on UDP, 500 on BLE).
+    #[arg(long, value_name = "MS")]
+    reply_backoff_ms: Option<u64>,
+    /// How long repeated copies of a message are recognised and dropped, in seconds (spec §8
+    /// window W; default 10).
+    #[arg(long, value_name = "SECS")]
+    dedup_window_s: Option<u64>,
     /// Stop after this many seconds instead of waiting for Ctrl-C.
     #[arg(long, value_name = "SECS")]
     exit_after: Option<u64>,
@@ -89,8 +102,7 @@ async fn node(args: NodeArgs) -> Result<(), String> {
     let mut handles = Vec::new();
     let mut udp_space = None;
     if args.udp {
-        let mut cfg = NodeConfig::new(Transport::Udp, &args.name).map_err(|e| e.to_string())?;
-        cfg.key = args.key.as_deref().map(FpeKey::from_password);
+        let cfg = node_config(&args, Transport::Udp)?;
         let mut node = Node::new(cfg, seed(), Time::ZERO);
         node.set_hooks(Box::new(agents.hooks("udp-ts").map_err(|e| e.to_string())?));
         let udp = UdpConfig {
@@ -102,13 +114,13 @@ async fn node(args: NodeArgs) -> Result<(), String> {
         };
         let space = UdpSpace::spawn_node(udp, node).map_err(|e| format!("UDP: {e}"))?;
         info!(addr = %space.local_addr(), node_id = %space.node_id(), "UDP space udp-ts up");
+        println!("udp-ts: node id {}", space.node_id());
         handles.push(space.handle().clone());
         udp_space = Some(space);
     }
     #[cfg(feature = "bluer")]
     let ble_node = if args.ble {
-        let mut cfg = NodeConfig::new(Transport::Ble, &args.name).map_err(|e| e.to_string())?;
-        cfg.key = args.key.as_deref().map(FpeKey::from_password);
+        let cfg = node_config(&args, Transport::Ble)?;
         let mut node = Node::new(cfg, seed(), Time::ZERO);
         node.set_hooks(Box::new(agents.hooks("ble-ts").map_err(|e| e.to_string())?));
         let session = beets_ble::bluer::Session::new()
@@ -180,6 +192,10 @@ async fn node(args: NodeArgs) -> Result<(), String> {
         for text in &args.outs {
             let tuple = parse_tuple(text).map_err(|e| format!("--out {text}: {e}"))?;
             first
+                .host_out(tuple.clone(), None)
+                .await
+                .map_err(|e| format!("--out {text}: {e}"))?;
+            first
                 .out(tuple, None)
                 .await
                 .map_err(|e| format!("--out {text}: {e}"))?;
@@ -215,6 +231,20 @@ async fn node(args: NodeArgs) -> Result<(), String> {
     }
     agents.shutdown();
     Ok(())
+}
+
+/// The engine settings of one space from the command line.
+fn node_config(args: &NodeArgs, transport: Transport) -> Result<NodeConfig, String> {
+    let mut cfg = NodeConfig::new(transport, &args.name).map_err(|e| e.to_string())?;
+    cfg.key = args.key.as_deref().map(FpeKey::from_password);
+    cfg.announce_interval = args.announce.map(Duration::from_secs);
+    if let Some(ms) = args.reply_backoff_ms {
+        cfg.reply_backoff = Duration::from_millis(ms);
+    }
+    if let Some(secs) = args.dedup_window_s {
+        cfg.dedup_window = Duration::from_secs(secs);
+    }
+    Ok(cfg)
 }
 
 /// A fresh seed per start: node id and first sequence numbers must differ between runs (spec §7).

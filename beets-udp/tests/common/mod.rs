@@ -3,27 +3,23 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::collections::BTreeSet;
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use beets_core::{NodeConfig, Template, Transport, Tuple};
 use beets_udp::{LIMITED_BROADCAST, UdpConfig, UdpSpace};
 
-/// A port no socket on this host uses now (never the BeeTS default 49737) and not handed out
-/// before in this process: the kernel picks an ephemeral port for a probe socket that sets no
-/// reuse option, and the probe is closed.
+/// A port no other socket on this host can be handed while the test process runs (never the
+/// BeeTS default 49737): reserved with [`beets_udp::reserve_port`] and kept for the process, so
+/// two tests (or test binaries) never share a port and hear each other.
 pub fn free_port() -> u16 {
-    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    loop {
-        let probe = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("probe socket");
-        let port = probe.local_addr().expect("probe address").port();
-        if port != beets_core::udp::DEFAULT_PORT && GIVEN.lock().unwrap().insert(port) {
-            return port;
-        }
-    }
+    static HELD: Mutex<Vec<beets_udp::PortReservation>> = Mutex::new(Vec::new());
+    let r = beets_udp::reserve_port().expect("reserve a port");
+    let port = r.port();
+    HELD.lock().unwrap().push(r);
+    port
 }
 
 /// A UDP node config with a short reply back-off, so tests run fast.
