@@ -15,6 +15,11 @@ Extends python-dbusmock's ``bluez5`` template (Adapter1, Device1, RemoveDevice, 
   bluetoothd, the ``UUIDs`` of a device only grow (``device_add_eir_uuids``) until the device is
   removed (``RemoveDevice``), the name is replaced, and a local name longer than the scan
   response is cut to a short name (``serialize_name`` in ``src/shared/ad.c``).
+* Like Linux (6.1), a controller without ``HardwareOffload`` (legacy advertising) has one
+  advertisement on air at a time: a newly registered one goes on air at once only when none is
+  advertising, and waits otherwise until the one on air is unregistered (no rotation is
+  modelled). Controllers with ``HardwareOffload`` air every registered advertisement.
+  ``add_foreign`` registers another program's advertisement (as ``bluetoothctl advertise``).
 * Quirks are configurable (``Control("configure", ...)``): the order in which ``Name`` and
   ``UUIDs`` arrive (``uuids_first``, ``name_first``, ``together``, ``alternate``), repeated
   ``PropertiesChanged`` signals, lost scan responses.
@@ -25,7 +30,7 @@ Test control goes through one method on the mock interface, with JSON in and out
     org.bluez.Mock.Control(command: s, json: s) -> s
 
 Commands: ``add_adapter``, ``configure``, ``advertisements``, ``inject``, ``devices``,
-``stats``. See ``README.md``.
+``add_foreign``, ``remove_foreign``, ``stats``. See ``README.md``.
 '''
 
 import json
@@ -58,7 +63,8 @@ AIR = {
     },
     'adapters': {},                 # name -> state dict
     'stats': {'registered': 0, 'unregistered': 0, 'reports': 0, 'removed': 0,
-              'refused_max': 0, 'names_truncated': 0, 'injected': 0},
+              'refused_max': 0, 'names_truncated': 0, 'injected': 0,
+              'never_aired': 0, 'foreign': 0},
     'tick': 0,
     'timer': None,
 }
@@ -137,6 +143,32 @@ def _refresh_manager(st):
     })
 
 
+def _on_air(st, key):
+    '''Whether the advertisement `key` of adapter `st` is on air now (see the module docs).'''
+    return st['hardware_offload'] or st['on_air'] == key
+
+
+def _added(st, key, ad):
+    '''A registered advertisement: on air at once unless another one is (legacy controller).'''
+    ad['aired'] = False
+    st['ads'][key] = ad
+    if not st['hardware_offload'] and st['on_air'] is None:
+        st['on_air'] = key
+    _refresh_manager(st)
+    if _on_air(st, key):
+        _air_once(st['name'], ad)
+
+
+def _removed(st, key):
+    '''An advertisement unregistered; on a legacy controller the next waiting one goes on air.'''
+    ad = st['ads'].pop(key)
+    AIR['stats']['unregistered'] += 1
+    if not ad.get('aired') and not ad.get('foreign'):
+        AIR['stats']['never_aired'] += 1
+    if st['on_air'] == key:
+        st['on_air'] = next(iter(st['ads']), None)
+
+
 def _method(obj, iface, name, func, in_sig, out_sig, **keywords):
     '''Adds a dbus-python method with keywords (sender, async callbacks) to a mock object.'''
     wrapped = dbus.service.method(iface, in_signature=in_sig, out_signature=out_sig,
@@ -187,12 +219,10 @@ def register_advertisement(adapter, path, _options, sender, connection, ok, fail
             'uuids': uuids, 'name': name,
             'address': f'C0:DE:{idx // 256:02X}:{idx % 256:02X}:00:{instance:02X}',
         }
-        st['ads'][key] = ad
         AIR['stats']['registered'] += 1
         _watch_owner(connection, key[0])
-        _refresh_manager(st)
         ok()
-        _air_once(st['name'], ad)
+        _added(st, key, ad)
 
     def failed(e):
         st['pending'].pop(key, None)
@@ -207,8 +237,7 @@ def unregister_advertisement(adapter, path, sender):
     key = (str(sender), str(path))
     if key not in st['ads']:
         raise _err('org.bluez.Error.DoesNotExist', 'Does Not Exist')
-    del st['ads'][key]
-    AIR['stats']['unregistered'] += 1
+    _removed(st, key)
     _refresh_manager(st)
 
 
@@ -228,8 +257,7 @@ def _watch_owner(connection, owner):
         for st in AIR['adapters'].values():
             gone = [k for k in st['ads'] if k[0] == owner]
             for k in gone:
-                del st['ads'][k]
-                AIR['stats']['unregistered'] += 1
+                _removed(st, k)
             if gone:
                 _refresh_manager(st)
 
@@ -319,6 +347,7 @@ def report(rx_name, address, name, uuids, rssi=None, order=None, extra_uuids=())
 
 
 def _air_once(tx_name, ad):
+    ad['aired'] = True
     every = AIR['config']['drop_name_every']
     for rx_name, st in AIR['adapters'].items():
         if rx_name == tx_name:
@@ -335,8 +364,9 @@ def _air_once(tx_name, ad):
 def _tick():
     AIR['tick'] += 1
     for tx_name, st in list(AIR['adapters'].items()):
-        for ad in list(st['ads'].values()):
-            _air_once(tx_name, ad)
+        for key, ad in list(st['ads'].items()):
+            if _on_air(st, key):
+                _air_once(tx_name, ad)
     return True
 
 
@@ -385,6 +415,7 @@ def add_adapter(args):
         'hardware_offload': bool(args.get('hardware_offload', False)),
         'tx_power': args.get('tx_power'),          # [min, max] or None (legacy controllers)
         'ads': {}, 'pending': {},
+        'on_air': None,                            # legacy controllers: the one advertising
     }
     adapter.beets = st
     AIR['adapters'][name] = st
@@ -402,7 +433,37 @@ def add_adapter(args):
 def _advertisements(args):
     st = AIR['adapters'][args['adapter']]
     return [{'owner': a['owner'], 'path': a['path'], 'instance': a['instance'],
-             'address': a['address'], 'props': a['props']} for a in st['ads'].values()]
+             'address': a['address'], 'props': a['props'], 'on_air': _on_air(st, k),
+             'foreign': bool(a.get('foreign'))} for k, a in st['ads'].items()]
+
+
+def _add_foreign(args):
+    '''Another program's advertisement on `adapter` (as `bluetoothctl advertise on`).'''
+    st = AIR['adapters'][args['adapter']]
+    if len(st['ads']) + len(st['pending']) >= st['instances']:
+        raise _err('org.bluez.Error.NotPermitted', 'Maximum advertisements reached')
+    AIR['stats']['foreign'] += 1
+    n = AIR['stats']['foreign']
+    key = (':foreign', f'/foreign/{n}')
+    uuids = [_uuid_str(u) for u in args.get('uuids', [0x1521])]
+    idx = st['index']
+    ad = {'owner': key[0], 'path': key[1], 'instance': 100 + n, 'foreign': True,
+          'props': {'Type': 'broadcast', 'LocalName': args.get('name', 'FOREIGN'),
+                    'ServiceUUIDs': uuids},
+          'uuids': uuids, 'name': args.get('name', 'FOREIGN'),
+          'address': f'C0:DF:{idx // 256:02X}:{idx % 256:02X}:00:{n % 256:02X}'}
+    _added(st, key, ad)
+    return {'path': key[1], 'on_air': _on_air(st, key)}
+
+
+def _remove_foreign(args):
+    st = AIR['adapters'][args['adapter']]
+    gone = [k for k in st['ads'] if k[0] == ':foreign']
+    for k in gone:
+        _removed(st, k)
+    if gone:
+        _refresh_manager(st)
+    return {'removed': len(gone)}
 
 
 def _inject(args):
@@ -439,6 +500,10 @@ def Control(_self, command, arguments):
         out = _inject(args)
     elif command == 'devices':
         out = _devices(args)
+    elif command == 'add_foreign':
+        out = _add_foreign(args)
+    elif command == 'remove_foreign':
+        out = _remove_foreign(args)
     elif command == 'stats':
         out = AIR['stats']
     else:

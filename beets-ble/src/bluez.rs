@@ -1,8 +1,10 @@
 //! BlueZ backend through [`bluer`] (feature `bluer`, Linux): advertise and scan.
 //!
 //! - **Sending.** [`BluezRadio`] registers one `LEAdvertisingManager1` advertisement per frame
-//!   and instance: type `broadcast` (non-connectable; scannable because BlueZ puts `LocalName` in
-//!   the scan response, `generate_scan_rsp` in `src/advertising.c`), `ServiceUUIDs` = the frame's
+//!   and instance: type `broadcast` (non-connectable) or `peripheral` (connectable), chosen per
+//!   controller ([`Connectable`], logged at start; scannable either way because BlueZ puts
+//!   `LocalName` in the scan response, `generate_scan_rsp` in `src/advertising.c`),
+//!   `ServiceUUIDs` = the frame's
 //!   16-bit values on the base UUID, `LocalName` = the ASCII85 name, and the requested
 //!   `MinInterval`/`MaxInterval`. Replacing a frame unregisters the old advertisement (dropping
 //!   bluer's `AdvertisementHandle`) and registers the next. Instances:
@@ -16,6 +18,20 @@
 //!   `src/adapter.c`), which bluer always uses. Each device's `Name`, `UUIDs` and `RSSI` changes
 //!   feed a [`ScanTracker`]; devices are removed (`RemoveDevice`) after decoded frames; discovery
 //!   restarts every [`ScanConfig::restart_every`](crate::scan::ScanConfig::restart_every).
+//!
+//! # Sharing the adapter with other advertisers
+//! Other programs' advertisements on the same adapter (`bluetoothctl advertise`, a beacon
+//! daemon, another BeeTS node) take instances, and on a controller that does not advertise
+//! instances in parallel (no `HardwareOffload`, i.e. no extended advertising) they can starve
+//! BeeTS completely: Linux 6.1 puts a newly added instance on air at once only when no other
+//! instance is advertising, and BeeTS replaces its advertisement every Δt, so behind one
+//! long-lived foreign advertisement none of its frames goes on air (tier 3: 0 of 30; behind a
+//! second BeeTS node 22–24 of 30). [`BluezRadio`] reads `ActiveInstances` and
+//! `SupportedInstances` at start and at the end of every frame's period, warns once with the
+//! numbers when another program advertises, and counts the frames likely lost that way in
+//! [`AdvertisingStatus::starved_frames`] (in [`BleStats::advertising`](crate::BleStats)). Give
+//! BeeTS the adapter to itself, use a controller with extended advertising, or a Δt longer than
+//! the kernel's instance rotation (2 s).
 //!
 //! # Requirements
 //! - `bluetoothd` running, BlueZ ≥ 5.56 recommended (earlier 5.x lacks `MinInterval`/
@@ -36,7 +52,7 @@ use std::time::Duration;
 
 use beets_core::ble::BleAdvertisement;
 use beets_core::driver::ReceivedFrame;
-use beets_core::node::Node;
+use beets_core::node::{Node, Transport};
 use beets_core::{FpeKey, Time};
 use bluer::adv::{Advertisement, AdvertisementHandle, PlatformFeature, Type};
 use bluer::{
@@ -47,10 +63,10 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use crate::node::{BleConfig, BleNode, Reception};
-use crate::radio::{Radio, SharedScanStats};
+use crate::node::{BleConfig, BleNode, Connectable, Reception, SpawnError};
+use crate::radio::{AdvertisingStatus, Radio, SharedScanStats};
 use crate::scan::{DeviceUpdate, ScanOutcome, ScanTracker};
 use crate::scheduler::{AdvertisingLimits, LEGACY_DATA_LEN};
 use crate::uuid::uuid128_from_u16;
@@ -61,6 +77,9 @@ use crate::uuid::uuid128_from_u16;
 const REGISTER_RETRIES: u32 = 8;
 /// First retry delay; doubles each time.
 const REGISTER_RETRY_DELAY: Duration = Duration::from_millis(5);
+/// How long an advertisement this radio dropped still counts as its own in `ActiveInstances`
+/// (bluer unregisters it from a spawned task, a D-Bus round trip later).
+const UNREGISTER_GRACE: Duration = Duration::from_millis(250);
 /// Wait before retrying a failed discovery start.
 const DISCOVERY_RETRY: Duration = Duration::from_secs(1);
 
@@ -74,6 +93,9 @@ pub enum BluezError {
          call org.bluez on the system bus?)"
     )]
     Bluez(#[from] bluer::Error),
+    /// The node could not be started (e.g. it was built for UDP).
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
     /// Every advertising instance is taken.
     #[error(
         "adapter {adapter} has no free advertising instance ({active} registered by this or other \
@@ -97,6 +119,10 @@ pub struct ControllerInfo {
     pub active_instances: u8,
     /// `SupportedFeatures` contains `HardwareOffload`: instances advertise in parallel.
     pub hardware_offload: bool,
+    /// The controller has extended advertising: `SupportedFeatures` contains `HardwareOffload`
+    /// or `CanSetTxPower` (Linux reports both only for extended advertising), or `MaxAdvLen`
+    /// is over 31.
+    pub extended_advertising: bool,
     /// `SupportedCapabilities["MaxAdvLen"]` (31 when BlueZ does not say).
     pub max_adv_len: u8,
     /// `SupportedCapabilities["MaxScnRspLen"]` (31 when BlueZ does not say).
@@ -111,10 +137,12 @@ impl ControllerInfo {
     pub async fn read(adapter: &Adapter) -> Result<ControllerInfo, BluezError> {
         let free_instances = adapter.supported_advertising_instances().await?;
         let active_instances = adapter.active_advertising_instances().await?;
-        let hardware_offload = adapter
+        let features = adapter
             .supported_advertising_features()
             .await?
-            .is_some_and(|f| f.contains(&PlatformFeature::HardwareOffload));
+            .unwrap_or_default();
+        let hardware_offload = features.contains(&PlatformFeature::HardwareOffload);
+        let can_set_tx_power = features.contains(&PlatformFeature::CanSetTxPower);
         // bluer 0.17 fails to parse SupportedCapabilities when it lacks MinTxPower/MaxTxPower,
         // which bluetoothd omits for controllers without a TX power range (legacy advertising):
         // those have the legacy 31/31 bytes.
@@ -124,13 +152,39 @@ impl ControllerInfo {
             .ok()
             .flatten();
         let legacy = LEGACY_DATA_LEN as u8;
+        let max_adv_len = caps.as_ref().map_or(legacy, |c| c.max_advertisement_length);
         Ok(ControllerInfo {
             free_instances,
             active_instances,
             hardware_offload,
-            max_adv_len: caps.as_ref().map_or(legacy, |c| c.max_advertisement_length),
+            extended_advertising: hardware_offload || can_set_tx_power || max_adv_len > legacy,
+            max_adv_len,
             max_scan_rsp_len: caps.as_ref().map_or(legacy, |c| c.max_scan_response_length),
         })
+    }
+
+    /// Whether a node with `mode` advertises connectable on this controller, and why (see
+    /// [`Connectable`]).
+    pub fn connectable(&self, mode: Connectable) -> ConnectableChoice {
+        let (connectable, reason) = match mode {
+            Connectable::Connectable => (true, "forced by BleConfig::connectable"),
+            Connectable::NonConnectable => (false, "forced by BleConfig::connectable"),
+            Connectable::Auto if self.extended_advertising => (
+                false,
+                "the controller has extended advertising (a random address per advertising set), \
+                 so non-connectable advertising works while scanning (spec §6)",
+            ),
+            Connectable::Auto => (
+                true,
+                "legacy controller: non-connectable advertising needs a fresh random address, \
+                 which the controller refuses while scanning; the adapter's public address is \
+                 broadcast instead (with privacy on, set Connectable::NonConnectable)",
+            ),
+        };
+        ConnectableChoice {
+            connectable,
+            reason,
+        }
     }
 
     /// The limits a node with `config` uses on this controller (0 instances when none is free).
@@ -147,10 +201,20 @@ impl ControllerInfo {
     }
 }
 
+/// Connectable or not, and why ([`ControllerInfo::connectable`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectableChoice {
+    /// Frames go out connectable (`peripheral`, ADV_IND).
+    pub connectable: bool,
+    /// Why, in words (logged at start).
+    pub reason: &'static str,
+}
+
 /// The advertisement BeeTS registers for one frame (spec §6 "Placement"): the UUIDs in the
 /// advertising data, the local name in the scan response, `peripheral` (connectable, ADV_IND)
-/// when `connectable`, else `broadcast` (non-connectable, scannable) — see
-/// [`BleConfig::connectable`] for why a scanning node needs the former.
+/// when `connectable`, else `broadcast` (non-connectable, scannable) — see [`Connectable`] for
+/// when a scanning node needs the former.
 pub fn advertisement(
     adv: &BleAdvertisement,
     interval: Option<Duration>,
@@ -180,7 +244,14 @@ pub struct BluezRadio {
     limits: AdvertisingLimits,
     interval: Option<Duration>,
     connectable: bool,
+    /// The controller advertises instances in parallel (`HardwareOffload`).
+    parallel: bool,
     handles: Vec<Option<AdvertisementHandle>>,
+    status: AdvertisingStatus,
+    warned: bool,
+    /// When this radio last dropped advertisement handles: bluer unregisters them from a
+    /// spawned task, so BlueZ may still count them for a moment.
+    recent_drops: Vec<Instant>,
 }
 
 impl std::fmt::Debug for BluezRadio {
@@ -188,12 +259,15 @@ impl std::fmt::Debug for BluezRadio {
         f.debug_struct("BluezRadio")
             .field("adapter", &self.adapter.name())
             .field("limits", &self.limits)
+            .field("status", &self.status)
             .finish_non_exhaustive()
     }
 }
 
 impl BluezRadio {
-    /// Reads the controller's limits and prepares to advertise on `adapter`.
+    /// Reads the controller's limits and prepares to advertise on `adapter`: chooses
+    /// connectable or not ([`ControllerInfo::connectable`], logged at info with the reason) and
+    /// warns when other programs already advertise there (see the [module docs](self)).
     ///
     /// # Errors
     /// [`BluezError::Bluez`] when BlueZ cannot be asked; [`BluezError::NoAdvertisingInstance`]
@@ -213,19 +287,107 @@ impl BluezRadio {
             ?limits,
             "BlueZ advertising"
         );
-        Ok(BluezRadio {
+        let choice = info.connectable(config.connectable);
+        info!(
+            adapter = adapter.name(),
+            connectable = choice.connectable,
+            extended_advertising = info.extended_advertising,
+            mode = ?config.connectable,
+            reason = choice.reason,
+            "BeeTS advertises {}",
+            if choice.connectable {
+                "connectable"
+            } else {
+                "non-connectable"
+            }
+        );
+        let mut radio = BluezRadio {
             adapter: adapter.clone(),
             limits,
             interval: config.adv_interval,
-            connectable: config.connectable,
+            connectable: choice.connectable,
+            parallel: info.hardware_offload,
             handles: (0..limits.instances).map(|_| None).collect(),
-        })
+            status: AdvertisingStatus {
+                connectable: Some(choice.connectable),
+                ..AdvertisingStatus::default()
+            },
+            warned: false,
+            recent_drops: Vec::new(),
+        };
+        radio.record(info.active_instances, info.free_instances);
+        Ok(radio)
+    }
+
+    /// Whether frames go out connectable.
+    pub fn connectable(&self) -> bool {
+        self.connectable
+    }
+
+    /// Reads `ActiveInstances` and `SupportedInstances` now and records them. Returns the
+    /// number of other programs' advertisements, `None` when BlueZ could not be asked.
+    async fn check_instances(&mut self) -> Option<u8> {
+        let active = self.adapter.active_advertising_instances().await;
+        let free = self.adapter.supported_advertising_instances().await;
+        match (active, free) {
+            (Ok(active), Ok(free)) => Some(self.record(active, free)),
+            (Err(e), _) | (_, Err(e)) => {
+                self.status.read_errors += 1;
+                debug!(adapter = self.adapter.name(), error = %e, "cannot read advertising instances");
+                None
+            }
+        }
+    }
+
+    /// Records the counts; warns once when other programs advertise. Returns their number.
+    fn record(&mut self, active: u8, free: u8) -> u8 {
+        let now = Instant::now();
+        self.recent_drops
+            .retain(|&t| now.duration_since(t) < UNREGISTER_GRACE);
+        let ours = self.handles.iter().flatten().count() + self.recent_drops.len();
+        let ours = u8::try_from(ours).unwrap_or(u8::MAX);
+        let foreign = active.saturating_sub(ours);
+        self.status.active_instances = Some(active);
+        self.status.supported_instances = Some(free);
+        self.status.foreign_instances = Some(foreign);
+        self.status.max_foreign_instances = self.status.max_foreign_instances.max(foreign);
+        if foreign > 0 && !self.warned {
+            self.warned = true;
+            if self.parallel {
+                warn!(
+                    adapter = self.adapter.name(),
+                    active_instances = active,
+                    supported_instances = free,
+                    ours,
+                    foreign,
+                    "other programs advertise on this adapter ({foreign} of {active} active \
+                     instances, {free} free); the controller advertises instances in parallel"
+                );
+            } else {
+                warn!(
+                    adapter = self.adapter.name(),
+                    active_instances = active,
+                    supported_instances = free,
+                    ours,
+                    foreign,
+                    "other programs advertise on this adapter ({foreign} of {active} active \
+                     instances, {free} free) and the controller advertises one instance at a \
+                     time: BeeTS frames may never go on air (Linux starts a new instance only \
+                     when none is advertising); counted in BleStats::advertising.starved_frames"
+                );
+            }
+        }
+        foreign
     }
 }
 
 impl Radio for BluezRadio {
     fn limits(&self) -> AdvertisingLimits {
         self.limits
+    }
+
+    fn status(&self) -> AdvertisingStatus {
+        self.status
     }
 
     async fn start(&mut self, instance: usize, adv: &BleAdvertisement) -> io::Result<()> {
@@ -257,10 +419,21 @@ impl Radio for BluezRadio {
         Ok(())
     }
 
+    /// Ends a frame's period: reads the instance counts while the frame is still registered
+    /// (our earlier advertisements are unregistered by now, so the difference is exact), counts
+    /// the frame as starved when another program held the controller, then unregisters.
     async fn stop(&mut self, instance: usize) -> io::Result<()> {
+        if self.handles.get(instance).is_some_and(Option::is_some) {
+            let foreign = self.check_instances().await;
+            if foreign.is_some_and(|n| n > 0) && !self.parallel {
+                self.status.starved_frames += 1;
+            }
+        }
         // Dropping the handle unregisters the advertisement.
-        if let Some(h) = self.handles.get_mut(instance) {
-            h.take();
+        if let Some(h) = self.handles.get_mut(instance)
+            && h.take().is_some()
+        {
+            self.recent_drops.push(Instant::now());
         }
         Ok(())
     }
@@ -300,28 +473,39 @@ pub async fn scanner(
 /// Runs `node` on `adapter`: advertising with [`BluezRadio`], receiving with [`scanner`].
 ///
 /// # Errors
-/// As [`BluezRadio::new`] and [`scanner`].
+/// [`BluezError::Spawn`] for a node not built for `Transport::Ble` (checked first); as
+/// [`BluezRadio::new`] and [`scanner`].
 pub async fn spawn(
     name: &str,
     node: Node,
     adapter: &Adapter,
     config: &BleConfig,
 ) -> Result<BleNode, BluezError> {
+    check_transport(&node)?;
     let radio = BluezRadio::new(adapter, config).await?;
     let reception = scanner(adapter, node.config().key.clone(), config).await?;
-    Ok(BleNode::spawn(name, node, config, radio, reception))
+    Ok(BleNode::spawn(name, node, config, radio, reception)?)
+}
+
+/// Refuses a node not built for BLE before anything is registered or scanned.
+fn check_transport(node: &Node) -> Result<(), SpawnError> {
+    match node.config().transport {
+        Transport::Ble => Ok(()),
+        other => Err(SpawnError::WrongTransport(other)),
+    }
 }
 
 /// Runs `node` on `adapter` receive-only: no advertising (every send is refused and counted).
 ///
 /// # Errors
-/// As [`scanner`].
+/// [`BluezError::Spawn`] for a node not built for `Transport::Ble`; as [`scanner`].
 pub async fn spawn_listener(
     name: &str,
     node: Node,
     adapter: &Adapter,
     config: &BleConfig,
 ) -> Result<BleNode, BluezError> {
+    check_transport(&node)?;
     let reception = scanner(adapter, node.config().key.clone(), config).await?;
     Ok(BleNode::spawn(
         name,
@@ -329,7 +513,7 @@ pub async fn spawn_listener(
         config,
         crate::radio::ReceiveOnly,
         reception,
-    ))
+    )?)
 }
 
 type Discovery = Pin<Box<dyn Stream<Item = AdapterEvent> + Send>>;

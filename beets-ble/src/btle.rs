@@ -22,7 +22,7 @@
 use std::time::Duration;
 
 use beets_core::driver::ReceivedFrame;
-use beets_core::node::Node;
+use beets_core::node::{Node, Transport};
 use beets_core::{FpeKey, Time};
 use btleplug::api::{Central, CentralEvent, Peripheral as _, ScanFilter};
 use btleplug::platform::{Adapter, Peripheral, PeripheralId};
@@ -31,7 +31,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
 
-use crate::node::{BleConfig, BleNode, Reception};
+use crate::node::{BleConfig, BleNode, Reception, SpawnError};
 use crate::radio::{ReceiveOnly, SharedScanStats};
 use crate::scan::{DeviceUpdate, ScanTracker};
 
@@ -90,15 +90,22 @@ pub async fn scanner(
 /// Runs `node` receive-only on `central`.
 ///
 /// # Errors
-/// As [`scanner`].
+/// As [`scanner`]; `btleplug::Error::Other` holding a [`SpawnError`] when `node` was not built
+/// for `Transport::Ble` (checked before scanning starts).
 pub async fn spawn_listener(
     name: &str,
     node: Node,
     central: &Adapter,
     config: &BleConfig,
 ) -> Result<BleNode, btleplug::Error> {
+    if node.config().transport != Transport::Ble {
+        return Err(btleplug::Error::Other(Box::new(
+            SpawnError::WrongTransport(node.config().transport),
+        )));
+    }
     let reception = scanner(central, node.config().key.clone(), config).await?;
-    Ok(BleNode::spawn(name, node, config, ReceiveOnly, reception))
+    BleNode::spawn(name, node, config, ReceiveOnly, reception)
+        .map_err(|e| btleplug::Error::Other(Box::new(e)))
 }
 
 fn event_id(ev: CentralEvent) -> Option<PeripheralId> {

@@ -16,7 +16,8 @@
 //! ```
 //!
 //! - **Sending** ([`scheduler`]): a bounded queue of frames; each is advertised for Δt
-//!   (default 500 ms) as a broadcast, scannable advertisement, then replaced by the next, on as
+//!   (default 500 ms) as a scannable advertisement (non-connectable where the controller
+//!   allows it, see [`Connectable`]), then replaced by the next, on as
 //!   many advertising instances as the controller runs in parallel. A full queue drops the oldest
 //!   waiting frame or refuses the new one ([`QueuePolicy`]); a frame that does not fit the
 //!   controller's advertising data or scan response is refused with both sizes
@@ -38,13 +39,20 @@
 //! # On a Raspberry Pi
 //! Requirements for the `bluer` backend:
 //! - `bluetoothd` running; BlueZ ≥ 5.56 recommended (Raspberry Pi OS 12 ships 5.66). The
-//!   backend uses `LEAdvertisingManager1.RegisterAdvertisement` with a `broadcast` advertisement
-//!   (`ServiceUUIDs`, `LocalName`, `MinInterval`/`MaxInterval`) and reads `SupportedInstances`,
+//!   backend uses `LEAdvertisingManager1.RegisterAdvertisement` with a `broadcast`
+//!   (non-connectable) or `peripheral` (connectable) advertisement, chosen per controller
+//!   ([`Connectable`]: connectable only on legacy controllers, where it broadcasts the public
+//!   address), with `ServiceUUIDs`, `LocalName`, `MinInterval`/`MaxInterval`, and reads `SupportedInstances`,
 //!   `ActiveInstances`, `SupportedFeatures` and `SupportedCapabilities` (`MaxAdvLen`,
 //!   `MaxScnRspLen`); where an older BlueZ lacks the last two, it assumes one instance and the
 //!   legacy 31/31 bytes, and the requested interval is ignored (as it is on any controller
 //!   without extended advertising).
 //! - The adapter powered (the example powers it).
+//! - The adapter's advertising to itself, on a controller without extended advertising: another
+//!   program's advertisement there (`bluetoothctl advertise`, a beacon daemon) can keep every
+//!   BeeTS frame off the air. The backend warns once with BlueZ's `ActiveInstances` /
+//!   `SupportedInstances` and counts such frames in [`AdvertisingStatus::starved_frames`]
+//!   ([`BleStats::advertising`]); see the `bluez` module docs.
 //! - Permission to call `org.bluez` on the system bus, which the distribution's D-Bus policy
 //!   (`/etc/dbus-1/system.d/bluetooth.conf`) decides: root always; on Debian and Raspberry Pi OS
 //!   members of the `bluetooth` group (`sudo usermod -aG bluetooth $USER`). This crate opens no
@@ -99,7 +107,9 @@
 //! # Testing
 //! Tier 1 (`tests/sim_radio.rs`): nodes on the simulated radio. Tier 2 (`tests/bluez_double/`):
 //! the real bluer and btleplug code against a BlueZ double on a private D-Bus
-//! (`dbus-double/README.md`), run with `cargo test -p beets-ble --features bluer`.
+//! (`dbus-double/README.md`), run with `cargo test -p beets-ble --features bluer`. Tier 3
+//! (`qemu/` in the repository): real BlueZ 5.66 on Linux 6.1 with virtual controllers in a
+//! QEMU guest.
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "bluer")]
@@ -116,8 +126,8 @@ pub mod uuid;
 /// The `bluer` crate this backend is built on (to open a `Session` and pick an `Adapter`).
 #[cfg(feature = "bluer")]
 pub use bluer;
-pub use node::{BleConfig, BleNode, BleStats, Reception};
-pub use radio::{Radio, RadioStats, ReceiveOnly, SharedScanStats};
+pub use node::{BleConfig, BleNode, BleStats, Connectable, Reception, SpawnError};
+pub use radio::{AdvertisingStatus, Radio, RadioStats, ReceiveOnly, SharedScanStats};
 pub use scan::{DeviceUpdate, ScanConfig, ScanOutcome, ScanStats, ScanTracker};
 pub use scheduler::{
     AdvertisingLimits, InstanceAction, QueuePolicy, Scheduler, SchedulerConfig, SchedulerError,

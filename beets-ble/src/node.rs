@@ -4,11 +4,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use beets_core::driver::{self, DriverStats, ReceivedFrame, SpaceHandle};
-use beets_core::node::Node;
+use beets_core::node::{Node, Transport};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::radio::{Radio, RadioStats, SchedulerSink, Shared, SharedScanStats, run_advertiser};
+use crate::radio::{
+    AdvertisingStatus, Radio, RadioStats, SchedulerSink, Shared, SharedScanStats, run_advertiser,
+};
 use crate::scan::{ScanConfig, ScanStats};
 use crate::scheduler::{QueuePolicy, Scheduler, SchedulerConfig, SchedulerStats};
 
@@ -40,19 +42,16 @@ pub struct BleConfig {
     /// each for its `Duration` (2 s by default), which defeats a Δt below that. Default false:
     /// without hardware offload one instance is used.
     pub software_rotation: bool,
-    /// Advertising interval to request (BlueZ `MinInterval`/`MaxInterval`, honoured only with
-    /// extended advertising; `refresh_legacy_adv` in BlueZ's `src/advertising.c` ignores it).
-    /// `None` leaves the controller default. Default 100 ms.
+    /// Advertising interval to request (BlueZ `MinInterval`/`MaxInterval`). `None` leaves the
+    /// controller default. Default 100 ms. With BlueZ 5.66 and Linux 6.1 it is honoured for
+    /// connectable advertising and on controllers with extended advertising; for a legacy
+    /// controller's non-connectable advertising the kernel uses its own 100–150 ms.
     pub adv_interval: Option<Duration>,
-    /// Advertise connectable (`peripheral`, ADV_IND) rather than non-connectable (`broadcast`,
-    /// ADV_SCAN_IND). Default true: a node that scans cannot send non-connectable advertisements
-    /// on a legacy controller, because the kernel gives each a fresh non-resolvable random
-    /// address and `LE Set Random Address` is disallowed while scanning is enabled (Bluetooth
-    /// Core Vol 4 Part E §7.8.4; seen with BlueZ 5.66 and Linux 6.1 in the tier-3 QEMU run:
-    /// `Add Extended Advertising Data` fails with status 0x03 after `Command Disallowed`).
-    /// Connectable advertisements use the adapter's identity address. BeeTS accepts no
-    /// connections itself; set false for advertise-only senders that do not scan.
-    pub connectable: bool,
+    /// Connectable (`peripheral`, ADV_IND) or non-connectable (`broadcast`, ADV_SCAN_IND)
+    /// advertising. Default [`Connectable::Auto`]: non-connectable (spec §6) where the controller
+    /// allows it while scanning, connectable otherwise; see [`Connectable`] for the rule and
+    /// what connectable advertising costs. Only the BlueZ backend uses it.
+    pub connectable: Connectable,
     /// Scanner knobs.
     pub scan: ScanConfig,
     /// Bound of the scanner → engine channel. Default 256.
@@ -69,7 +68,7 @@ impl Default for BleConfig {
             max_instances: DEFAULT_MAX_INSTANCES,
             software_rotation: false,
             adv_interval: Some(DEFAULT_ADV_INTERVAL),
-            connectable: true,
+            connectable: Connectable::Auto,
             scan: ScanConfig::default(),
             frame_channel: DEFAULT_FRAME_CHANNEL,
         }
@@ -85,6 +84,41 @@ impl BleConfig {
             queue_policy: self.queue_policy,
         }
     }
+}
+
+/// Whether BeeTS frames go out connectable. Spec §6 asks for non-connectable, scannable
+/// advertisements.
+///
+/// Why it is a choice: on a *legacy* controller (no extended advertising) without privacy, Linux
+/// gives every non-connectable advertisement a fresh non-resolvable random address, and `LE Set
+/// Random Address` is disallowed while the same controller scans (Bluetooth Core Vol 4 Part E
+/// §7.8.4). A BeeTS node always scans, so there its non-connectable frames never go on air (seen
+/// with BlueZ 5.66 and Linux 6.1 in the tier-3 QEMU run: `Command Disallowed`, then `Add Extended
+/// Advertising Data` fails with status 0x03). Connectable advertisements use the adapter's
+/// identity address and work. A controller with extended advertising sets a random address per
+/// advertising set, so non-connectable works there (tier 3: every frame and an `rd` delivered).
+///
+/// What connectable costs: the adapter's **public address is broadcast and stays the same**, so
+/// anyone in range can recognise and track the node across frames and days; and the node
+/// **accepts connection requests** (BeeTS itself offers no service and never pairs, but
+/// bluetoothd answers the connection and whatever GATT services other programs registered).
+/// Non-connectable frames come from a fresh random address each time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Connectable {
+    /// Per controller: non-connectable when it has extended advertising (BlueZ
+    /// `SupportedFeatures` has `HardwareOffload` or `CanSetTxPower`, or
+    /// `SupportedCapabilities["MaxAdvLen"]` > 31), connectable otherwise. BlueZ 5.66 does not
+    /// report whether privacy is on; with `Privacy = device` (or `network`) in bluetoothd's
+    /// `main.conf` a legacy controller advertises non-connectable fine, so force
+    /// [`Connectable::NonConnectable`] there. The backend logs the choice and the reason.
+    #[default]
+    Auto,
+    /// Always connectable (ADV_IND): works on every controller, at the costs above.
+    Connectable,
+    /// Always non-connectable (ADV_SCAN_IND), as spec §6: right for advertise-only senders,
+    /// for controllers with privacy on, and for extended advertising.
+    NonConnectable,
 }
 
 /// What a scanner hands to a node: received frames, its counters and its task.
@@ -131,6 +165,22 @@ pub struct BleStats {
     pub queue_len: usize,
     /// Advertising instances in use.
     pub instances: usize,
+    /// What the radio reports about the controller: connectable or not, the instance counts it
+    /// last read, other programs' advertisements, frames likely starved by them.
+    pub advertising: AdvertisingStatus,
+}
+
+/// Why [`BleNode::spawn`] refused to start a node.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The node was built for another transport: its frames could not be sent as BLE
+    /// advertisements.
+    #[error("a BLE node needs a node built with Transport::Ble, this one was built for {0:?}")]
+    WrongTransport(Transport),
+    /// Called outside a tokio runtime.
+    #[error("BleNode::spawn must be called inside a tokio runtime")]
+    NoRuntime,
 }
 
 /// A running BeeTS node on BLE. Use [`BleNode::space`] for `out`/`rd`/`inp`/`test`/`notify`.
@@ -152,29 +202,48 @@ impl BleNode {
     /// on the current tokio runtime. `name` labels the logs.
     ///
     /// The number of instances is `min(config.max_instances, radio.limits().instances)`.
+    ///
+    /// # Errors
+    /// [`SpawnError::WrongTransport`] when `node` was not built for [`Transport::Ble`] (a UDP
+    /// node's datagrams cannot go out as advertisements); [`SpawnError::NoRuntime`] outside a
+    /// tokio runtime. Nothing is started then.
     pub fn spawn<R: Radio>(
         name: &str,
         node: Node,
         config: &BleConfig,
         radio: R,
         reception: Reception,
-    ) -> BleNode {
+    ) -> Result<BleNode, SpawnError> {
+        let refused = if node.config().transport != Transport::Ble {
+            Some(SpawnError::WrongTransport(node.config().transport))
+        } else if tokio::runtime::Handle::try_current().is_err() {
+            Some(SpawnError::NoRuntime)
+        } else {
+            None
+        };
+        if let Some(e) = refused {
+            if let Some(task) = reception.task {
+                task.abort();
+            }
+            return Err(e);
+        }
         let mut limits = radio.limits();
         limits.instances = limits.instances.min(config.max_instances);
         let scheduler = Scheduler::new(config.scheduler(), limits);
         let shared = Shared::new(scheduler, reception.stats);
+        shared.set_advertising(radio.status());
         let sink = SchedulerSink {
             shared: shared.clone(),
         };
         let (space, driver) = driver::spawn(name.to_owned(), node, sink, reception.frames);
         let advertiser = tokio::spawn(run_advertiser(shared.clone(), radio));
-        BleNode {
+        Ok(BleNode {
             space,
             shared,
             driver: Some(driver),
             advertiser: Some(advertiser),
             scanner: reception.task,
-        }
+        })
     }
 
     /// The space: async `out`, `notify`, `rd`, `inp`, `test`, `where`, `host_*`, `subscribe`.
@@ -191,6 +260,7 @@ impl BleNode {
             scan: self.shared.scan.get(),
             queue_len: s.queue_len(),
             instances: s.limits().instances,
+            advertising: self.shared.advertising(),
         }
     }
 

@@ -69,12 +69,14 @@ pub struct ScanConfig {
     /// Ask the stack to forget a device after each distinct decoded frame (spec §6 "SHOULD").
     /// Default true. Backends that cannot (btleplug) ignore it.
     pub forget_decoded: bool,
-    /// Restart discovery this often (BlueZ backend). The kernel's discovery scan enables the
-    /// controller's duplicate filter ("Default is to enable duplicates filter",
-    /// `hci_active_scan_sync` in `net/bluetooth/hci_sync.c`; it is turned off only for
-    /// advertisement monitors, and for controllers with `HCI_QUIRK_STRICT_DUPLICATE_FILTER` in
-    /// filtered service discovery). A controller that treats "same address" as duplicate then
-    /// reports a sender's later frames only after a scan restart, which clears its filter.
+    /// Restart discovery this often (BlueZ backend). Linux's discovery scan asks the controller
+    /// to filter duplicate reports ("Default is to enable duplicates filter",
+    /// `hci_active_scan_sync` in `net/bluetooth/hci_sync.c`, Linux 6.1), and nothing BeeTS can
+    /// ask for over D-Bus turns that off: the discovery filter's `DuplicateData = true` only makes
+    /// bluetoothd pass on the repeated reports it does get. A controller that treats "same
+    /// address" as a duplicate then reports a sender's later frames (a connectable node keeps its
+    /// address) only after a scan restart, which clears its filter; the kernel itself restarts
+    /// the scan periodically only for controllers flagged `HCI_QUIRK_STRICT_DUPLICATE_FILTER`.
     /// Default `Some(30 s)`; `None` never restarts.
     pub restart_every: Option<Duration>,
     /// Most devices tracked at once; the least recently updated is forgotten first. Default 1024.

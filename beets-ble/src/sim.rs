@@ -50,7 +50,7 @@ use std::time::Duration;
 
 use beets_core::ble::BleAdvertisement;
 use beets_core::driver::ReceivedFrame;
-use beets_core::node::Node;
+use beets_core::node::{Node, Transport};
 use beets_core::{FpeKey, Time};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
@@ -58,7 +58,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::node::{BleConfig, BleNode, Reception};
+use crate::node::{BleConfig, BleNode, Reception, SpawnError};
 use crate::radio::{Radio, SharedScanStats, lock};
 use crate::scan::{DeviceUpdate, ScanConfig, ScanTracker};
 use crate::scheduler::AdvertisingLimits;
@@ -197,8 +197,37 @@ impl SimAir {
     }
 
     /// Joins the medium and runs `node` on it with `config` (the usual way to build a simulated
-    /// node).
+    /// node in tests and demos).
+    ///
+    /// # Panics
+    /// When [`SimAir::try_spawn_node`] fails: `node` was not built for `Transport::Ble`, or no
+    /// tokio runtime runs.
     pub fn spawn_node(&self, name: &str, node: Node, addr: [u8; 6], config: &BleConfig) -> BleNode {
+        match self.try_spawn_node(name, node, addr, config) {
+            Ok(n) => n,
+            Err(e) => panic!("SimAir::spawn_node({name}): {e}"),
+        }
+    }
+
+    /// As [`SimAir::spawn_node`], returning the refusal instead of panicking.
+    ///
+    /// # Errors
+    /// As [`BleNode::spawn`]: [`SpawnError::WrongTransport`] for a node not built for
+    /// `Transport::Ble`, [`SpawnError::NoRuntime`] outside a tokio runtime. The medium is left
+    /// as it was.
+    pub fn try_spawn_node(
+        &self,
+        name: &str,
+        node: Node,
+        addr: [u8; 6],
+        config: &BleConfig,
+    ) -> Result<BleNode, SpawnError> {
+        if node.config().transport != Transport::Ble {
+            return Err(SpawnError::WrongTransport(node.config().transport));
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(SpawnError::NoRuntime);
+        }
         let key = node.config().key.clone();
         let (radio, reception) = self.join(addr, key, config.scan, config.frame_channel);
         BleNode::spawn(name, node, config, radio, reception)

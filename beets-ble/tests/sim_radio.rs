@@ -317,3 +317,62 @@ async fn close_withdraws_every_advertisement() {
     assert_eq!(air.stats().packets_sent, sent, "no packet after close");
     drop(b);
 }
+
+/// A node built for UDP is refused with a typed error before anything starts (it used to run,
+/// and every frame it made failed as an I/O error while `out` returned Ok).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_udp_node_is_refused_with_a_typed_error() {
+    use beets_ble::{ReceiveOnly, Reception, SpawnError};
+
+    let udp = || {
+        Node::new(
+            NodeConfig::new(Transport::Udp, "udp").unwrap(),
+            7,
+            Time::ZERO,
+        )
+    };
+    let refused = BleNode::spawn(
+        "udp",
+        udp(),
+        &BleConfig::default(),
+        ReceiveOnly,
+        Reception::none(),
+    );
+    assert_eq!(
+        refused.unwrap_err(),
+        SpawnError::WrongTransport(Transport::Udp)
+    );
+    let air = SimAir::new(SimAirConfig::default());
+    let err = air
+        .try_spawn_node("udp", udp(), A, &BleConfig::default())
+        .unwrap_err();
+    assert_eq!(err, SpawnError::WrongTransport(Transport::Udp));
+    assert!(err.to_string().contains("Transport::Ble"), "{err}");
+    // The medium was not joined: a BLE node alone on it hears nothing and sends to no one.
+    let b = air.spawn_node("b", node("b", 2), B, &BleConfig::default());
+    b.space().out(tuple("(1)"), None).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.stats().radio.stops < 1 {
+        assert!(Instant::now() < deadline, "b's frame never left the air");
+        tokio::task::yield_now().await;
+        tokio::time::advance(Duration::from_millis(10)).await;
+    }
+    let st = air.stats();
+    assert!(st.packets_sent > 0, "{st:?}");
+    assert_eq!(st.delivered, 0, "nobody else is on the air: {st:?}");
+    b.close().await;
+}
+
+/// Outside a tokio runtime the refusal is an error too, not a panic.
+#[test]
+fn spawn_outside_a_runtime_is_an_error() {
+    let err = BleNode::spawn(
+        "a",
+        node("a", 1),
+        &BleConfig::default(),
+        beets_ble::ReceiveOnly,
+        beets_ble::Reception::none(),
+    )
+    .unwrap_err();
+    assert_eq!(err, beets_ble::SpawnError::NoRuntime);
+}

@@ -19,6 +19,8 @@ mod double;
 mod receive;
 #[cfg(feature = "bluer")]
 mod scenarios;
+#[cfg(feature = "bluer")]
+mod sharing;
 
 /// Set in the re-run child process.
 #[cfg(feature = "bluer")]

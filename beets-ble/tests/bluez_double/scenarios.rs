@@ -14,7 +14,7 @@ use beets_core::{Message, PeerAddr, Template, Time, Tuple};
 use serde_json::{Value, json};
 
 use crate::double::Ctl;
-use crate::receive;
+use crate::{receive, sharing};
 
 pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type Outcome = Result<(), Error>;
@@ -40,7 +40,11 @@ pub(crate) fn run_all() -> ExitCode {
         scenario!(frame_too_large_for_the_controller_is_refused_before_registering),
         scenario!(no_free_advertising_instance_is_a_clear_error),
         scenario!(receive::periodic_discovery_restarts_keep_frames_coming),
+        scenario!(sharing::connectable_is_chosen_per_controller),
+        scenario!(sharing::a_foreign_advertiser_is_reported_and_starved_frames_counted),
+        scenario!(sharing::a_udp_node_is_refused_before_touching_bluez),
     ];
+    sharing::capture_logs();
     #[cfg(feature = "btleplug")]
     scenarios.push(scenario!(receive::btleplug_listener_receives_through_bluez));
     let filter: Vec<String> = std::env::args()
