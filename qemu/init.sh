@@ -127,9 +127,11 @@ until [ -S $R/run/dbus/system_bus_socket ]; do
   sleep 0.1
 done
 
-# --- two virtual LE controllers on one air -------------------------------------------------------
+# --- two virtual controllers on one air (BTVIRT_ARGS: -L legacy LE-only, else 5.x with extended
+# advertising) -------------------------------------------------------------------------------------
 stage btvirt
-inroot btvirt -L -l2 >$L/btvirt.log 2>&1 &
+# shellcheck disable=SC2086
+inroot btvirt ${BTVIRT_ARGS:--L -l2} >$L/btvirt.log 2>&1 &
 BTVIRT_PID=$!
 i=0
 until [ -e /sys/class/bluetooth/hci0 ] && [ -e /sys/class/bluetooth/hci1 ]; do
@@ -142,7 +144,8 @@ sleep 0.2
 kill -0 $BTVIRT_PID 2>/dev/null || fail "btvirt exited after creating the controllers (see logs/btvirt.log)"
 
 if [ "${BTMON:-0}" = 1 ]; then
-  inroot btmon -T >$L/btmon.txt 2>&1 &
+  # -C 200: btmon is not writing to a terminal and would cut lines at 80 columns.
+  inroot btmon -T -C 200 >$L/btmon.txt 2>&1 &
   BTMON_PID=$!
 fi
 

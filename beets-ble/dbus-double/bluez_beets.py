@@ -64,7 +64,7 @@ AIR = {
     'adapters': {},                 # name -> state dict
     'stats': {'registered': 0, 'unregistered': 0, 'reports': 0, 'removed': 0,
               'refused_max': 0, 'names_truncated': 0, 'injected': 0,
-              'never_aired': 0, 'foreign': 0},
+              'never_aired': 0, 'foreign': 0, 'refused_sets': 0},
     'tick': 0,
     'timer': None,
 }
@@ -207,6 +207,12 @@ def register_advertisement(adapter, path, _options, sender, connection, ok, fail
         u128 = [u for u in uuids if _uuid16(u) is None]
         adv_len = (2 + 2 * len(u16) if u16 else 0) + (2 + 16 * len(u128) if u128 else 0)
         if adv_len > st['max_adv_len']:
+            fail(_err('org.bluez.Error.Failed', 'Failed to register advertisement'))
+            return
+        if st['sets'] is not None and len(st['ads']) >= st['sets']:
+            # The controller has fewer advertising sets than announced (btvirt 5.x: LE Set
+            # Extended Advertising Parameters -> Memory Capacity Exceeded).
+            AIR['stats']['refused_sets'] += 1
             fail(_err('org.bluez.Error.Failed', 'Failed to register advertisement'))
             return
         name = props.get('LocalName')
@@ -414,6 +420,7 @@ def add_adapter(args):
         'max_scan_rsp_len': int(args.get('max_scan_rsp_len', 31)),
         'hardware_offload': bool(args.get('hardware_offload', False)),
         'tx_power': args.get('tx_power'),          # [min, max] or None (legacy controllers)
+        'sets': args.get('sets'),                  # advertising sets the controller really has
         'ads': {}, 'pending': {},
         'on_air': None,                            # legacy controllers: the one advertising
     }

@@ -23,15 +23,22 @@
 //! Other programs' advertisements on the same adapter (`bluetoothctl advertise`, a beacon
 //! daemon, another BeeTS node) take instances, and on a controller that does not advertise
 //! instances in parallel (no `HardwareOffload`, i.e. no extended advertising) they can starve
-//! BeeTS completely: Linux 6.1 puts a newly added instance on air at once only when no other
-//! instance is advertising, and BeeTS replaces its advertisement every Δt, so behind one
-//! long-lived foreign advertisement none of its frames goes on air (tier 3: 0 of 30; behind a
-//! second BeeTS node 22–24 of 30). [`BluezRadio`] reads `ActiveInstances` and
+//! BeeTS almost completely: Linux 6.1 puts a newly added instance on air at once only when no
+//! other instance is advertising, else it waits until the one on air has had its duration (2 s),
+//! and BeeTS replaces its advertisement every Δt, so behind one long-lived foreign advertisement
+//! most frames never go on air (tier 3: 1 of 6 and 0 of 30 delivered; behind a second BeeTS
+//! node 22–24 of 30). [`BluezRadio`] reads `ActiveInstances` and
 //! `SupportedInstances` at start and at the end of every frame's period, warns once with the
 //! numbers when another program advertises, and counts the frames likely lost that way in
 //! [`AdvertisingStatus::starved_frames`] (in [`BleStats::advertising`](crate::BleStats)). Give
 //! BeeTS the adapter to itself, use a controller with extended advertising, or a Δt longer than
 //! the kernel's instance rotation (2 s).
+//!
+//! A controller may also hold fewer advertising sets than BlueZ announces in
+//! `SupportedInstances` (tier 3: btvirt's 5.x controller announces 3 and refuses the third with
+//! `Memory Capacity Exceeded`). The first refused registration while other instances of the node
+//! advertise lowers the node's instance count for good ([`AdvertisingStatus::instance_limit`]),
+//! and the refused frame is sent again.
 //!
 //! # Requirements
 //! - `bluetoothd` running, BlueZ ≥ 5.56 recommended (earlier 5.x lacks `MinInterval`/
@@ -339,6 +346,26 @@ impl BluezRadio {
         }
     }
 
+    /// A registration failed while other instances of this node advertise: the controller holds
+    /// fewer advertising sets than BlueZ announced (tier 3: btvirt's 5.x controller, 3 announced,
+    /// the third refused with `Memory Capacity Exceeded`). Records the lower limit, which the
+    /// advertiser applies ([`AdvertisingStatus::instance_limit`]).
+    fn refused(&mut self, e: &bluer::Error) {
+        let ours = self.handles.iter().flatten().count();
+        if ours == 0 || self.status.instance_limit.is_some_and(|n| n <= ours) {
+            return;
+        }
+        warn!(
+            adapter = self.adapter.name(),
+            instances = self.limits.instances,
+            accepted = ours,
+            error = %e,
+            "the controller refused an advertising instance BlueZ announced as free; using \
+             {ours} instance(s) from now on"
+        );
+        self.status.instance_limit = Some(ours);
+    }
+
     /// Records the counts; warns once when other programs advertise. Returns their number.
     fn record(&mut self, active: u8, free: u8) -> u8 {
         let now = Instant::now();
@@ -412,7 +439,10 @@ impl Radio for BluezRadio {
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                 }
-                Err(e) => return Err(io::Error::other(e)),
+                Err(e) => {
+                    self.refused(&e);
+                    return Err(io::Error::other(e));
+                }
             }
         };
         self.handles[instance] = Some(handle);

@@ -79,16 +79,21 @@ pub struct AdvertisingStatus {
     pub foreign_instances: Option<u8>,
     /// Most advertisements of other programs seen at once.
     pub max_foreign_instances: u8,
-    /// Frames likely never put on air: their advertising period ended while another program's
+    /// Frames likely kept off the air: their advertising period ended while another program's
     /// advertisement was registered on a controller that does not advertise instances in
-    /// parallel (no `HardwareOffload`). Linux (6.1) schedules a newly added instance at once
-    /// only when no other instance is advertising, so behind a long-lived foreign advertisement
-    /// such a frame never starts (tier 3: 0 of 30 frames on air). An estimate from the counts
-    /// above, as BlueZ does not say which instance is on air: behind another BeeTS node, whose
-    /// frames end every Δt, most frames still get through (tier 3: 22–24 of 30).
+    /// parallel (no `HardwareOffload`). Linux (6.1) puts a newly added instance on air at once
+    /// only when no other instance is advertising; otherwise the other one keeps the air for its
+    /// duration (2 s) before the kernel rotates, so at Δt = 500 ms most frames never go on air
+    /// (tier 3: 1 of 6 delivered, an earlier run 0 of 30). An upper bound from the counts above,
+    /// as BlueZ does not say which instance is on air: behind another BeeTS node, whose frames end
+    /// every Δt, most frames still get through (tier 3: 22–24 of 30).
     pub starved_frames: u64,
     /// Reads of the instance counts that failed.
     pub read_errors: u64,
+    /// Most instances the controller accepted at once, once it refused one more than that
+    /// although it had announced them free; the node then uses only this many (see
+    /// [`Scheduler::reduce_instances`]). `None`: no such refusal.
+    pub instance_limit: Option<usize>,
 }
 
 /// A radio that cannot advertise (scan-only backends): no instances, every call fails.
@@ -274,12 +279,24 @@ async fn apply<R: Radio>(shared: &Shared, radio: &mut R, action: InstanceAction)
     match action {
         InstanceAction::Start { instance, adv } => {
             let r = radio.start(instance, &adv).await;
-            let mut st = lock(&shared.radio);
-            match r {
-                Ok(()) => st.starts += 1,
-                Err(e) => {
-                    st.start_errors += 1;
-                    warn!(instance, name = %adv.local_name, error = %e, "could not start advertising");
+            let failed = r.is_err();
+            {
+                let mut st = lock(&shared.radio);
+                match r {
+                    Ok(()) => st.starts += 1,
+                    Err(e) => {
+                        st.start_errors += 1;
+                        warn!(instance, name = %adv.local_name, error = %e, "could not start advertising");
+                    }
+                }
+            }
+            // The controller refused an instance it had announced: use fewer, and send the
+            // refused frame (and those on dropped instances) again.
+            let limit = radio.status().instance_limit;
+            if failed && let Some(n) = limit.filter(|&n| n > 0) {
+                let stops = shared.scheduler().reduce_instances(n, Some(instance));
+                for stop in stops {
+                    Box::pin(apply(shared, radio, stop)).await;
                 }
             }
         }

@@ -279,6 +279,9 @@ pub struct SchedulerStats {
     pub discarded: u64,
     /// Longest queue seen (frames waiting).
     pub max_queue: u64,
+    /// Frames put back in the queue because the controller refused an instance
+    /// ([`Scheduler::reduce_instances`]).
+    pub requeued: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -426,6 +429,44 @@ impl Scheduler {
     #[must_use]
     pub fn next_wake(&self) -> Option<Time> {
         self.instances.iter().flatten().map(|o| o.until).min()
+    }
+
+    /// Uses only `instances` instances from now on: the controller refused an instance it had
+    /// announced (seen in tier 3: a 5.x controller announcing 3 advertising sets refused the
+    /// third with `Memory Capacity Exceeded`). The frame of `failed` (whose start failed, so it
+    /// was never on air) and the frames on instances `>= instances` go back to the front of the
+    /// queue in the order they were started, to be sent first; the latter are stopped. Counted in
+    /// [`SchedulerStats::requeued`]. Asking for more instances than in use changes nothing.
+    #[must_use = "the actions must be applied to the radio"]
+    pub fn reduce_instances(
+        &mut self,
+        instances: usize,
+        failed: Option<usize>,
+    ) -> Vec<InstanceAction> {
+        if instances >= self.instances.len() {
+            return Vec::new();
+        }
+        let mut back: Vec<OnAir> = Vec::new();
+        if let Some(f) = failed
+            && let Some(on) = self.instances.get_mut(f).and_then(Option::take)
+        {
+            back.push(on);
+        }
+        let mut actions = Vec::new();
+        for (instance, slot) in self.instances.iter_mut().enumerate().skip(instances) {
+            if let Some(on) = slot.take() {
+                actions.push(InstanceAction::Stop { instance });
+                back.push(on);
+            }
+        }
+        back.sort_by_key(|o| o.since);
+        for on in back.into_iter().rev() {
+            self.queue.push_front(on.adv);
+            self.stats.requeued += 1;
+        }
+        self.instances.truncate(instances);
+        self.limits.instances = instances;
+        actions
     }
 
     /// Stops every instance and discards waiting frames (shutdown).

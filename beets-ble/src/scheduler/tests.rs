@@ -268,3 +268,46 @@ proptest! {
         }
     }
 }
+
+/// A controller that refuses an announced instance: the refused frame and the frames on the
+/// dropped instances go back to the front of the queue, in start order, and are sent first.
+#[test]
+fn reduce_instances_requeues_the_refused_and_dropped_frames_first() {
+    let mut s = Scheduler::new(
+        config(500, 16, QueuePolicy::DropOldest),
+        AdvertisingLimits::legacy(3),
+    );
+    for n in 0..4 {
+        s.push(frame(n as u8, n)).unwrap();
+    }
+    let started = s.poll(t(0));
+    assert_eq!(started.len(), 3);
+    // Instance 1's start failed; the controller holds 1 instance: 1 (refused) and 2 (dropped)
+    // are requeued, 2 is stopped.
+    let actions = s.reduce_instances(1, Some(1));
+    assert_eq!(actions, vec![InstanceAction::Stop { instance: 2 }]);
+    assert_eq!(s.limits().instances, 1);
+    assert_eq!(s.queue_len(), 3);
+    assert_eq!(s.stats().requeued, 2);
+    let names: Vec<_> = s.queue.iter().map(|a| a.local_name).collect();
+    assert_eq!(
+        names,
+        vec![
+            frame(1, 1).local_name,
+            frame(2, 2).local_name,
+            frame(3, 3).local_name
+        ]
+    );
+    // Only instance 0 is used from now on.
+    assert_eq!(
+        s.poll(t(500)),
+        vec![
+            InstanceAction::Stop { instance: 0 },
+            InstanceAction::Start {
+                instance: 0,
+                adv: frame(1, 1)
+            }
+        ]
+    );
+    assert!(s.reduce_instances(2, None).is_empty(), "never grows");
+}

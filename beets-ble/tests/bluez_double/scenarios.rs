@@ -43,6 +43,7 @@ pub(crate) fn run_all() -> ExitCode {
         scenario!(sharing::connectable_is_chosen_per_controller),
         scenario!(sharing::a_foreign_advertiser_is_reported_and_starved_frames_counted),
         scenario!(sharing::a_udp_node_is_refused_before_touching_bluez),
+        scenario!(sharing::a_refused_announced_instance_reduces_instances_and_loses_nothing),
     ];
     sharing::capture_logs();
     #[cfg(feature = "btleplug")]

@@ -280,3 +280,41 @@ pub(crate) async fn a_udp_node_is_refused_before_touching_bluez(ctl: Ctl) -> Out
     assert!(!hci.is_discovering().await?);
     Ok(())
 }
+
+/// A controller that announces 3 instances but holds 2 advertising sets (btvirt's 5.x
+/// controller in tier 3): the third registration fails once, the node goes on with 2 instances,
+/// and the refused frame is sent again, so every frame is delivered.
+pub(crate) async fn a_refused_announced_instance_reduces_instances_and_loses_nothing(
+    ctl: Ctl,
+) -> Outcome {
+    let tx_hci = adapter(
+        ctl,
+        "hci36",
+        json!({ "instances": 3, "sets": 2, "hardware_offload": true, "tx_power": [-20, 10] }),
+    )
+    .await?;
+    let rx_hci = adapter(ctl, "hci37", json!({ "instances": 1 })).await?;
+    let rx = bluez::spawn_listener("rx", node("rx", 361), &rx_hci, &BleConfig::default()).await?;
+    let tx = bluez::spawn("tx", node("tx", 362), &tx_hci, &BleConfig::default()).await?;
+    assert_eq!(tx.stats().instances, 3);
+    send_and_wait(&tx, 0, 6).await?;
+    wait_until(Duration::from_secs(5), "all six frames", || {
+        let f = rx.space().host_count(template(r#"("S", ?)"#));
+        async { f.await.is_ok_and(|n| n == 6) }
+    })
+    .await?;
+    let st = tx.stats();
+    assert_eq!(st.instances, 2, "{st:?}");
+    assert_eq!(st.advertising.instance_limit, Some(2));
+    assert_eq!(st.radio.start_errors, 1, "{:?}", st.radio);
+    assert_eq!(st.scheduler.requeued, 1, "{:?}", st.scheduler);
+    let refused = ctl.call("stats", json!({})).await?["refused_sets"].as_u64();
+    assert_eq!(refused, Some(1));
+    assert_eq!(
+        log_lines(&["adapter=\"hci36\"", "refused an advertising instance"]).len(),
+        1
+    );
+    tx.close().await;
+    rx.close().await;
+    Ok(())
+}
