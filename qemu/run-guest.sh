@@ -6,7 +6,8 @@
 #   qemu/run-guest.sh [options] -- CMD ARGS   # CMD runs in the guest, in a chroot of the host's /
 #
 # Exit status: the scenario's own exit status; 77 = SKIPPED (this machine cannot boot the guest:
-# no root, qemu or packages not installable, kernel does not reach /init); 124 = timeout;
+# no root, qemu or packages not installable, kernel does not reach /init; 1 instead with
+# BEETS_REQUIRE_TIER3=1, as CI sets it); 124 = timeout;
 # 125 = the guest booted but the BLE stack did not come up (or another infrastructure error).
 set -euo pipefail
 
@@ -63,7 +64,8 @@ environment: BEETS_QEMU_CACHE (default /var/cache/beets-qemu), BEETS_QEMU_MEM (M
 BEETS_QEMU_SMP (2), BEETS_QEMU_BTD_ARGS (bluetoothd options, default -E; e.g. "-E -d"),
 BEETS_QEMU_BOOT_TIMEOUT (45, one retry), BEETS_QEMU_KERNEL_PKG (default: what linux-image-amd64 depends on).
 In COMMAND's environment: BEETS_QEMU=1, BEETS_QEMU_OUT=<writable folder shared with the host>.
-exit: COMMAND's status; 77 SKIPPED (cannot boot here); 124 timeout; 125 BLE stack/infra failure.
+exit: COMMAND's status; 77 SKIPPED (cannot boot here; 1 with BEETS_REQUIRE_TIER3=1); 124 timeout;
+125 BLE stack/infra failure.
 EOF
 }
 
@@ -99,6 +101,10 @@ elapsed() { awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }
 log() { echo "run-guest: [+$(elapsed)s] $*" >&2; }
 skip() {
   echo "SKIPPED: $*"
+  if [ "${BEETS_REQUIRE_TIER3:-0}" = 1 ]; then
+    echo "run-guest: BEETS_REQUIRE_TIER3=1: a skipped tier-3 run is a failure" >&2
+    exit 1
+  fi
   exit $EX_SKIP
 }
 die() {

@@ -252,7 +252,7 @@ async fn run_burst(
     let all_ended = wait_for(timeout, async || {
         let st = tx.stats();
         st.queue_len == 0
-            && st.radio.starts + st.radio.start_errors >= periods
+            && st.radio.starts + st.radio.start_errors >= periods + st.scheduler.requeued
             && st.radio.stops >= st.radio.starts
     })
     .await;
