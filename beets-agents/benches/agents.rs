@@ -14,8 +14,13 @@
 //!   action drained. Goal ≤ 2 µs.
 //! - `agents/dispatch/no_match`: `on_tuple` for a tuple no rule matches (Rust only).
 //! - `agents/hook/ts_filter_round_trip`: the same `ts` filter reached the way a node reaches it,
-//!   through `AgentHooks::consume_out` and the agent thread (two channel hops and a thread
-//!   wake-up on top of the dispatch).
+//!   through `AgentHooks::decide` (→ `Verdict::Later`), the agent thread and the decision sent
+//!   back (two channel hops and a thread wake-up on top of the dispatch).
+//! - `agents/driver/router_{later,blocking}`: a UDP space's driver taking 512 OUT datagrams that
+//!   the ready-made router consumes and forwards, per datagram. `later` is the engine as it is:
+//!   hooks answer later and the driver keeps reading frames meanwhile. `blocking` emulates the
+//!   former synchronous hooks in the same run: each question waits for the agent thread's answer
+//!   inside the engine (what `AgentHooks` did until the asynchronous decisions).
 //! - `baseline/*`: bare rquickjs, for comparison: `Runtime` + `Context::full`, and calling a JS
 //!   filter with a 4-element array built from Rust.
 
@@ -24,7 +29,15 @@ use std::hint::black_box;
 use beets_agents::{
     AgentHost, AgentRuntime, HostConfig, Router, RuntimeConfig, SpaceSpec, TupleKind,
 };
-use beets_core::node::{Hooks, IncomingRequest};
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
+
+use beets_core::driver::{self, FrameSink, OwnedFrame, ReceivedFrame, SendError};
+use beets_core::node::{
+    Decision, DecisionSender, DecisionToken, Hooks, IncomingRequest, Question, Verdict,
+};
+use beets_core::udp::{DatagramHeader, NodeId};
+use beets_core::{Message, Node, NodeConfig, Transmit};
 use beets_core::{Op, PeerAddr, Received, Template, Time, Transport, Tuple};
 use criterion::{Criterion, criterion_group, criterion_main};
 use rquickjs::{Array, Context, Function, Runtime};
@@ -126,12 +139,152 @@ fn hook(c: &mut Criterion) {
     let (rt, _out) = AgentRuntime::spawn(cfg, RuntimeConfig::default()).unwrap();
     rt.load_blocking("ts", TS_FILTER).unwrap();
     let mut hooks = rt.hooks("ble-ts").unwrap();
+    let (dtx, drx) = std_mpsc::channel();
+    hooks.attach(DecisionSender::new(move |t, d| dtx.send((t, d)).is_ok()));
     let (tuple, rx) = (sensor(), received());
+    let question = Question::Out {
+        tuple: &tuple,
+        lifetime: None,
+        received: &rx,
+    };
+    let mut token = 0;
     g.bench_function("ts_filter_round_trip", |b| {
-        b.iter(|| assert!(!hooks.consume_out(black_box(&tuple), &rx)))
+        b.iter(|| {
+            token += 1;
+            let verdict = hooks.decide(token_of(token), black_box(&question));
+            assert_eq!(verdict, Verdict::Later);
+            let (_, decision) = drx.recv().unwrap();
+            assert_eq!(decision, Decision::Proceed);
+        })
     });
     g.finish();
     rt.shutdown();
+}
+
+/// A token for the bench's direct calls (an engine hands out its own).
+fn token_of(n: u64) -> DecisionToken {
+    DecisionToken::new(n)
+}
+
+/// The former synchronous hooks, for comparison: the question waits inside the engine for the
+/// agent thread's answer (up to 100 ms).
+struct Blocking {
+    inner: beets_agents::AgentHooks,
+    answers: std_mpsc::Receiver<(DecisionToken, Decision)>,
+}
+
+impl Blocking {
+    fn new(mut inner: beets_agents::AgentHooks) -> Blocking {
+        let (tx, answers) = std_mpsc::channel();
+        inner.attach(DecisionSender::new(move |t, d| tx.send((t, d)).is_ok()));
+        Blocking { inner, answers }
+    }
+}
+
+impl Hooks for Blocking {
+    fn decide(&mut self, token: DecisionToken, question: &Question<'_>) -> Verdict {
+        match self.inner.decide(token, question) {
+            Verdict::Later => match self.answers.recv_timeout(Duration::from_millis(100)) {
+                Ok((_, d)) => Verdict::Now(d),
+                Err(_) => Verdict::Now(Decision::Proceed),
+            },
+            now => now,
+        }
+    }
+}
+
+struct Discard;
+impl FrameSink for Discard {
+    async fn send(&mut self, _: Transmit) -> Result<(), SendError> {
+        Ok(())
+    }
+}
+
+fn driver_with_router(c: &mut Criterion) {
+    const BATCH: u32 = 512;
+    let mut g = c.benchmark_group("agents/driver");
+    g.throughput(criterion::Throughput::Elements(u64::from(BATCH)));
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for blocking in [false, true] {
+        let cfg = HostConfig::new([
+            SpaceSpec::new("udp-ts", Transport::Udp),
+            SpaceSpec::new("out-ts", Transport::Udp),
+        ]);
+        let (rt, outputs) = AgentRuntime::spawn(cfg, RuntimeConfig::default()).unwrap();
+        let router = Router::new().route(
+            "udp-ts",
+            "out-ts",
+            r#"("SENSOR", ?, ?, ?)"#.parse().unwrap(),
+        );
+        rt.load_blocking("router", &router.source()).unwrap();
+        let (frames, h) = tokio.block_on(async {
+            let mut node = Node::new(
+                NodeConfig::new(Transport::Udp, "bench").unwrap(),
+                1,
+                Time::ZERO,
+            );
+            let hooks = rt.hooks("udp-ts").unwrap();
+            if blocking {
+                node.set_hooks(Box::new(Blocking::new(hooks)));
+            } else {
+                node.set_hooks(Box::new(hooks));
+            }
+            let (tx, rx) = tokio::sync::mpsc::channel(BATCH as usize);
+            let (h, _) = driver::spawn("bench".into(), node, Discard, rx);
+            // The router's forwarded outs go nowhere.
+            let mut actions = outputs.actions;
+            tokio::spawn(async move { while actions.recv().await.is_some() {} });
+            (tx, h)
+        });
+        let msg = Message::Out {
+            tuple: sensor(),
+            lifetime: None,
+        };
+        let mut seq = 0u32;
+        let name = if blocking {
+            "router_blocking"
+        } else {
+            "router_later"
+        };
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                tokio.block_on(async {
+                    let start = std::time::Instant::now();
+                    for _ in 0..iters {
+                        let target = h.stats().await.unwrap().node.not_stored + u64::from(BATCH);
+                        for _ in 0..BATCH {
+                            seq += 1;
+                            let header = DatagramHeader {
+                                node_id: NodeId::new(7).unwrap(),
+                                seq,
+                            };
+                            let d = beets_core::udp::encode(&header, &msg, None).unwrap();
+                            frames
+                                .send(ReceivedFrame {
+                                    from: PeerAddr::Ip(([127, 0, 0, 7], 1).into()),
+                                    frame: OwnedFrame::Datagram(d),
+                                    rssi: None,
+                                })
+                                .await
+                                .unwrap();
+                        }
+                        // Every OUT consumed by the router (decided, not expired).
+                        while h.stats().await.unwrap().node.not_stored < target {
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        let stats = tokio.block_on(h.stats()).unwrap().node;
+        assert_eq!(stats.decisions_expired, 0, "{name}: every decision in time");
+        rt.shutdown();
+    }
+    g.finish();
 }
 
 fn baseline(c: &mut Criterion) {
@@ -162,5 +315,5 @@ fn baseline(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, start, dispatch, hook, baseline);
+criterion_group!(benches, start, dispatch, hook, driver_with_router, baseline);
 criterion_main!(benches);

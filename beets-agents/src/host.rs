@@ -48,6 +48,16 @@ pub struct HostStats {
     pub active_started: u64,
     /// Active tuples refused.
     pub active_refused: u64,
+    /// Hook questions the agent runtime did not answer because their deadline had passed
+    /// (queued too long, or a handler finished too late); the node applied its default.
+    /// Always 0 for a bare [`AgentHost`]: counted by [`AgentRuntime`](crate::AgentRuntime).
+    pub decisions_late: u64,
+    /// Actions of handlers that finished after their question's deadline, dropped unexecuted
+    /// (counted by [`AgentRuntime`](crate::AgentRuntime)).
+    pub late_actions_dropped: u64,
+    /// Hook questions answered with the fallback at once because the agent thread's command
+    /// queue was full ([`RuntimeConfig::command_queue`](crate::RuntimeConfig::command_queue)).
+    pub questions_busy: u64,
 }
 
 /// Which incoming OUTs and requests can concern the agents, from [`AgentHost::rule_filter`].

@@ -18,7 +18,9 @@
 //! [`AgentHost`] is the engine: synchronous, no I/O, no clock, in the manner of
 //! `beets_core::Node`. [`AgentRuntime`] runs it on a dedicated thread, gives each node
 //! [`AgentHooks`] (the node consults agents before storing an OUT and before answering an RD,
-//! INP or TEST) and performs the agents' actions on `SpaceHandle`s.
+//! INP or TEST — without waiting for them: the decision comes back later, or the node's
+//! fail-closed default applies at its deadline) and performs the agents' actions on
+//! `SpaceHandle`s.
 //!
 //! ```rust,no_run
 //! use beets_agents::{AgentRuntime, HostConfig, Router, RuntimeConfig, SpaceSpec};

@@ -1,13 +1,16 @@
 //! Running agents next to async spaces: an agent host on its own thread, hooks for the nodes,
 //! and a task that performs the agents' actions on space handles.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self as std_mpsc, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use beets_core::driver::{ClientError, SpaceHandle};
-use beets_core::node::{Hooks, IncomingRequest};
+use beets_core::node::{
+    Decision, DecisionSender, DecisionToken, Hooks, IncomingRequest, Question, Verdict,
+};
 use beets_core::{Op, Received, Template, Time, Tuple, Value};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -22,11 +25,18 @@ use crate::host::{AgentHost, AgentInfo, HostStats, RuleFilter};
 /// How the agent thread and its channels are set up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuntimeConfig {
-    /// Longest a hook waits for the agent thread (default 100 ms; keep it above
-    /// [`Limits::event_budget`] times the number of agents that may run for one tuple).
+    /// How long the agent thread has to decide on a message a hook handed it (default 100 ms;
+    /// keep it above [`Limits::event_budget`] times the number of agents that may run for one
+    /// tuple, and below the node's
+    /// [`NodeConfig::decision_deadline`](beets_core::NodeConfig::decision_deadline), 150 ms by
+    /// default). A question still queued at its deadline is not run; a handler that finishes
+    /// after it has its decision and its actions dropped (counted in
+    /// [`HostStats::decisions_late`]). The node meanwhile applies its fail-closed default.
     pub hook_timeout: Duration,
-    /// What `allow_request` answers when the agent thread does not reply in time (default
-    /// `false`: refuse, so a stuck filter fails closed).
+    /// What a hook answers at once for a request when the agent thread cannot take the question
+    /// (its queue is full, or the hooks run without a driver). Default `false`: refuse, so a
+    /// stuck filter fails closed. The node's own deadline default is
+    /// [`NodeConfig::allow_on_deadline`](beets_core::NodeConfig::allow_on_deadline).
     pub allow_on_timeout: bool,
     /// Bound of the command channel into the thread (default 1024); hooks that find it full
     /// answer with their default at once.
@@ -84,20 +94,34 @@ enum Cmd {
         kind: TupleKind,
         tuple: Tuple,
         received: Option<Received>,
-        reply: Option<SyncSender<bool>>,
     },
-    Request {
+    /// A node's question, to answer through `reply` before `deadline`.
+    Decide {
         space: SpaceId,
-        op: Op,
-        template: Template,
-        received: Received,
-        reply: SyncSender<bool>,
+        asked: Asked,
+        token: DecisionToken,
+        deadline: Instant,
+        reply: DecisionSender,
     },
     Sensor(String, Value),
     Complete(Token, Completion),
     Agents(oneshot::Sender<Vec<AgentInfo>>),
     Stats(oneshot::Sender<HostStats>),
     Shutdown,
+}
+
+/// A question of the engine, owned so it can cross to the agent thread.
+enum Asked {
+    Tuple {
+        kind: TupleKind,
+        tuple: Tuple,
+        received: Received,
+    },
+    Request {
+        op: Op,
+        template: Template,
+        received: Received,
+    },
 }
 
 /// What the hooks need to skip the agent thread, published by it.
@@ -126,20 +150,25 @@ pub struct AgentOutputs {
 /// thread and everything talks to it over channels:
 ///
 /// ```text
-///   Node (driver task) ── AgentHooks: consume_out / allow_request ──▶ ┌──────────────┐
-///        ◀── bool, or the default after RuntimeConfig::hook_timeout ── │ agent thread │
-///   app ── load / set_sensor / feed_tuple ─────────────────────────▶ │  AgentHost   │
-///   serve task ◀── actions ───────────────────────────────────────── │  + timers    │
+///   Node (driver task) ── AgentHooks::decide → Verdict::Later ─────▶ ┌──────────────┐
+///        ◀── Decision via the driver (Node::decide), or the node's ── │ agent thread │
+///            fail-closed default at NodeConfig::decision_deadline      │  AgentHost   │
+///   app ── load / set_sensor / feed_tuple ─────────────────────────▶ │  + timers    │
+///   serve task ◀── actions ───────────────────────────────────────── │              │
 ///   serve task ── replies (complete) ────────────────────────────────▶ └──────────────┘
 /// ```
 ///
-/// A hook waits at most [`RuntimeConfig::hook_timeout`] for the thread, so a stuck or busy agent
-/// cannot stall the node: an OUT is then stored (not consumed) and a request gets
-/// [`RuntimeConfig::allow_on_timeout`] (refused by default). Hooks skip the round trip entirely
-/// for OUTs no `ts` rule matches and for spaces without request rules.
+/// The node never waits for the agents (see `beets_core::node::hooks`): a message an agent rule
+/// may concern is parked and the driver goes on with other frames; the agent thread's decision
+/// comes back through the driver. A question the thread reaches after
+/// [`RuntimeConfig::hook_timeout`] is not run, and a handler that finishes after it has its
+/// decision and its actions dropped, so nothing an agent decides takes effect after the node
+/// has applied its default (an OUT stored, a request refused unless
+/// `NodeConfig::allow_on_deadline`). Hooks skip the thread entirely for OUTs no `ts` rule
+/// matches and for spaces without request rules.
 ///
-/// Notifications (TUPLE, R = 0) reach `ts` rules of kind `"notify"` through
-/// [`Hooks::on_notify`] (with sender, time and RSSI); a handler returning `true` keeps them from
+/// Notifications (TUPLE, R = 0) reach `ts` rules of kind `"notify"` the same way (with sender,
+/// time and RSSI); a handler returning `true` keeps them from
 /// the node's listeners. [`AgentRuntime::feed_tuple`] feeds tuples from elsewhere.
 #[derive(Clone, Debug)]
 pub struct AgentRuntime {
@@ -147,6 +176,8 @@ pub struct AgentRuntime {
     masks: Arc<Masks>,
     spaces: Arc<[String]>,
     config: RuntimeConfig,
+    /// Questions the hooks decided with their fallback because the command queue was full.
+    refused_busy: Arc<AtomicU64>,
 }
 
 impl AgentRuntime {
@@ -173,6 +204,8 @@ impl AgentRuntime {
             .spawn(move || {
                 let mut thread = AgentThread {
                     host: AgentHost::new(host),
+                    late: 0,
+                    late_actions: 0,
                     epoch: Instant::now(),
                     actions: atx,
                     events: etx,
@@ -185,6 +218,7 @@ impl AgentRuntime {
             masks,
             spaces,
             config,
+            refused_busy: Arc::new(AtomicU64::new(0)),
         };
         Ok((
             rt,
@@ -216,8 +250,10 @@ impl AgentRuntime {
             space,
             tx: self.tx.clone(),
             masks: self.masks.clone(),
-            timeout: self.config.hook_timeout,
+            deadline: self.config.hook_timeout,
             allow_on_timeout: self.config.allow_on_timeout,
+            decisions: None,
+            refused_busy: self.refused_busy.clone(),
         })
     }
 
@@ -315,7 +351,9 @@ impl AgentRuntime {
     /// # Errors
     /// [`RuntimeError::Stopped`] / [`RuntimeError::Busy`].
     pub async fn stats(&self) -> Result<HostStats, RuntimeError> {
-        self.ask(Cmd::Stats).await
+        let mut stats = self.ask(Cmd::Stats).await?;
+        stats.questions_busy = self.refused_busy.load(Ordering::Relaxed);
+        Ok(stats)
     }
 
     /// A sensor reading (see [`AgentHost::on_sensor`]); does not wait.
@@ -343,7 +381,6 @@ impl AgentRuntime {
             kind,
             tuple,
             received,
-            reply: None,
         })
     }
 
@@ -445,86 +482,103 @@ impl AgentRuntime {
     }
 }
 
-/// [`Hooks`] for one space's node: asks the agent thread, and falls back to a default when it
-/// does not answer within [`RuntimeConfig::hook_timeout`].
+/// [`Hooks`] for one space's node. A message that no agent rule can concern is decided at once
+/// (no round trip); any other is handed to the agent thread and decided later
+/// ([`Verdict::Later`]): the node keeps serving other frames meanwhile and applies the decision
+/// when it comes, in arrival order, or its fail-closed default at its deadline.
 #[derive(Debug)]
 pub struct AgentHooks {
     space: SpaceId,
     tx: SyncSender<Cmd>,
     masks: Arc<Masks>,
-    timeout: Duration,
+    deadline: Duration,
     allow_on_timeout: bool,
+    decisions: Option<DecisionSender>,
+    refused_busy: Arc<AtomicU64>,
 }
 
 impl AgentHooks {
-    fn ask(&self, cmd: impl FnOnce(SyncSender<bool>) -> Cmd, default: bool) -> bool {
-        let (tx, rx) = std_mpsc::sync_channel(1);
-        if self.tx.try_send(cmd(tx)).is_err() {
-            return default;
+    /// Whether some agent rule may decide on `question` (else it proceeds at once).
+    fn wanted(&self, question: &Question<'_>) -> bool {
+        let Ok(f) = self.masks.filter.read() else {
+            return true;
+        };
+        match question {
+            Question::Out { tuple, .. } => f.wants_out(self.space, tuple),
+            Question::Notify { tuple, .. } => f.wants_notify(self.space, tuple),
+            Question::Request { .. } => f.wants_request(self.space),
+            _ => true,
         }
-        rx.recv_timeout(self.timeout).unwrap_or(default)
+    }
+
+    /// The answer when the agent thread cannot take the question.
+    fn fallback(&self, question: &Question<'_>) -> Decision {
+        match question {
+            Question::Request { .. } if !self.allow_on_timeout => Decision::Stop,
+            _ => Decision::Proceed,
+        }
     }
 }
 
 impl Hooks for AgentHooks {
-    fn allow_request(&mut self, request: &IncomingRequest<'_>) -> bool {
-        let wanted = self
-            .masks
-            .filter
-            .read()
-            .map_or(true, |f| f.wants_request(self.space));
-        if !wanted {
-            return true;
+    fn decide(&mut self, token: DecisionToken, question: &Question<'_>) -> Verdict {
+        if !self.wanted(question) {
+            return Verdict::Now(Decision::Proceed);
         }
-        let space = self.space;
-        self.ask(
-            |reply| Cmd::Request {
-                space,
-                op: request.op,
-                template: request.template.clone(),
-                received: request.received,
-                reply,
-            },
-            self.allow_on_timeout,
-        )
-    }
-
-    fn consume_out(&mut self, tuple: &Tuple, received: &Received) -> bool {
-        self.ask_tuple(TupleKind::Out, tuple, received)
-    }
-
-    fn on_notify(&mut self, tuple: &Tuple, received: &Received) -> bool {
-        self.ask_tuple(TupleKind::Notify, tuple, received)
-    }
-}
-
-impl AgentHooks {
-    /// Asks the agent thread whether an incoming tuple is consumed, unless no `ts` rule of that
-    /// kind can match it (then `false` at once, without a round trip).
-    fn ask_tuple(&self, kind: TupleKind, tuple: &Tuple, received: &Received) -> bool {
-        let wanted = self.masks.filter.read().map_or(true, |f| match kind {
-            TupleKind::Out => f.wants_out(self.space, tuple),
-            TupleKind::Notify => f.wants_notify(self.space, tuple),
-        });
-        if !wanted {
-            return false;
-        }
-        let space = self.space;
-        self.ask(
-            |reply| Cmd::Tuple {
-                space,
-                kind,
+        let asked = match *question {
+            Question::Out {
+                tuple, received, ..
+            } => Asked::Tuple {
+                kind: TupleKind::Out,
                 tuple: tuple.clone(),
-                received: Some(*received),
-                reply: Some(reply),
+                received: *received,
             },
-            false,
-        )
+            Question::Notify { tuple, received } => Asked::Tuple {
+                kind: TupleKind::Notify,
+                tuple: tuple.clone(),
+                received: *received,
+            },
+            Question::Request {
+                op,
+                template,
+                received,
+            } => Asked::Request {
+                op,
+                template: template.clone(),
+                received: *received,
+            },
+            _ => return Verdict::Now(Decision::Proceed),
+        };
+        let Some(reply) = self.decisions.clone() else {
+            // Not run by a driver that routes late decisions: never block, fall back.
+            return Verdict::Now(self.fallback(question));
+        };
+        let cmd = Cmd::Decide {
+            space: self.space,
+            asked,
+            token,
+            deadline: Instant::now() + self.deadline,
+            reply,
+        };
+        match self.tx.try_send(cmd) {
+            Ok(()) => Verdict::Later,
+            Err(_) => {
+                self.refused_busy.fetch_add(1, Ordering::Relaxed);
+                Verdict::Now(self.fallback(question))
+            }
+        }
+    }
+
+    fn attach(&mut self, decisions: DecisionSender) {
+        self.decisions = Some(decisions);
     }
 }
 
 struct AgentThread {
     host: AgentHost,
+    /// Questions not run (queued past their deadline) and handlers that finished too late.
+    late: u64,
+    late_actions: u64,
     epoch: Instant,
     actions: mpsc::Sender<Action>,
     events: mpsc::Sender<AgentEvent>,
@@ -567,15 +621,19 @@ impl AgentThread {
             }
             // Actions go out before a hook's answer, so they are queued when the node goes on.
             self.flush();
-            if let Some((tx, answer)) = reply {
-                let _ = tx.try_send(answer);
+            if let Some((reply, token, decision)) = reply {
+                reply.send(token, decision);
             }
         }
         debug!("agent thread stopped");
     }
 
     /// Runs a command; returns a hook's answer, to send after the flush.
-    fn command(&mut self, now: Time, cmd: Cmd) -> Option<(SyncSender<bool>, bool)> {
+    fn command(
+        &mut self,
+        now: Time,
+        cmd: Cmd,
+    ) -> Option<(DecisionSender, DecisionToken, Decision)> {
         match cmd {
             Cmd::Load {
                 name,
@@ -605,38 +663,92 @@ impl AgentThread {
                 kind,
                 tuple,
                 received,
-                reply,
             } => {
-                let consumed = self
-                    .host
+                self.host
                     .on_tuple(now, space, kind, &tuple, received.as_ref());
-                return reply.map(|r| (r, consumed));
             }
-            Cmd::Request {
+            Cmd::Decide {
                 space,
-                op,
-                template,
-                received,
+                asked,
+                token,
+                deadline,
                 reply,
-            } => {
-                let req = IncomingRequest {
-                    op,
-                    template: &template,
-                    received,
-                };
-                return Some((reply, self.host.allow_request(now, space, &req)));
-            }
+            } => return self.decide(now, space, asked, token, deadline, reply),
             Cmd::Sensor(name, value) => self.host.on_sensor(now, &name, value),
             Cmd::Complete(token, c) => self.host.complete(now, token, c),
             Cmd::Agents(r) => {
                 let _ = r.send(self.host.agents());
             }
             Cmd::Stats(r) => {
-                let _ = r.send(self.host.stats());
+                let mut stats = self.host.stats();
+                stats.decisions_late = self.late;
+                stats.late_actions_dropped = self.late_actions;
+                let _ = r.send(stats);
             }
             Cmd::Shutdown => {}
         }
         None
+    }
+
+    /// Runs the agents on a node's question, unless its deadline has passed: then the node has
+    /// applied its default already, and neither the decision nor the handlers' actions may take
+    /// effect afterwards (a tuple both stored and forwarded late).
+    fn decide(
+        &mut self,
+        now: Time,
+        space: SpaceId,
+        asked: Asked,
+        token: DecisionToken,
+        deadline: Instant,
+        reply: DecisionSender,
+    ) -> Option<(DecisionSender, DecisionToken, Decision)> {
+        if Instant::now() >= deadline {
+            self.late += 1;
+            debug!(
+                token = token.get(),
+                "question reached the agents after its deadline; not run"
+            );
+            return None;
+        }
+        let proceed = match asked {
+            Asked::Tuple {
+                kind,
+                tuple,
+                received,
+            } => !self
+                .host
+                .on_tuple(now, space, kind, &tuple, Some(&received)),
+            Asked::Request {
+                op,
+                template,
+                received,
+            } => {
+                let req = IncomingRequest {
+                    op,
+                    template: &template,
+                    received,
+                };
+                self.host.allow_request(now, space, &req)
+            }
+        };
+        if Instant::now() > deadline {
+            // Too late: what the handlers queued for this question goes nowhere.
+            self.late += 1;
+            while self.host.poll_action().is_some() {
+                self.late_actions += 1;
+            }
+            warn!(
+                token = token.get(),
+                "agents decided after the deadline; decision and actions dropped"
+            );
+            return None;
+        }
+        let decision = if proceed {
+            Decision::Proceed
+        } else {
+            Decision::Stop
+        };
+        Some((reply, token, decision))
     }
 
     /// Publishes the rule filter the hooks read.

@@ -1,6 +1,7 @@
 //! Hostile agents. Each test loads an agent that misbehaves on every incoming `("T", ?)`, runs a
 //! real (sans-IO) node whose hooks consult it, and checks that the agent is stopped, reported by
-//! name, and that the node keeps storing and serving tuples throughout.
+//! name, and that the node keeps storing and serving tuples throughout. The test is the node's
+//! runner: it routes the agents' late decisions back to the node, as the async driver does.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 use beets_agents::{
     AgentEvent, AgentRuntime, FaultKind, HostConfig, Limits, RuntimeConfig, SpaceSpec,
 };
+use beets_core::node::{Decision, DecisionSender, DecisionToken};
 use beets_core::{Event, Frame, Node, NodeConfig, PeerAddr, Time, Transmit, Transport, Tuple};
 use tokio::sync::mpsc;
 
@@ -18,6 +20,7 @@ struct Pair {
     a: Node,
     b: Node,
     now: Time,
+    decisions: std::sync::mpsc::Receiver<(DecisionToken, Decision)>,
 }
 
 impl Pair {
@@ -26,11 +29,25 @@ impl Pair {
         cfg.reply_backoff = Duration::ZERO;
         let mut a = Node::new(cfg, 1, Time::ZERO);
         a.set_hooks(Box::new(rt.hooks("udp-ts").unwrap()));
+        let (tx, decisions) = std::sync::mpsc::channel();
+        a.attach_decisions(DecisionSender::new(move |t, d| tx.send((t, d)).is_ok()));
         let b = Node::new(NodeConfig::new(Transport::Udp, "b").unwrap(), 2, Time::ZERO);
         Pair {
             a,
             b,
             now: Time::ZERO,
+            decisions,
+        }
+    }
+
+    /// Applies the agents' decisions until nothing waits for one.
+    fn settle(&mut self) {
+        while self.a.awaiting_decisions() > 0 {
+            let (token, decision) = self
+                .decisions
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the agent thread decides (or its budget stops the agent)");
+            self.a.decide(self.now, token, decision);
         }
     }
 
@@ -51,12 +68,14 @@ impl Pair {
         let tuple = Tuple::new([beets_core::Value::Str("T".into()), i.into()]).unwrap();
         self.b.out(self.now, tuple.clone(), None).unwrap();
         Self::deliver(&mut self.b, &mut self.a, 2, self.now);
+        self.settle();
         let template = beets_core::Template::exact(&tuple);
         let id = self
             .b
             .rd(self.now, template, Duration::from_secs(1))
             .unwrap();
         Self::deliver(&mut self.b, &mut self.a, 2, self.now);
+        self.settle();
         Self::deliver(&mut self.a, &mut self.b, 1, self.now);
         let reply = std::iter::from_fn(|| self.b.poll_event()).find_map(|e| match e {
             Event::Completed { id: got, reply, .. } if got == id => Some(reply),

@@ -66,6 +66,9 @@ impl FrameSink for BusSink {
 fn node(transport: Transport, name: &str, seed: u64) -> Node {
     let mut cfg = NodeConfig::new(transport, name).unwrap();
     cfg.reply_backoff = Duration::from_millis(5);
+    // Above the tests' 2 s agent deadline (`rt_config`): a loaded test machine must not make the
+    // engine apply its defaults before the agents answer.
+    cfg.decision_deadline = Duration::from_secs(3);
     Node::new(cfg, seed, Time::ZERO)
 }
 
@@ -98,6 +101,22 @@ fn t(s: &str) -> Tuple {
 
 fn tpl(s: &str) -> Template {
     s.parse().unwrap()
+}
+
+/// Waits until `check` holds, polling; panics after 10 s (a deadline, not a guessed delay).
+async fn eventually<F, Fut>(mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
 
 async fn recv(rx: &mut mpsc::Receiver<Tuple>) -> Option<Tuple> {
@@ -182,14 +201,19 @@ async fn router_moves_tuples_between_two_spaces() {
     assert_eq!(recv(&mut at_mobile).await, Some(survey.clone()));
     assert_eq!(mobile.host_tuples().await.unwrap(), vec![survey]);
 
-    // Not routed: stays where it was sent.
+    // Not routed: stays where it was sent. A routed reading sent after it is the marker: the
+    // beacon handles its BLE frames in order, so once the marker reached the server, the other
+    // tuple had its chance to be routed too.
     mobile.out(t(r#"("OTHER", 1)"#), None).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let marker = t(r#"("SENSOR", "LIGHT", 513, 1.5)"#);
+    mobile.out(marker.clone(), None).await.unwrap();
+    assert_eq!(recv(&mut at_server).await, Some(marker));
     assert_eq!(b.ble.host_count(tpl("(\"OTHER\", ?)")).await.unwrap(), 1);
     assert_eq!(b.udp.host_count(tpl("(\"OTHER\", ?)")).await.unwrap(), 0);
+    assert_eq!(server.host_count(tpl("(\"OTHER\", ?)")).await.unwrap(), 0);
 
     let stats = b.agents.stats().await.unwrap();
-    assert_eq!((stats.consumed, stats.faults), (2, 0));
+    assert_eq!((stats.consumed, stats.faults), (3, 0));
 }
 
 #[tokio::test]
@@ -229,6 +253,15 @@ async fn custom_router_with_a_filter_and_a_counter() {
         .await
         .unwrap();
     assert_eq!(recv(&mut at_server).await, Some(t(r#"("BRIGHT", 700, 1)"#)));
+    // The agent's action can reach the server before its decision (store) reaches the beacon.
+    eventually(|| async {
+        b.ble
+            .host_count(tpl("(\"SENSOR\", ?, ?, ?)"))
+            .await
+            .unwrap()
+            == 2
+    })
+    .await;
     assert_eq!(
         b.ble
             .host_count(tpl("(\"SENSOR\", ?, ?, ?)"))
@@ -247,6 +280,87 @@ async fn custom_router_with_a_filter_and_a_counter() {
         matches!(&ev, Some(AgentEvent::Log { message, .. }) if message == "forwarded 700 from AA:BB:CC:DD:EE:01"),
         "{ev:?}"
     );
+}
+
+/// An agent that takes longer than its deadline: the node does not wait for it (other frames are
+/// served meanwhile), applies the fail-closed default (the OUT is stored), and neither that late
+/// decision nor what its handler did is ever applied; a question still queued behind it at its
+/// deadline is not run at all.
+#[tokio::test]
+async fn a_late_decision_is_dropped_and_its_actions_never_run() {
+    let bus = Bus::default();
+    let cfg = HostConfig::new([SpaceSpec::new("udp-ts", Transport::Udp)]);
+    let rt_cfg = RuntimeConfig {
+        hook_timeout: Duration::from_millis(50),
+        ..RuntimeConfig::default()
+    };
+    let (agents, out) = AgentRuntime::spawn(cfg, rt_cfg).unwrap();
+    let mut ncfg = NodeConfig::new(Transport::Udp, "server").unwrap();
+    ncfg.reply_backoff = Duration::from_millis(5);
+    ncfg.decision_deadline = Duration::from_millis(100);
+    let mut s = Node::new(ncfg, 1, Time::ZERO);
+    s.set_hooks(Box::new(agents.hooks("udp-ts").unwrap()));
+    let (server, _) = join(&bus, 1, s);
+    tokio::spawn(agents.clone().serve(out.actions, vec![server.clone()]));
+    // Busy for 120 ms — past the 50 ms deadline, within its 300 ms budget (no fault).
+    let slow = beets_agents::Limits {
+        event_budget: Duration::from_millis(300),
+        ..beets_agents::Limits::default()
+    };
+    agents
+        .load_with_limits(
+            "slow",
+            r#"({ rules: [{ ts: '("SLOW")', handler() {
+                host.out(["FWD", 0]);
+                const t0 = Date.now();
+                while (Date.now() - t0 < 120) {}
+                return true;
+            } }] })"#,
+            slow,
+        )
+        .await
+        .unwrap();
+    agents
+        .load(
+            "router",
+            r#"({ rules: [{ ts: '("R", ?)', handler(t) { host.out(["FWD", t[1]]); return true; } }] })"#,
+        )
+        .await
+        .unwrap();
+    server.host_out(t(r#"("HELD", 1)"#), None).await.unwrap();
+    let (peer, _) = join(&bus, 2, node(Transport::Udp, "peer", 2));
+    peer.out(t(r#"("SLOW")"#), None).await.unwrap();
+    peer.out(t(r#"("R", 1)"#), None).await.unwrap();
+    // Served while the agent thread spins.
+    let got = peer
+        .rd(tpl(r#"("HELD", ?)"#), Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(got.map(|(t, _)| t), Some(t(r#"("HELD", 1)"#)));
+    // Both OUTs end stored by the fail-closed default, the router's decision never applied.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = server.stats().await.unwrap().node;
+        if n.decisions_expired == 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{n:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Wait for the agent thread to have dealt with both questions too.
+    loop {
+        let a = agents.stats().await.unwrap();
+        if a.decisions_late == 2 {
+            assert!(a.late_actions_dropped >= 1, "{a:?}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{a:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(server.host_count(tpl(r#"("SLOW")"#)).await.unwrap(), 1);
+    assert_eq!(server.host_count(tpl(r#"("R", 1)"#)).await.unwrap(), 1);
+    assert_eq!(server.host_count(tpl(r#"("FWD", ?)"#)).await.unwrap(), 0);
+    assert_eq!(server.stats().await.unwrap().node.decisions_late, 0);
 }
 
 #[tokio::test]

@@ -49,10 +49,12 @@ use crate::time::Time;
 use crate::tuple::{Template, Tuple};
 use crate::udp::{self, DatagramError, DatagramHeader, NodeId};
 
+pub mod hooks;
 mod types;
+pub use hooks::{Decision, DecisionSender, DecisionToken, Hooks, Question, Verdict};
 pub use types::{
-    DropReason, Event, Frame, Hooks, IncomingRequest, MAX_NODE_NAME, Neighbour, NodeConfig,
-    NodeError, NodeStats, PeerAddr, Received, RequestId, Transmit, Transport,
+    DropReason, Event, Frame, IncomingRequest, MAX_NODE_NAME, Neighbour, NodeConfig, NodeError,
+    NodeStats, PeerAddr, Received, RequestId, Transmit, Transport,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -72,6 +74,33 @@ struct Pending {
     op: Op,
     template: Template,
     deadline: Time,
+}
+
+/// An incoming message parked until a hook decides on it (see [`hooks`]).
+#[derive(Debug)]
+enum Parked {
+    Out {
+        tuple: Tuple,
+        lifetime: Option<Duration>,
+        received: Received,
+    },
+    Request {
+        op: Op,
+        template: Template,
+        received: Received,
+    },
+    Notify {
+        tuple: Tuple,
+        received: Received,
+    },
+}
+
+#[derive(Debug)]
+struct Awaiting {
+    token: DecisionToken,
+    deadline: Time,
+    decision: Option<Decision>,
+    parked: Parked,
 }
 
 #[derive(Debug)]
@@ -103,6 +132,11 @@ pub struct Node {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     hooks: Option<Box<dyn Hooks>>,
+    /// Where hooks that answer later send their decisions (set by the runner).
+    decisions: Option<DecisionSender>,
+    /// Messages waiting for a decision, in arrival order (see [`hooks`]).
+    awaiting: VecDeque<Awaiting>,
+    next_token: u64,
     stats: NodeStats,
 }
 
@@ -115,6 +149,32 @@ impl fmt::Debug for Node {
             .field("stored", &self.space.len())
             .field("pending", &self.pending.len())
             .finish_non_exhaustive()
+    }
+}
+
+impl Parked {
+    fn question(&self) -> Question<'_> {
+        match self {
+            Parked::Out {
+                tuple,
+                lifetime,
+                received,
+            } => Question::Out {
+                tuple,
+                lifetime: *lifetime,
+                received,
+            },
+            Parked::Request {
+                op,
+                template,
+                received,
+            } => Question::Request {
+                op: *op,
+                template,
+                received,
+            },
+            Parked::Notify { tuple, received } => Question::Notify { tuple, received },
+        }
     }
 }
 
@@ -147,6 +207,9 @@ impl Node {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             hooks: None,
+            decisions: None,
+            awaiting: VecDeque::new(),
+            next_token: 0,
             stats: NodeStats::default(),
             config,
         }
@@ -193,9 +256,46 @@ impl Node {
         self.pending.len()
     }
 
-    /// Installs application hooks (agents), replacing any before.
-    pub fn set_hooks(&mut self, hooks: Box<dyn Hooks>) {
+    /// Installs application hooks (agents), replacing any before. Messages parked for the old
+    /// hooks keep waiting for their decisions (or deadlines).
+    pub fn set_hooks(&mut self, mut hooks: Box<dyn Hooks>) {
+        if let Some(d) = &self.decisions {
+            hooks.attach(d.clone());
+        }
         self.hooks = Some(hooks);
+    }
+
+    /// Gives the hooks (now and later ones) the way their late decisions come back; a runner
+    /// that routes them to [`Node::decide`] calls this once. The async driver does.
+    pub fn attach_decisions(&mut self, decisions: DecisionSender) {
+        if let Some(h) = self.hooks.as_mut() {
+            h.attach(decisions.clone());
+        }
+        self.decisions = Some(decisions);
+    }
+
+    /// A hook's decision for the message parked under `token` ([`Verdict::Later`]). Parked
+    /// messages are applied in arrival order, so this one takes effect once those before it are
+    /// decided or expired. `false` (and [`NodeStats::decisions_late`] counted) when `token` is no
+    /// longer parked: its deadline passed and the default was applied; the decision is dropped.
+    pub fn decide(&mut self, now: Time, token: DecisionToken, decision: Decision) -> bool {
+        let Some(a) = self
+            .awaiting
+            .iter_mut()
+            .find(|a| a.token == token && a.decision.is_none())
+        else {
+            self.stats.decisions_late += 1;
+            return false;
+        };
+        a.decision = Some(decision);
+        self.settle(now);
+        self.drain_deliveries();
+        true
+    }
+
+    /// Messages parked for a decision now.
+    pub fn awaiting_decisions(&self) -> usize {
+        self.awaiting.len()
     }
 
     /// The local space: the paper's `host` mirror. Operations on it send nothing; an `out` here
@@ -554,17 +654,15 @@ impl Node {
     fn dispatch(&mut self, now: Time, message: Message, received: Received) {
         match message {
             Message::Out { tuple, lifetime } => {
-                if let Some(h) = self.hooks.as_mut()
-                    && h.consume_out(&tuple, &received)
-                {
-                    self.stats.not_stored += 1;
-                    return;
-                }
                 let lifetime = lifetime.map(|s| Duration::from_secs(u64::from(s.get())));
-                match self.space.out(now, tuple, lifetime) {
-                    Ok(_) => self.stats.stored += 1,
-                    Err(_) => self.stats.not_stored += 1,
-                }
+                self.consult(
+                    now,
+                    Parked::Out {
+                        tuple,
+                        lifetime,
+                        received,
+                    },
+                );
             }
             Message::Rd(t) => self.consider_request(now, Op::Rd, t, received),
             Message::Inp(t) => self.consider_request(now, Op::Inp, t, received),
@@ -572,14 +670,7 @@ impl Node {
             Message::Tuple {
                 tuple,
                 reply: false,
-            } => {
-                if let Some(h) = self.hooks.as_mut()
-                    && h.on_notify(&tuple, &received)
-                {
-                    return;
-                }
-                self.space.notify(&tuple);
-            }
+            } => self.consult(now, Parked::Notify { tuple, received }),
             Message::Tuple { tuple, reply: true } => {
                 // Another node answered: stay silent on the same request.
                 let before = self.scheduled.len();
@@ -604,20 +695,101 @@ impl Node {
     }
 
     fn consider_request(&mut self, now: Time, op: Op, template: Template, received: Received) {
+        // Hooks are not bothered with requests this node cannot answer anyway.
         if self.space.count(now, &template) == 0 {
             return;
         }
-        if let Some(h) = self.hooks.as_mut() {
-            let req = IncomingRequest {
+        self.consult(
+            now,
+            Parked::Request {
                 op,
-                template: &template,
+                template,
                 received,
-            };
-            if !h.allow_request(&req) {
-                self.stats.filtered += 1;
-                return;
+            },
+        );
+    }
+
+    /// Asks the hooks about `parked` and applies it now, or parks it until its decision (see
+    /// [`hooks`]).
+    fn consult(&mut self, now: Time, parked: Parked) {
+        let token = DecisionToken(self.next_token);
+        self.next_token += 1;
+        let verdict = match self.hooks.as_mut() {
+            None => Verdict::Now(Decision::Proceed),
+            Some(h) => h.decide(token, &parked.question()),
+        };
+        let decision = match verdict {
+            Verdict::Now(d) => return self.apply(now, parked, d),
+            Verdict::Later => {
+                self.stats.decisions_deferred += 1;
+                None
+            }
+        };
+        if self.awaiting.len() >= self.config.max_awaiting_decisions.max(1) {
+            // Make room in order: the oldest takes its decision or its default now.
+            if let Some(oldest) = self.awaiting.pop_front() {
+                self.apply_awaited(now, oldest);
             }
         }
+        self.awaiting.push_back(Awaiting {
+            token,
+            deadline: now + self.config.decision_deadline,
+            decision,
+            parked,
+        });
+        self.settle(now);
+    }
+
+    /// Applies parked messages from the front while they are decided or past their deadline.
+    fn settle(&mut self, now: Time) {
+        while let Some(front) = self.awaiting.front() {
+            if front.decision.is_none() && front.deadline > now {
+                break;
+            }
+            let a = self.awaiting.pop_front().expect("front exists");
+            self.apply_awaited(now, a);
+        }
+    }
+
+    fn apply_awaited(&mut self, now: Time, a: Awaiting) {
+        let decision = match a.decision {
+            Some(d) => d,
+            None => {
+                self.stats.decisions_expired += 1;
+                match a.parked {
+                    Parked::Request { .. } if !self.config.allow_on_deadline => Decision::Stop,
+                    _ => Decision::Proceed,
+                }
+            }
+        };
+        self.apply(now, a.parked, decision);
+    }
+
+    fn apply(&mut self, now: Time, parked: Parked, decision: Decision) {
+        match (parked, decision) {
+            (
+                Parked::Out {
+                    tuple, lifetime, ..
+                },
+                Decision::Proceed,
+            ) => match self.space.out(now, tuple, lifetime) {
+                Ok(_) => self.stats.stored += 1,
+                Err(_) => self.stats.not_stored += 1,
+            },
+            (Parked::Out { .. }, Decision::Stop) => self.stats.not_stored += 1,
+            (Parked::Notify { tuple, .. }, Decision::Proceed) => {
+                self.space.notify(&tuple);
+            }
+            (Parked::Notify { .. }, Decision::Stop) => {}
+            (Parked::Request { op, template, .. }, Decision::Proceed) => {
+                self.schedule_answer(now, op, template);
+            }
+            (Parked::Request { .. }, Decision::Stop) => self.stats.filtered += 1,
+        }
+    }
+
+    /// Schedules the answer to a request the hooks let through (spec §9 back-off).
+    fn schedule_answer(&mut self, now: Time, op: Op, template: Template) {
         // One scheduled answer per (op, template) is enough.
         if self
             .scheduled
@@ -738,6 +910,8 @@ impl Node {
 
     /// Runs what is due at `now`: scheduled replies, request timeouts, announcements, expiry.
     pub fn handle_timeout(&mut self, now: Time) {
+        // Decisions that did not come in time: fail-closed defaults, in order.
+        self.settle(now);
         // Scheduled replies, earliest first.
         let mut due: Vec<ScheduledReply> = Vec::new();
         self.scheduled.retain_mut(|s| {
@@ -805,8 +979,15 @@ impl Node {
     pub fn poll_timeout(&self) -> Option<Time> {
         let replies = self.scheduled.iter().map(|s| s.at);
         let deadlines = self.pending.values().map(|p| p.deadline);
+        // Only the front's deadline matters: parked messages are applied in order.
+        let decision = self
+            .awaiting
+            .front()
+            .filter(|a| a.decision.is_none())
+            .map(|a| a.deadline);
         replies
             .chain(deadlines)
+            .chain(decision)
             .chain(self.next_announce)
             .chain(self.space.next_expiry())
             .min()

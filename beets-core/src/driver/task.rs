@@ -13,7 +13,9 @@ use tracing::{Instrument, debug, info_span, trace, warn};
 use super::backend::{ChannelSource, FrameSink, FrameSource, ReceivedFrame, SendError};
 use super::handle::{ClientError, Command, Direct, Reply, Respond, SpaceHandle};
 use crate::Op;
-use crate::node::{Event, Node, NodeStats, RequestId, Transmit};
+use crate::node::{
+    Decision, DecisionSender, DecisionToken, Event, Node, NodeStats, RequestId, Transmit,
+};
 use crate::space::ListenerId;
 use crate::time::Time;
 use crate::tuple::Tuple;
@@ -66,7 +68,15 @@ pub fn spawn_with_source<S: FrameSink, R: FrameSource>(
         })),
         _ => None,
     };
+    // Hooks that decide later (agents) answer over this channel; the driver applies each
+    // decision as it comes, between frames (the engine never waits for one).
+    let (decisions_tx, decisions) = mpsc::unbounded_channel();
+    let mut node = node;
+    node.attach_decisions(DecisionSender::new(move |token, decision| {
+        decisions_tx.send((token, decision)).is_ok()
+    }));
     let driver = Driver {
+        decisions,
         direct: direct.clone(),
         outbox: VecDeque::new(),
         node,
@@ -90,6 +100,8 @@ pub fn spawn_with_source<S: FrameSink, R: FrameSource>(
 }
 
 struct Driver<S, R> {
+    /// Late hook decisions ([`Verdict::Later`](crate::node::Verdict::Later)).
+    decisions: mpsc::UnboundedReceiver<(DecisionToken, Decision)>,
     /// The handles' direct path, for its error count.
     direct: Option<Arc<Direct>>,
     /// Frames whose `out`/`notify` waits for the backend's answer, sent before the node's own.
@@ -137,6 +149,13 @@ impl<S: FrameSink, R: FrameSource> Driver<S, R> {
                         if closed {
                             break;
                         }
+                    }
+                },
+                Some((token, decision)) = self.decisions.recv() => {
+                    let now = self.now();
+                    self.node.decide(now, token, decision);
+                    while let Ok((token, decision)) = self.decisions.try_recv() {
+                        self.node.decide(now, token, decision);
                     }
                 },
                 open = source_ready(&mut self.source) => {

@@ -388,15 +388,177 @@ fn wrong_transport_and_garbage_are_counted_and_reported() {
 
 struct DenyFrom(PeerAddr);
 impl Hooks for DenyFrom {
-    fn allow_request(&mut self, r: &IncomingRequest<'_>) -> bool {
-        r.received.from != self.0
+    fn decide(&mut self, _: DecisionToken, q: &Question<'_>) -> Verdict {
+        let eat = |t: &Tuple| t.get(0) == Some(&Value::Str("EAT".into()));
+        Verdict::Now(match q {
+            Question::Request { received, .. } if received.from == self.0 => Decision::Stop,
+            Question::Out { tuple, .. } | Question::Notify { tuple, .. } if eat(tuple) => {
+                Decision::Stop
+            }
+            _ => Decision::Proceed,
+        })
     }
-    fn consume_out(&mut self, tuple: &Tuple, _: &Received) -> bool {
-        tuple.get(0) == Some(&Value::Str("EAT".into()))
+}
+
+/// Hooks that answer every question later: the test plays the agent thread.
+#[derive(Default, Clone)]
+struct Later(std::sync::Arc<std::sync::Mutex<Vec<(DecisionToken, String)>>>);
+impl Hooks for Later {
+    fn decide(&mut self, token: DecisionToken, q: &Question<'_>) -> Verdict {
+        let what = match q {
+            Question::Out { tuple, .. } => format!("out {tuple}"),
+            Question::Request { op, template, .. } => format!("{op} {template}"),
+            Question::Notify { tuple, .. } => format!("notify {tuple}"),
+        };
+        self.0.lock().unwrap().push((token, what));
+        Verdict::Later
     }
-    fn on_notify(&mut self, tuple: &Tuple, _: &Received) -> bool {
-        tuple.get(0) == Some(&Value::Str("EAT".into()))
+}
+
+impl Later {
+    fn asked(&self) -> Vec<(DecisionToken, String)> {
+        self.0.lock().unwrap().clone()
     }
+}
+
+/// A hook that answers later does not hold the engine: other frames are taken meanwhile, and the
+/// parked messages are applied in arrival order once decided — a later decision does not
+/// overtake an earlier undecided one.
+#[test]
+fn later_decisions_are_applied_in_arrival_order_without_blocking() {
+    let (mut a, mut b) = (udp_node("a", 1), udp_node("b", 2));
+    let later = Later::default();
+    b.set_hooks(Box::new(later.clone()));
+    for x in ["(\"EAT\")", "(\"KEEP\")"] {
+        a.out(t(0), parse_tuple(x).unwrap(), None).unwrap();
+    }
+    pump(t(0), &mut [&mut a, &mut b], 0);
+    let asked = later.asked();
+    assert_eq!(asked.len(), 2, "both frames taken while the first waits");
+    assert_eq!(b.awaiting_decisions(), 2);
+    assert_eq!(b.stats().decisions_deferred, 2);
+    // The second is decided first: nothing happens until the first is.
+    assert!(b.decide(t(10), asked[1].0, Decision::Proceed));
+    assert!(b.host().is_empty(), "KEEP waits behind EAT");
+    assert!(b.decide(t(20), asked[0].0, Decision::Stop));
+    assert_eq!(
+        b.host().iter(t(20)).cloned().collect::<Vec<_>>(),
+        vec![parse_tuple("(\"KEEP\")").unwrap()]
+    );
+    assert_eq!((b.stats().stored, b.stats().not_stored), (1, 1));
+    assert_eq!(b.awaiting_decisions(), 0);
+}
+
+/// A decision that misses its deadline: the fail-closed default applies (OUT stored, request
+/// refused), and the late answer is dropped and counted, never applied.
+#[test]
+fn a_missed_deadline_fails_closed_and_the_late_decision_is_dropped() {
+    let (mut a, mut b) = (udp_node("a", 1), udp_node("b", 2));
+    let later = Later::default();
+    b.set_hooks(Box::new(later.clone()));
+    b.host()
+        .out(t(0), parse_tuple("(1)").unwrap(), None)
+        .unwrap();
+    a.out(t(0), parse_tuple("(\"EAT\")").unwrap(), None)
+        .unwrap();
+    a.rd(
+        t(0),
+        parse_template("(?int16)").unwrap(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    pump(t(0), &mut [&mut a, &mut b], 0);
+    let asked = later.asked();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    let deadline = b.poll_timeout().expect("the decision deadline");
+    assert_eq!(deadline, t(150));
+    b.handle_timeout(deadline);
+    assert_eq!(b.stats().decisions_expired, 2);
+    assert_eq!(b.host().len(), 2, "the OUT was stored by default");
+    assert_eq!(b.stats().filtered, 1, "the request was refused by default");
+    // The agent answers now: too late, dropped.
+    assert!(!b.decide(t(200), asked[0].0, Decision::Stop));
+    assert!(!b.decide(t(200), asked[1].0, Decision::Proceed));
+    assert_eq!(b.stats().decisions_late, 2);
+    assert_eq!(b.host().len(), 2);
+    assert_eq!(b.poll_transmit(), None, "no answer sent late");
+}
+
+/// The number of parked messages is bounded: one more pushes the oldest out with its default.
+/// Messages the hooks decide at once are not held behind parked ones.
+#[test]
+fn parked_messages_are_bounded_and_immediate_ones_pass() {
+    let mut cfg = NodeConfig::new(Transport::Udp, "b").unwrap();
+    cfg.max_awaiting_decisions = 2;
+    let mut b = Node::new(cfg, 2, t(0));
+    let mut a = udp_node("a", 1);
+    let later = Later::default();
+    b.set_hooks(Box::new(later.clone()));
+    for i in 0..3 {
+        a.out(t(0), parse_tuple(&format!("({i})")).unwrap(), None)
+            .unwrap();
+    }
+    pump(t(0), &mut [&mut a, &mut b], 0);
+    assert_eq!(b.awaiting_decisions(), 2);
+    assert_eq!(
+        b.stats().decisions_expired,
+        1,
+        "the oldest took its default"
+    );
+    assert_eq!(b.host().len(), 1);
+    let asked = later.asked();
+    assert!(
+        !b.decide(t(1), asked[0].0, Decision::Stop),
+        "already applied"
+    );
+    assert!(b.decide(t(1), asked[2].0, Decision::Stop));
+    assert!(b.decide(t(1), asked[1].0, Decision::Proceed));
+    assert_eq!(b.host().len(), 2);
+}
+
+/// A hook that takes only `("SLOW", …)` away: while that one waits, other OUTs are stored and
+/// requests answered at once.
+#[test]
+fn a_parked_message_does_not_hold_the_others() {
+    struct SlowOnly(Later);
+    impl Hooks for SlowOnly {
+        fn decide(&mut self, token: DecisionToken, q: &Question<'_>) -> Verdict {
+            match q {
+                Question::Out { tuple, .. } if tuple.get(0) == Some(&Value::Str("SLOW".into())) => {
+                    self.0.decide(token, q)
+                }
+                _ => Verdict::Now(Decision::Proceed),
+            }
+        }
+    }
+    let (mut a, mut b) = (udp_node("a", 1), udp_node("b", 2));
+    let later = Later::default();
+    b.set_hooks(Box::new(SlowOnly(later.clone())));
+    a.out(t(0), parse_tuple("(\"SLOW\")").unwrap(), None)
+        .unwrap();
+    a.out(t(0), parse_tuple("(1)").unwrap(), None).unwrap();
+    pump(t(0), &mut [&mut a, &mut b], 0);
+    assert_eq!(b.awaiting_decisions(), 1);
+    assert_eq!(
+        b.host().iter(t(0)).cloned().collect::<Vec<_>>(),
+        vec![parse_tuple("(1)").unwrap()]
+    );
+    let id = a
+        .rd(
+            t(0),
+            parse_template("(?int16)").unwrap(),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+    pump(t(0), &mut [&mut a, &mut b], 0);
+    b.handle_timeout(t(100));
+    pump(t(100), &mut [&mut a, &mut b], 1);
+    assert!(
+        events(&mut a)
+            .iter()
+            .any(|e| matches!(e, Event::Completed { id: done, reply: Some(_), .. } if *done == id))
+    );
+    assert_eq!(b.awaiting_decisions(), 1, "the SLOW one still waits");
 }
 
 #[test]

@@ -228,7 +228,8 @@ pub enum NodeError {
     },
 }
 
-/// What a [`Hooks`] implementation sees of an incoming request.
+/// An incoming request as a request filter sees it (the agent host's `allow_request`; the
+/// engine's [`Question::Request`](crate::node::Question::Request) carries the same).
 #[derive(Clone, Copy, Debug)]
 pub struct IncomingRequest<'a> {
     /// RD, INP or TEST.
@@ -237,30 +238,6 @@ pub struct IncomingRequest<'a> {
     pub template: &'a Template,
     /// How it arrived.
     pub received: Received,
-}
-
-/// Application callbacks consulted by the engine before it acts (the agents' entry points,
-/// paper §6). Defaults accept everything and consume nothing.
-pub trait Hooks: Send {
-    /// Called before answering an RD, INP or TEST that the local space could answer; `false`
-    /// refuses it silently (the paper's filter agents).
-    fn allow_request(&mut self, request: &IncomingRequest<'_>) -> bool {
-        let _ = request;
-        true
-    }
-
-    /// Called for every incoming OUT before it is stored; `true` consumes it (not stored).
-    fn consume_out(&mut self, tuple: &Tuple, received: &Received) -> bool {
-        let _ = (tuple, received);
-        false
-    }
-
-    /// Called for every incoming notification (TUPLE, R = 0) before listeners see it; `true`
-    /// consumes it (listeners are not told).
-    fn on_notify(&mut self, tuple: &Tuple, received: &Received) -> bool {
-        let _ = (tuple, received);
-        false
-    }
 }
 
 /// Engine configuration. Build with [`NodeConfig::new`] and adjust fields.
@@ -292,6 +269,19 @@ pub struct NodeConfig {
     pub transmit_queue: usize,
     /// Most neighbours remembered (default 256; the least recently heard is forgotten).
     pub max_neighbours: usize,
+    /// Longest a message waits for a hook that answered [`Verdict::Later`] (default 150 ms: the
+    /// agent runtime's own 100 ms deadline plus a margin, so an agent that answers in time by
+    /// its clock is not overtaken by the engine's). Then the fail-closed default applies (see
+    /// [`hooks`](crate::node::hooks)).
+    ///
+    /// [`Verdict::Later`]: crate::node::Verdict::Later
+    pub decision_deadline: Duration,
+    /// Whether a request whose decision missed its deadline is answered (default `false`: it is
+    /// refused, so a stuck filter fails closed).
+    pub allow_on_deadline: bool,
+    /// Most messages parked for a decision at once (default 1024). One more makes the oldest
+    /// take its fail-closed default at once (counted as expired).
+    pub max_awaiting_decisions: usize,
 }
 
 impl NodeConfig {
@@ -324,6 +314,9 @@ impl NodeConfig {
             event_queue: 4096,
             transmit_queue: 1024,
             max_neighbours: 256,
+            decision_deadline: Duration::from_millis(150),
+            allow_on_deadline: false,
+            max_awaiting_decisions: 1024,
         })
     }
 
@@ -358,6 +351,16 @@ pub struct NodeStats {
     pub not_stored: u64,
     /// Requests refused by a hook.
     pub filtered: u64,
+    /// Messages parked for a hook's later decision ([`Verdict::Later`]).
+    ///
+    /// [`Verdict::Later`]: crate::node::Verdict::Later
+    pub decisions_deferred: u64,
+    /// Parked messages whose decision did not come by [`NodeConfig::decision_deadline`] (or that
+    /// were pushed out by [`NodeConfig::max_awaiting_decisions`]); the fail-closed default was
+    /// applied.
+    pub decisions_expired: u64,
+    /// Decisions that came for a message no longer parked (after its deadline): dropped.
+    pub decisions_late: u64,
     /// Messages queued for sending.
     pub transmits: u64,
     /// Replies (TUPLE R=1, IAMHERE R=1) sent.
