@@ -38,6 +38,11 @@ pub(crate) struct NodeArgs {
     /// BlueZ adapter for --ble, e.g. hci1 (default: BlueZ's default adapter).
     #[arg(long, value_name = "NAME")]
     adapter: Option<String>,
+    /// Advertise connectable (`yes`), non-connectable (`no`, spec §6) or choose per controller
+    /// (`auto`: non-connectable with extended advertising). See the README on what connectable
+    /// costs.
+    #[arg(long, value_name = "auto|yes|no", default_value = "auto", value_parser = parse_connectable)]
+    ble_connectable: beets_ble::Connectable,
     /// Space password (FPE, spec §5) for every space.
     #[arg(long, value_name = "PASSWORD", allow_hyphen_values = true)]
     key: Option<String>,
@@ -135,7 +140,10 @@ async fn node(args: NodeArgs) -> Result<(), String> {
             .set_powered(true)
             .await
             .map_err(|e| format!("BLE: cannot power the adapter: {e}"))?;
-        let ble_config = beets_ble::BleConfig::default();
+        let ble_config = beets_ble::BleConfig {
+            connectable: args.ble_connectable,
+            ..beets_ble::BleConfig::default()
+        };
         let info = beets_ble::bluez::ControllerInfo::read(&adapter)
             .await
             .map_err(|e| format!("BLE: {e}"))?;
@@ -227,10 +235,29 @@ async fn node(args: NodeArgs) -> Result<(), String> {
     }
     #[cfg(feature = "bluer")]
     if let Some(n) = ble_node {
+        let s = n.stats();
+        println!(
+            "ble-ts: connectable {:?}, instances {} (limit {:?}), frames starved by other advertisers {} (most other instances seen {}), radio start errors {}",
+            s.advertising.connectable,
+            s.instances,
+            s.advertising.instance_limit,
+            s.advertising.starved_frames,
+            s.advertising.max_foreign_instances,
+            s.radio.start_errors,
+        );
         n.close().await;
     }
     agents.shutdown();
     Ok(())
+}
+
+fn parse_connectable(s: &str) -> Result<beets_ble::Connectable, String> {
+    match s {
+        "auto" => Ok(beets_ble::Connectable::Auto),
+        "yes" => Ok(beets_ble::Connectable::Connectable),
+        "no" => Ok(beets_ble::Connectable::NonConnectable),
+        _ => Err(format!("{s:?}: expected auto, yes or no")),
+    }
 }
 
 /// The engine settings of one space from the command line.
