@@ -21,8 +21,9 @@
 //!   many advertising instances as the controller runs in parallel. A full queue drops the oldest
 //!   waiting frame or refuses the new one ([`QueuePolicy`]); a frame that does not fit the
 //!   controller's advertising data or scan response is refused with both sizes
-//!   ([`SchedulerError::FrameTooLarge`]). The [`Scheduler`] is sans-IO (time passed in), and the
-//!   simulated radio and BlueZ run the very same one.
+//!   ([`SchedulerError::FrameTooLarge`]). The [`Scheduler`] is sans-IO (time passed in) and
+//!   lives in `beets-core`: the simulated radio, BlueZ and the core's seeded medium
+//!   (`beets_core::sim`) run the very same one.
 //! - **Receiving** ([`scan`]): active LE scanning with duplicate reports; each change of a
 //!   device's name or UUID set becomes a frame for the engine, whose dedup absorbs repeats. The
 //!   module documents each BlueZ behaviour this copes with and where it comes from.
@@ -119,9 +120,13 @@ pub mod btle;
 pub mod node;
 pub mod radio;
 pub mod scan;
-pub mod scheduler;
 pub mod sim;
 pub mod uuid;
+
+/// The Δt sender scheduler. It lives in `beets-core` ([`beets_core::ble::scheduler`]), sans-IO,
+/// so that the core's simulated medium runs the very scheduler this crate's radios run; it is
+/// re-exported here under its old path.
+pub use beets_core::ble::scheduler;
 
 /// The `bluer` crate this backend is built on (to open a `Session` and pick an `Adapter`).
 #[cfg(feature = "bluer")]

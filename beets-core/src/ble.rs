@@ -29,6 +29,10 @@
 //! assert_eq!(frame.seq, 0);
 //! # Ok::<(), beets_core::ble::FrameError>(())
 //! ```
+//!
+//! How frames are paced onto the air — a bounded queue, each frame advertised for Δt on one of
+//! the controller's advertising instances — is the sans-IO [`scheduler`], shared by every BLE
+//! sender (BlueZ, the simulated radio of `beets-ble`, the medium of [`crate::sim`]).
 
 use arrayvec::{ArrayString, ArrayVec};
 use crc::{CRC_8_SMBUS, Crc, Table};
@@ -426,6 +430,8 @@ fn check_frame(frame: &[u8], computed: u8, key: Option<&FpeKey>) -> Result<BleFr
         Err(e) => Err(e.into()),
     }
 }
+
+pub mod scheduler;
 
 #[cfg(test)]
 mod tests;

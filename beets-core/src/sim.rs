@@ -9,11 +9,14 @@
 //!
 //! # The model (units: metres, milliseconds, dBm)
 //! **BLE** (a node with [`Transport::Ble`], knobs in [`BleSimConfig`]):
-//! - *Sender queue.* Every [`Transmit::Advertisement`] joins the node's sender queue (default 16
-//!   frames; when full the oldest waiting frame is dropped, or with [`QueuePolicy::Refuse`] the
-//!   new one is refused; both counted in [`NodeSimStats`]). A free *advertising instance*
-//!   (default 1 per node) takes the head frame and advertises it for Δt (default 500 ms), then
-//!   takes the next; with an empty queue the instance stops advertising.
+//! - *Sender.* Each BLE node runs the Δt [`Scheduler`](crate::ble::scheduler::Scheduler), the
+//!   very one `beets-ble` runs on BlueZ, so these numbers come from the code a Raspberry Pi
+//!   runs. Every [`Transmit::Advertisement`] is pushed into it (queue of 16 frames by default;
+//!   when full the oldest waiting frame is dropped, or with [`QueuePolicy::Refuse`] the new one
+//!   is refused; both counted in [`NodeSimStats`]), and the medium applies what it says: a free
+//!   *advertising instance* (default 1 per node) takes the head frame and advertises it for Δt
+//!   (default 500 ms), then takes the next; with an empty queue the instance stops advertising.
+//!   The medium polls the scheduler after every push and at every end of a Δt period.
 //! - *Packets.* An instance sends one advertising event at `start + advDelay`, then every
 //!   `interval + advDelay` (default 100 ms, advDelay uniform in 0..=10 ms as in BLE) while before
 //!   `start + Δt`. Each event occupies the air for `air_time` (default 2 ms) and is received, at
@@ -25,10 +28,11 @@
 //!   the packet with probability `collision_loss` (default 0.9). Instances of one node never
 //!   collide with each other (one controller sends one event at a time).
 //! - *What a receiver sees.* The frame's local name, an RSSI of `−59 − 20·log10(d)` dBm ± 3 dB
-//!   (uniform), and a UUID *set* modelled on BlueZ: the frame's UUIDs merged with those of the
-//!   last `stale_frames` (default 1) earlier frames this receiver heard from that sender within
-//!   `stale_ttl` (default 30 s), deduplicated and shuffled. The engine must use the slot index
-//!   and CRC to pick the right ones (spec §6).
+//!   (uniform), and a UUID *set* modelled on BlueZ by [`StaleUuids`] (the model `beets-ble`'s
+//!   simulated air uses too): the frame's UUIDs merged with those of the last `stale_frames`
+//!   (default 1) earlier frames this receiver heard from that sender within `stale_ttl`
+//!   (default 30 s), deduplicated and shuffled. The engine must use the slot index and CRC to
+//!   pick the right ones (spec §6).
 //!
 //! **UDP** (a node with [`Transport::Udp`]): each [`Transmit::Datagram`] is one datagram,
 //! delivered once to every other UDP node within `range_m` (one LAN segment) after `udp_latency`
@@ -91,6 +95,7 @@
 
 mod config;
 mod medium;
+mod stale;
 mod stats;
 
 use std::cmp::Ordering;
@@ -104,15 +109,17 @@ use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::ble::BleAdvertisement;
+use crate::ble::scheduler::{AdvertisingLimits, Scheduler};
 use crate::node::{Event, Node, NodeConfig, PeerAddr, Transmit, Transport};
 use crate::time::Time;
 use crate::udp::DEFAULT_PORT;
 
-pub use config::{BleSimConfig, QueuePolicy, SimConfig};
+/// The sender queue's policy: the [`Scheduler`](crate::ble::scheduler::Scheduler)'s own type,
+/// re-exported here because [`BleSimConfig::queue_policy`] takes it.
+pub use crate::ble::scheduler::QueuePolicy;
+pub use config::{BleSimConfig, SimConfig};
+pub use stale::{MAX_REMEMBERED_FRAMES, StaleUuidConfig, StaleUuids};
 pub use stats::{AdvertisingRecord, FrameId, LinkStats, MediumStats, NodeSimStats, SimStats};
-
-/// Most earlier UUID sets [`BleSimConfig::stale_frames`] can keep.
-const MAX_STALE_FRAMES: usize = 8;
 /// Frame flags per receiver: at least one delivery reached it / its engine accepted one.
 const GOT_RECEIVED: u8 = 1;
 const GOT_ACCEPTED: u8 = 2;
@@ -134,7 +141,8 @@ impl fmt::Display for SimNodeId {
     }
 }
 
-/// One frame on an advertising instance.
+/// One frame on an advertising instance, as the medium sends it (the scheduler decides which
+/// frame and for how long; this is the radio's side: its packets).
 #[derive(Debug)]
 struct OnAir {
     frame: FrameId,
@@ -158,10 +166,26 @@ struct SimNode {
     not_before: Time,
     log: VecDeque<(Time, Event)>,
     stats: NodeSimStats,
-    queue: VecDeque<BleAdvertisement>,
+    /// The Δt scheduler (BLE; a UDP node's is receive-only and never used).
+    sender: Scheduler,
+    /// Per advertising instance: the frame the scheduler put on air, if any.
     instances: Vec<Option<OnAir>>,
     /// `frames_sent` of each earlier node when this one was added.
     baseline: Vec<u64>,
+}
+
+impl SimNode {
+    /// The node's counters, the sender's from its scheduler.
+    fn stats(&self) -> NodeSimStats {
+        let sender = self.sender.stats();
+        NodeSimStats {
+            queue_dropped: sender.dropped_oldest,
+            queue_refused: sender.refused,
+            queue_max: sender.max_queue,
+            scheduler: sender,
+            ..self.stats
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -183,12 +207,8 @@ enum Action {
         instance: usize,
         generation: u64,
     },
-    /// The end of an instance's advertising period.
-    AdvEnd {
-        node: usize,
-        instance: usize,
-        generation: u64,
-    },
+    /// An advertising period of a node ends now: poll its scheduler.
+    SenderWake { node: usize },
     /// A BLE event's air time is over: decide who received it.
     AirEnd {
         sender: usize,
@@ -230,9 +250,6 @@ impl Ord for Scheduled {
     }
 }
 
-/// UUID sets one receiver heard from one sender, oldest first: (last heard, set).
-type Heard = VecDeque<(Time, Vec<u16>)>;
-
 /// A frame still in flight: on air, or with air ends or deliveries queued.
 #[derive(Debug, Default)]
 struct FrameTrack {
@@ -264,8 +281,8 @@ pub struct Sim {
     links: HashMap<(usize, usize), LinkCounters>,
     /// BLE events of the last 2·air_time: (start, sender).
     recent: VecDeque<(Time, usize)>,
-    /// (receiver, sender) → UUID sets heard, oldest first, the current one last.
-    heard: HashMap<(usize, usize), Heard>,
+    /// (receiver, sender) → the UUIDs the receiver's stack holds for the sender.
+    heard: HashMap<(usize, usize), StaleUuids>,
     timeline: VecDeque<AdvertisingRecord>,
     medium: MediumStats,
 }
@@ -319,10 +336,11 @@ impl Sim {
                 PeerAddr::Ip(SocketAddr::V4(SocketAddrV4::new(ip, DEFAULT_PORT)))
             }
         };
-        let instances = match transport {
-            Transport::Ble => self.config.ble.instances.max(1),
-            Transport::Udp => 0,
+        let limits = match transport {
+            Transport::Ble => self.config.ble.limits(),
+            Transport::Udp => AdvertisingLimits::RECEIVE_ONLY,
         };
+        let sender = Scheduler::new(self.config.ble.scheduler(), limits);
         let baseline = self.nodes.iter().map(|n| n.stats.frames_sent).collect();
         self.nodes.push(SimNode {
             node,
@@ -336,8 +354,8 @@ impl Sim {
                 id: SimNodeId(i),
                 ..NodeSimStats::default()
             },
-            queue: VecDeque::new(),
-            instances: (0..instances).map(|_| None).collect(),
+            instances: (0..limits.instances).map(|_| None).collect(),
+            sender,
             baseline,
         });
         self.drain(i);
@@ -423,16 +441,17 @@ impl Sim {
 
     /// BLE frames waiting in the sender queue of `id` (those on air excluded).
     pub fn queue_len(&self, id: SimNodeId) -> usize {
-        self.nodes[id.0].queue.len()
+        self.nodes[id.0].sender.queue_len()
+    }
+
+    /// The Δt scheduler of `id` (its queue, what is on air, its counters).
+    pub fn scheduler(&self, id: SimNodeId) -> &Scheduler {
+        &self.nodes[id.0].sender
     }
 
     /// BLE advertising instances of `id` now on air.
     pub fn advertising(&self, id: SimNodeId) -> usize {
-        self.nodes[id.0]
-            .instances
-            .iter()
-            .filter(|i| i.is_some())
-            .count()
+        self.nodes[id.0].sender.on_air().count()
     }
 
     /// Events of `id` logged so far, oldest first (at most
@@ -480,7 +499,7 @@ impl Sim {
         SimStats {
             elapsed: self.now.saturating_since(Time::ZERO),
             links,
-            nodes: self.nodes.iter().map(|n| n.stats).collect(),
+            nodes: self.nodes.iter().map(SimNode::stats).collect(),
             medium: self.medium,
         }
     }
@@ -581,11 +600,7 @@ impl Sim {
                 instance,
                 generation,
             } => self.adv_packet(node, instance, generation),
-            Action::AdvEnd {
-                node,
-                instance,
-                generation,
-            } => self.adv_end(node, instance, generation),
+            Action::SenderWake { node } => self.poll_sender(node),
             Action::AirEnd {
                 sender,
                 frame,

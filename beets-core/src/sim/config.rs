@@ -3,23 +3,17 @@
 use std::cmp::Ordering;
 use std::time::Duration;
 
-/// What a node's BLE sender queue does with one more frame when it is full.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum QueuePolicy {
-    /// The oldest waiting frame is dropped to make room (counted in
-    /// [`NodeSimStats::queue_dropped`](super::NodeSimStats::queue_dropped)). The default: a
-    /// fresh sensor reading matters more than a stale one, like the space's
-    /// [`CapacityPolicy::EvictOldest`](crate::space::CapacityPolicy::EvictOldest).
-    #[default]
-    DropOldest,
-    /// The new frame is refused and the waiting ones are kept (counted in
-    /// [`NodeSimStats::queue_refused`](super::NodeSimStats::queue_refused)).
-    Refuse,
-}
+use crate::ble::scheduler::{AdvertisingLimits, QueuePolicy, SchedulerConfig};
+
+use super::stale::StaleUuidConfig;
 
 /// The BLE part of the medium (paper §5, spec wire-v1 §6). Build with
 /// `BleSimConfig { delta_t: Duration::from_millis(300), ..BleSimConfig::default() }`.
+///
+/// The sender knobs (`delta_t`, `instances`, `queue_capacity`, `queue_policy`) configure the
+/// [`Scheduler`](crate::ble::scheduler::Scheduler) each BLE node runs, the one `beets-ble` runs
+/// on a radio ([`BleSimConfig::scheduler`], [`BleSimConfig::limits`]); the stale-UUID knobs
+/// configure the [`StaleUuids`](super::StaleUuids) model ([`BleSimConfig::stale_uuids`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct BleSimConfig {
     /// Δt: how long each frame is advertised before the next queued one replaces it. Default
@@ -34,10 +28,13 @@ pub struct BleSimConfig {
     /// Advertising instances per node: frames advertised in parallel, each for Δt. Default 1.
     /// Values under 1 act as 1.
     pub instances: usize,
-    /// Frames waiting for an instance, per node (the backend's sender queue). Default 16; values
+    /// Frames waiting for an instance, per node (the scheduler's queue). Default 16; values
     /// under 1 act as 1.
     pub queue_capacity: usize,
-    /// What a full sender queue does with one more frame. Default [`QueuePolicy::DropOldest`].
+    /// What a full sender queue does with one more frame. Default [`QueuePolicy::DropOldest`]
+    /// (drops counted in [`NodeSimStats::queue_dropped`](super::NodeSimStats::queue_dropped));
+    /// [`QueuePolicy::Refuse`] refuses the new frame (counted in
+    /// [`NodeSimStats::queue_refused`](super::NodeSimStats::queue_refused)).
     pub queue_policy: QueuePolicy,
     /// p0: probability that one advertising event from distance 0 reaches the scanning host
     /// with its scan response (scan duty cycle, channel hopping, host coalescing of updates all
@@ -58,23 +55,54 @@ pub struct BleSimConfig {
     pub path_loss_exponent: f64,
     /// RSSI noise: uniform in ±this many dB, added per packet. Default 3 dB.
     pub rssi_noise_db: f64,
-    /// BlueZ model: UUID sets of this many earlier frames of a sender linger in what a receiver
-    /// sees (merged, unordered; spec §6 "Receiving"). 0 turns it off. Default 1. At most 8.
+    /// BlueZ model ([`StaleUuids`](super::StaleUuids)): UUID sets of this many earlier frames of
+    /// a sender linger in what a receiver sees (merged, unordered; spec §6 "Receiving"). 0 turns
+    /// it off. Default 1 (a scanner that forgets each decoded device, as `beets-ble`'s does,
+    /// leaves about that much). At most 8.
     pub stale_frames: usize,
     /// How long a stale UUID set lingers at a receiver after it was last heard. Default 30 s
     /// (BlueZ forgets unseen temporary devices after 30 s).
     pub stale_ttl: Duration,
 }
 
+impl BleSimConfig {
+    /// The configuration of each node's [`Scheduler`](crate::ble::scheduler::Scheduler).
+    pub fn scheduler(&self) -> SchedulerConfig {
+        SchedulerConfig {
+            delta_t: self.delta_t,
+            queue_capacity: self.queue_capacity,
+            queue_policy: self.queue_policy,
+        }
+    }
+
+    /// The simulated controller: [`BleSimConfig::instances`] legacy instances (at least 1).
+    pub fn limits(&self) -> AdvertisingLimits {
+        AdvertisingLimits::legacy(self.instances.max(1))
+    }
+
+    /// The stale-UUID model's configuration ([`BleSimConfig::stale_frames`], at most 8, and
+    /// [`BleSimConfig::stale_ttl`]).
+    pub fn stale_uuids(&self) -> StaleUuidConfig {
+        StaleUuidConfig {
+            frames: self.stale_frames.min(MAX_STALE_FRAMES),
+            ttl: self.stale_ttl,
+        }
+    }
+}
+
+/// Most earlier UUID sets [`BleSimConfig::stale_frames`] can keep.
+const MAX_STALE_FRAMES: usize = 8;
+
 impl Default for BleSimConfig {
     fn default() -> BleSimConfig {
+        let sender = SchedulerConfig::default();
         BleSimConfig {
-            delta_t: Duration::from_millis(500),
+            delta_t: sender.delta_t,
             adv_interval: Duration::from_millis(100),
             adv_delay_max: Duration::from_millis(10),
             instances: 1,
-            queue_capacity: 16,
-            queue_policy: QueuePolicy::DropOldest,
+            queue_capacity: sender.queue_capacity,
+            queue_policy: sender.queue_policy,
             p0: 0.32,
             air_time: Duration::from_millis(2),
             collision_loss: 0.9,

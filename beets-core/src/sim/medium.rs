@@ -1,5 +1,6 @@
-//! The medium proper: UDP delivery, the BLE sender (queue, instances, advertising events) and
-//! BLE reception (distance, collisions, stale UUID sets), plus frame bookkeeping.
+//! The medium proper: UDP delivery, the BLE sender (the Δt scheduler's actions applied to
+//! advertising instances, advertising events) and BLE reception (distance, collisions, stale
+//! UUID sets), plus frame bookkeeping.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,13 +8,14 @@ use std::time::Duration;
 use rand::RngExt;
 use rand::rngs::SmallRng;
 
-use crate::ble::{BleAdvertisement, MAX_UUIDS};
+use crate::ble::BleAdvertisement;
+use crate::ble::scheduler::InstanceAction;
 use crate::node::{Frame, Transport};
 use crate::time::Time;
 
 use super::{
-    Action, AdvertisingRecord, FrameId, FrameTrack, GOT_ACCEPTED, GOT_RECEIVED, MAX_STALE_FRAMES,
-    OnAir, Payload, QueuePolicy, Sim, SimNodeId,
+    Action, AdvertisingRecord, FrameId, FrameTrack, GOT_ACCEPTED, GOT_RECEIVED, OnAir, Payload,
+    Sim, SimNodeId,
 };
 
 impl Sim {
@@ -83,75 +85,60 @@ impl Sim {
 
     // --- BLE sender ----------------------------------------------------------------------------
 
+    /// Pushes `adv` into node `i`'s scheduler (a full queue drops or refuses as its
+    /// [`QueuePolicy`](super::QueuePolicy) says, counted there) and applies what it says now.
     pub(super) fn enqueue_adv(&mut self, i: usize, adv: BleAdvertisement) {
-        let cap = self.config.ble.queue_capacity.max(1);
-        let policy = self.config.ble.queue_policy;
-        let n = &mut self.nodes[i];
-        if n.queue.len() >= cap {
-            match policy {
-                QueuePolicy::Refuse => {
-                    n.stats.queue_refused += 1;
-                    return;
-                }
-                QueuePolicy::DropOldest => {
-                    n.queue.pop_front();
-                    n.stats.queue_dropped += 1;
-                }
-            }
-        }
-        n.queue.push_back(adv);
-        self.start_free_instances(i);
-        let n = &mut self.nodes[i];
-        n.stats.queue_max = n.stats.queue_max.max(n.queue.len() as u64);
+        // Refusals (full queue under `Refuse`) are counted in the scheduler's stats; the engine
+        // is not told, as on a radio whose `out` already returned.
+        let _ = self.nodes[i].sender.push(adv);
+        self.poll_sender(i);
     }
 
-    fn start_free_instances(&mut self, i: usize) {
-        for instance in 0..self.nodes[i].instances.len() {
-            if self.nodes[i].instances[instance].is_some() {
-                continue;
+    /// Polls node `i`'s scheduler and applies its actions to the instances: a stop ends an
+    /// advertising period, a start begins one (first packet within advDelay, a wake at its end).
+    pub(super) fn poll_sender(&mut self, i: usize) {
+        let now = self.now;
+        for action in self.nodes[i].sender.poll(now) {
+            match action {
+                InstanceAction::Stop { instance } => self.end_period(i, instance),
+                InstanceAction::Start { instance, adv } => self.start_period(i, instance, adv),
             }
-            let Some(adv) = self.nodes[i].queue.pop_front() else {
-                return;
-            };
-            let frame = self.new_frame();
-            self.track(frame).on_air = true;
-            let delta_t = self.config.ble.delta_t.max(Duration::from_millis(1));
-            let end = self.now + delta_t;
-            let generation = self.next_generation;
-            self.next_generation += 1;
-            let n = &mut self.nodes[i];
-            n.stats.frames_sent += 1;
-            n.instances[instance] = Some(OnAir {
-                frame,
-                adv: Arc::new(adv),
-                start: self.now,
-                end,
-                packets: 0,
-                generation,
-            });
-            let first_max = self
-                .config
-                .ble
-                .adv_delay_max
-                .min(delta_t - Duration::from_millis(1));
-            let first = self.now + self.uniform(first_max);
-            self.schedule(
-                first,
-                Action::AdvPacket {
-                    node: i,
-                    instance,
-                    generation,
-                },
-            );
-            self.schedule(
-                end,
-                Action::AdvEnd {
-                    node: i,
-                    instance,
-                    generation,
-                },
-            );
         }
+    }
+
+    fn start_period(&mut self, i: usize, instance: usize, adv: BleAdvertisement) {
+        let frame = self.new_frame();
+        self.track(frame).on_air = true;
+        let delta_t = self.nodes[i].sender.delta_t();
+        let end = self.now + delta_t;
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let n = &mut self.nodes[i];
+        n.stats.frames_sent += 1;
+        n.instances[instance] = Some(OnAir {
+            frame,
+            adv: Arc::new(adv),
+            start: self.now,
+            end,
+            packets: 0,
+            generation,
+        });
+        let first_max = self
+            .config
+            .ble
+            .adv_delay_max
+            .min(delta_t - Duration::from_millis(1));
+        let first = self.now + self.uniform(first_max);
+        self.schedule(
+            first,
+            Action::AdvPacket {
+                node: i,
+                instance,
+                generation,
+            },
+        );
+        // The scheduler's next wake for this instance (`Scheduler::next_wake`).
+        self.schedule(end, Action::SenderWake { node: i });
     }
 
     /// Uniform in `0..=max`, whole milliseconds.
@@ -201,12 +188,10 @@ impl Sim {
         }
     }
 
-    pub(super) fn adv_end(&mut self, i: usize, instance: usize, generation: u64) {
-        let slot = &mut self.nodes[i].instances[instance];
-        if slot.as_ref().is_none_or(|o| o.generation != generation) {
+    fn end_period(&mut self, i: usize, instance: usize) {
+        let Some(on) = self.nodes[i].instances[instance].take() else {
             return;
-        }
-        let Some(on) = slot.take() else { return };
+        };
         if self.timeline.len() >= self.config.timeline_capacity.max(1) {
             self.timeline.pop_front();
         }
@@ -223,7 +208,6 @@ impl Sim {
             t.on_air = false;
         }
         self.untrack_if_done(on.frame);
-        self.start_free_instances(i);
     }
 
     // --- BLE receivers -------------------------------------------------------------------------
@@ -298,32 +282,15 @@ impl Sim {
         (0..overlapping).any(|_| chance(&mut self.rng, loss))
     }
 
-    /// The UUID set receiver `r` sees for `adv` from `s`: BlueZ keeps earlier frames' UUIDs.
+    /// The UUID set receiver `r` sees for `adv` from `s`: BlueZ keeps earlier frames' UUIDs
+    /// ([`StaleUuids`](super::StaleUuids)) and reports them as a set, in no order.
     pub(super) fn seen_uuids(&mut self, r: usize, s: usize, adv: &BleAdvertisement) -> Vec<u16> {
-        let now = self.now;
-        let ttl = self.config.ble.stale_ttl;
-        let keep = self.config.ble.stale_frames.min(MAX_STALE_FRAMES);
-        let current = &adv.service_uuids[..];
-        let mut set: Vec<u16> = Vec::with_capacity(MAX_UUIDS * (keep + 1));
-        set.extend_from_slice(current);
-        if keep > 0 {
-            let heard = self.heard.entry((r, s)).or_default();
-            heard.retain(|(t, _)| now.saturating_since(*t) <= ttl);
-            for (_, u) in heard.iter().rev().filter(|(_, u)| u != current).take(keep) {
-                set.extend_from_slice(u);
-            }
-            if !current.is_empty() {
-                if let Some(p) = heard.iter().position(|(_, u)| u == current) {
-                    heard.remove(p);
-                }
-                heard.push_back((now, current.to_vec()));
-                while heard.len() > keep + 1 {
-                    heard.pop_front();
-                }
-            }
-        }
-        set.sort_unstable();
-        set.dedup();
+        let config = self.config.ble.stale_uuids();
+        let mut set =
+            self.heard
+                .entry((r, s))
+                .or_default()
+                .hear(self.now, &adv.service_uuids, &config);
         // Fisher–Yates: a set has no order.
         for k in (1..set.len()).rev() {
             let j = self.rng.random_range(0..=k);

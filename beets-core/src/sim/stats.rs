@@ -6,6 +6,7 @@ use std::time::Duration;
 use arrayvec::ArrayString;
 
 use crate::ble::MAX_NAME_LEN;
+use crate::ble::scheduler::SchedulerStats;
 use crate::time::Time;
 
 use super::SimNodeId;
@@ -71,12 +72,18 @@ pub struct NodeSimStats {
     pub frames_accepted: u64,
     /// Deliveries to this node, repeats included (UDP loopback excluded).
     pub packets_received: u64,
-    /// BLE frames dropped from a full sender queue ([`QueuePolicy::DropOldest`](super::QueuePolicy::DropOldest)).
+    /// BLE frames dropped from a full sender queue ([`QueuePolicy::DropOldest`](super::QueuePolicy::DropOldest));
+    /// the scheduler's [`SchedulerStats::dropped_oldest`].
     pub queue_dropped: u64,
-    /// BLE frames refused by a full sender queue ([`QueuePolicy::Refuse`](super::QueuePolicy::Refuse)).
+    /// BLE frames refused by a full sender queue ([`QueuePolicy::Refuse`](super::QueuePolicy::Refuse));
+    /// the scheduler's [`SchedulerStats::refused`].
     pub queue_refused: u64,
-    /// Largest sender queue length seen (frames waiting, those on air excluded).
+    /// Largest sender queue length seen (frames waiting, those on air excluded); the
+    /// scheduler's [`SchedulerStats::max_queue`].
     pub queue_max: u64,
+    /// Every counter of the node's BLE [`Scheduler`](crate::ble::scheduler::Scheduler), as
+    /// `beets-ble` reports them for a radio (all 0 for a UDP node).
+    pub scheduler: SchedulerStats,
     /// Events dropped from the sim's per-node log ([`SimConfig::event_log_capacity`](super::SimConfig::event_log_capacity)).
     pub events_dropped: u64,
 }

@@ -1,9 +1,11 @@
-//! The sender scheduler: a queue of frames, each advertised for Δt on one advertising instance
-//! (spec wire-v1 §6 "Sending", paper §5). Sans-IO: no radio, no clock.
+//! The BLE sender scheduler: a queue of frames, each advertised for Δt on one advertising instance
+//! (spec wire-v1 §6 "Sending", paper §5). Sans-IO: no radio, no clock; time is a [`Time`] passed
+//! in.
 //!
-//! The same [`Scheduler`] drives the simulated radio ([`crate::sim`]) and BlueZ
-//! (`bluez`, feature `bluer`), so what a test or a capacity study sees here is what a
-//! Raspberry Pi does.
+//! This one [`Scheduler`] is what every BLE sender runs: `beets-ble`'s BlueZ backend on a
+//! Raspberry Pi, its simulated radio (`beets_ble::sim`), and the seeded medium of [`crate::sim`]
+//! that the README's capacity tables come from. So what a test or a capacity study sees here is
+//! what a Raspberry Pi does.
 //!
 //! ```text
 //!  push(adv) ──▶ queue (bounded, QueuePolicy) ──▶ instance 0: frame A for Δt, then the next …
@@ -29,7 +31,7 @@
 //! frames shorter.
 //!
 //! ```
-//! use beets_ble::scheduler::{AdvertisingLimits, InstanceAction, Scheduler, SchedulerConfig};
+//! use beets_core::ble::scheduler::{AdvertisingLimits, InstanceAction, Scheduler, SchedulerConfig};
 //! use beets_core::{ble, Time};
 //!
 //! let mut s = Scheduler::new(SchedulerConfig::default(), AdvertisingLimits::LEGACY);
@@ -53,8 +55,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use beets_core::Time;
-use beets_core::ble::BleAdvertisement;
+use crate::ble::BleAdvertisement;
+use crate::time::Time;
 
 /// Default Δt: 500 ms, the paper's value (spec §6).
 pub const DEFAULT_DELTA_T: Duration = Duration::from_millis(500);

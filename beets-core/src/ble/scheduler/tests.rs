@@ -1,5 +1,5 @@
 use super::*;
-use beets_core::ble;
+use crate::ble;
 use proptest::prelude::*;
 
 /// A frame whose name tells it apart: OUT (n) with sequence number `seq`.
@@ -246,7 +246,7 @@ proptest! {
                     InstanceAction::Start { instance, adv } => {
                         prop_assert!(instance < instances);
                         prop_assert!(on[instance].is_none(), "start on a busy instance");
-                        let id = beets_core::ble::unpack(&adv.local_name, &adv.service_uuids, None)
+                        let id = crate::ble::unpack(&adv.local_name, &adv.service_uuids, None)
                             .map(|f| f.seq).unwrap();
                         let id = i16::from(id);
                         if let Some(prev) = last_started { prop_assert!(id > prev, "FIFO order"); }
