@@ -13,10 +13,13 @@
 //!   sees the new UUIDs beside the previous name. No positions, no collisions (see
 //!   `beets_core::sim` for a medium with distance and collision models).
 //! - **Receiver: a BlueZ model.** Each member keeps BlueZ-like device objects per sender
-//!   address: the name is replaced, the UUID set only grows (stale UUIDs persist, BlueZ
-//!   `device_add_eir_uuids`) until the scanner forgets the device; name and UUID changes are
-//!   reported as separate updates in a random order. The member's [`ScanTracker`] turns them into
-//!   frames exactly as the BlueZ backend does.
+//!   address: the name is replaced, and the UUIDs are the stale-UUID model of
+//!   [`beets_core::sim::StaleUuids`] (the one the core medium uses too): by default
+//!   ([`StaleUuidConfig::BLUEZ`]) the set only grows (stale UUIDs persist, BlueZ
+//!   `device_add_eir_uuids`) until the scanner forgets the device; see
+//!   [`SimAirConfig::stale_uuids`]. Name and UUID changes are reported as separate updates in a
+//!   random order. The member's [`ScanTracker`] turns them into frames exactly as the BlueZ
+//!   backend does.
 //!
 //! Time is tokio's: under `#[tokio::test(start_paused = true)]` a minute of radio runs in
 //! milliseconds. Determinism: loss and delays come from one seeded RNG, so a run on a
@@ -43,7 +46,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -51,6 +54,7 @@ use std::time::Duration;
 use beets_core::ble::BleAdvertisement;
 use beets_core::driver::ReceivedFrame;
 use beets_core::node::{Node, Transport};
+use beets_core::sim::{StaleUuidConfig, StaleUuids};
 use beets_core::{FpeKey, Time};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
@@ -82,6 +86,9 @@ pub struct SimAirConfig {
     pub rssi: i16,
     /// Advertising instances each simulated controller offers. Default 1.
     pub instances: usize,
+    /// How long a sender's earlier UUIDs linger in a receiver's device object. Default
+    /// [`StaleUuidConfig::BLUEZ`]: until the scanner forgets the device.
+    pub stale_uuids: StaleUuidConfig,
 }
 
 impl Default for SimAirConfig {
@@ -94,6 +101,7 @@ impl Default for SimAirConfig {
             scan_response_loss: 0.0,
             rssi: -60,
             instances: 1,
+            stale_uuids: StaleUuidConfig::BLUEZ,
         }
     }
 }
@@ -173,10 +181,14 @@ impl SimAir {
         frame_channel: usize,
     ) -> (SimRadio, Reception) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (instances, rssi) = {
+        let (instances, rssi, stale) = {
             let mut air = lock(&self.inner);
             air.members.push(Member { addr, tx });
-            (air.config.instances, air.config.rssi)
+            (
+                air.config.instances,
+                air.config.rssi,
+                air.config.stale_uuids,
+            )
         };
         let (frames_tx, frames_rx) = mpsc::channel(frame_channel.max(1));
         let stats = SharedScanStats::new();
@@ -186,6 +198,7 @@ impl SimAir {
             frames_tx,
             stats.clone(),
             rssi,
+            stale,
         ));
         let radio = SimRadio {
             air: self.clone(),
@@ -349,7 +362,10 @@ impl Drop for SimRadio {
 #[derive(Debug, Default)]
 struct SimDevice {
     name: Option<String>,
-    uuids: BTreeSet<u128>,
+    /// The UUIDs of the frames heard (the stale-UUID model).
+    heard: StaleUuids,
+    /// The UUID set last reported.
+    uuids: Vec<u16>,
 }
 
 /// A member's receiving side: BlueZ device model → tracker → engine.
@@ -359,6 +375,7 @@ async fn receiver(
     frames: mpsc::Sender<ReceivedFrame>,
     stats: SharedScanStats,
     rssi: i16,
+    stale: StaleUuidConfig,
 ) {
     let epoch = Instant::now();
     let mut devices: HashMap<[u8; 6], SimDevice> = HashMap::new();
@@ -366,11 +383,12 @@ async fn receiver(
         let now = Time::from_millis(u64::try_from(epoch.elapsed().as_millis()).unwrap_or(0));
         let dev = devices.entry(p.from).or_default();
         let mut updates = Vec::with_capacity(2);
-        let before = dev.uuids.len();
-        dev.uuids
-            .extend(p.adv.service_uuids.iter().map(|&v| uuid128_from_u16(v)));
-        if dev.uuids.len() != before {
-            updates.push(DeviceUpdate::uuids(dev.uuids.iter().copied()));
+        let uuids = dev.heard.hear(now, &p.adv.service_uuids, &stale);
+        if uuids != dev.uuids {
+            dev.uuids = uuids;
+            updates.push(DeviceUpdate::uuids(
+                dev.uuids.iter().map(|&v| uuid128_from_u16(v)),
+            ));
         }
         if p.with_name && dev.name.as_deref() != Some(p.adv.local_name.as_str()) {
             dev.name = Some(p.adv.local_name.to_string());

@@ -224,3 +224,42 @@ fn stats_print_as_a_fig8_table() {
     );
     assert!(text.ends_with("2.0 s simulated, 2.00 distinct frames delivered/s, reception 100.0%"));
 }
+
+#[test]
+fn stale_uuid_model_grows_until_forgotten_and_bounds_what_it_keeps() {
+    let t = Time::from_millis;
+    let mut dev = StaleUuids::new();
+    let bluez = StaleUuidConfig::BLUEZ;
+    // BlueZ as it is: every frame's UUIDs stay, merged and sorted.
+    assert_eq!(dev.hear(t(0), &[0x2003, 0x0001], &bluez), [0x0001, 0x2003]);
+    assert_eq!(dev.hear(t(1), &[], &bluez), [0x0001, 0x2003]);
+    assert_eq!(dev.hear(t(2), &[0x0002], &bluez), [0x0001, 0x0002, 0x2003]);
+    assert_eq!(
+        dev.hear(t(3), &[0x0001, 0x2003], &bluez),
+        [0x0001, 0x0002, 0x2003]
+    );
+    // More distinct frames than it remembers: the oldest go.
+    for k in 0..200u16 {
+        dev.hear(t(4 + u64::from(k)), &[0x4000 + k], &bluez);
+    }
+    let seen = dev.hear(t(300), &[0x6000], &bluez);
+    assert_eq!(seen.len(), MAX_REMEMBERED_FRAMES + 1);
+    assert!(!seen.contains(&0x0001));
+    dev.forget();
+    assert!(dev.is_empty());
+    assert_eq!(dev.hear(t(301), &[0x6001], &bluez), [0x6001]);
+    // A TTL drops sets not heard for longer than it.
+    let ttl = StaleUuidConfig {
+        frames: 4,
+        ttl: Duration::from_secs(1),
+    };
+    let mut dev = StaleUuids::new();
+    dev.hear(t(0), &[0x0001], &ttl);
+    assert_eq!(dev.hear(t(1_000), &[0x0002], &ttl), [0x0001, 0x0002]);
+    assert_eq!(dev.hear(t(1_500), &[0x0003], &ttl), [0x0002, 0x0003]);
+    // Off: exactly the frame's own.
+    assert_eq!(
+        dev.hear(t(1_600), &[0x0004], &StaleUuidConfig::NONE),
+        [0x0004]
+    );
+}
