@@ -175,7 +175,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let verbose = args.verbose;
     let l = log.clone();
     tokio::spawn(async move {
-        while let Some(t) = light.recv().await {
+        while let Some(d) = light.recv().await {
+            let t = d.tuple;
             let tag = t.get(3).and_then(Value::as_i16).unwrap_or(-1);
             let mut g = l.lock().expect("log lock");
             g.light_copies += 1;
@@ -186,7 +187,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     });
     let l = log.clone();
     tokio::spawn(async move {
-        while let Some(t) = answers.recv().await {
+        while let Some(d) = answers.recv().await {
+            let t = d.tuple;
             let id = t.get(1).and_then(Value::as_i16).unwrap_or(-1);
             let who = t.get(2).and_then(Value::as_i16).unwrap_or(-1);
             let mut g = l.lock().expect("log lock");
@@ -273,7 +275,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                         }
                     }
                     Some(q) = surveys.recv() => {
-                        let id = q.get(1).and_then(Value::as_i16).unwrap_or(0);
+                        let id = q.tuple.get(1).and_then(Value::as_i16).unwrap_or(0);
                         if answered.insert(id) {
                             let score = rng.random_range(1..=5);
                             let who = m as i16 * 10 + score;

@@ -110,7 +110,7 @@ fn main() {
     let delivered = |sim: &Sim, id| {
         sim.events(id)
             .filter_map(|e| match e {
-                Event::Delivered { tuple, .. } => Some(tuple.to_string()),
+                Event::Delivered { delivery, .. } => Some(delivery.tuple.to_string()),
                 _ => None,
             })
             .collect::<Vec<_>>()

@@ -119,11 +119,12 @@ where
     }
 }
 
-async fn recv(rx: &mut mpsc::Receiver<Tuple>) -> Option<Tuple> {
+async fn recv(rx: &mut mpsc::Receiver<beets_core::Delivery>) -> Option<Tuple> {
     timeout(Duration::from_secs(2), rx.recv())
         .await
         .ok()
         .flatten()
+        .map(|d| d.tuple)
 }
 
 /// The paper's beacon: a BLE space and a UDP space on one node, an agent runtime between them.

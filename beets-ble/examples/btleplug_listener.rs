@@ -43,10 +43,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
     }
     println!("listening (Ctrl-C to stop)");
-    while let Some(t) = rx.recv().await {
+    while let Some(d) = rx.recv().await {
         let s = ble.stats().scan;
+        let (t, rssi) = (d.tuple, d.rssi.unwrap_or(0));
         println!(
-            "{t}    [{} frames decoded, {} foreign ads ignored]",
+            "{t} at {rssi} dBm    [{} frames decoded, {} foreign ads ignored]",
             s.decoded,
             s.no_name + s.not_beets
         );

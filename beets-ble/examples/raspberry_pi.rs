@@ -46,7 +46,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ble.space().host_out(reading.clone(), keep).await?; // answers remote rd
                 ble.space().out(reading, keep).await?; // broadcast to every space in range
             }
-            Some(t) = heard.recv() => println!("heard {t}"),
+            Some(d) = heard.recv() => println!("heard {} from {:?} at {:?} dBm", d.tuple, d.from, d.rssi),
         }
     }
 }

@@ -107,7 +107,9 @@ async fn two_nodes_exchange_out_rd_inp_test_notify() {
     let note = tokio::time::timeout(Duration::from_secs(2), notes.recv())
         .await
         .expect("notification in time");
-    assert_eq!(note, Some(tuple(r#"("NOTE", "hello")"#)));
+    let note = note.expect("a delivery");
+    assert_eq!(note.tuple, tuple(r#"("NOTE", "hello")"#));
+    assert!(note.rssi.is_some(), "BLE deliveries carry the RSSI");
     assert_eq!(sb.host_count(template(r#"("NOTE", ?)"#)).await.unwrap(), 0);
 
     // Each frame was decoded once by the engine; every repeat was absorbed by dedup.
@@ -139,7 +141,8 @@ async fn scheduler_rotates_queued_frames_every_delta_t() {
         let got = tokio::time::timeout(Duration::from_secs(3), rx.recv())
             .await
             .unwrap()
-            .unwrap();
+            .unwrap()
+            .tuple;
         assert_eq!(got, tuple(&format!("({i})")), "frames go on air in order");
         arrivals.push(t0.elapsed().as_millis());
     }
@@ -212,8 +215,8 @@ async fn full_queue_drops_the_oldest_waiting_frame() {
     // on air at once, the rest wait in 2 places, each newcomer dropping the oldest waiting one:
     // the last two are always advertised, and every frame is either advertised or dropped.
     let mut got = Vec::new();
-    while let Ok(Some(t)) = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
-        got.push(t);
+    while let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
+        got.push(d.tuple);
     }
     assert!(got.ends_with(&[tuple("(4)"), tuple("(5)")]), "{got:?}");
     let st = a.stats().scheduler;
@@ -253,8 +256,8 @@ async fn full_queue_refuses_new_frames_with_refuse_policy() {
     }
     assert!((2..=3).contains(&accepted.len()), "{accepted:?}");
     let mut got = Vec::new();
-    while let Ok(Some(t)) = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
-        got.push(t);
+    while let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
+        got.push(d.tuple);
     }
     assert_eq!(got, accepted, "exactly the accepted frames were advertised");
     let st = a.stats().scheduler;
@@ -289,8 +292,8 @@ async fn lossy_air_and_lost_scan_responses_still_decode_each_frame_once() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut got = Vec::new();
-    while let Ok(t) = rx.try_recv() {
-        got.push(t);
+    while let Ok(d) = rx.try_recv() {
+        got.push(d.tuple);
     }
     let distinct: std::collections::BTreeSet<_> = got.iter().map(ToString::to_string).collect();
     assert_eq!(distinct.len(), got.len(), "no frame delivered twice");

@@ -64,11 +64,11 @@ pub mod value;
 pub use fpe::FpeKey;
 pub use message::{DecodeError, Decoded, Message, Op};
 pub use node::{
-    DatagramEncoder, Event, Frame, Node, NodeConfig, NodeError, NodeStats, PeerAddr, Received,
-    RequestId, Transmit, Transport,
+    DatagramEncoder, Delivery, Event, Frame, Node, NodeConfig, NodeError, NodeStats, PeerAddr,
+    Received, RequestId, Transmit, Transport,
 };
 pub use space::{
-    CapacityPolicy, Delivery, DeliveryKind, ListenerId, OutReport, Space, SpaceConfig, SpaceError,
+    CapacityPolicy, DeliveryKind, ListenerId, OutReport, Space, SpaceConfig, SpaceError,
     SpaceStats,
 };
 pub use text::{ParseError, parse_template, parse_tuple};

@@ -44,7 +44,7 @@ use crate::ble::{self, FrameError};
 use crate::dedup::DedupCache;
 use crate::fpe::FpeKey;
 use crate::message::{DecodeError, Message, Op};
-use crate::space::{Delivery, ListenerId, Space};
+use crate::space::{self, ListenerId, Space};
 use crate::time::Time;
 use crate::tuple::{Template, Tuple};
 use crate::udp::{self, DatagramError, DatagramHeader, NodeId};
@@ -53,8 +53,8 @@ pub mod hooks;
 mod types;
 pub use hooks::{Decision, DecisionSender, DecisionToken, Hooks, Question, Verdict};
 pub use types::{
-    DropReason, Event, Frame, IncomingRequest, MAX_NODE_NAME, Neighbour, NodeConfig, NodeError,
-    NodeStats, PeerAddr, Received, RequestId, Transmit, Transport,
+    Delivery, DropReason, Event, Frame, IncomingRequest, MAX_NODE_NAME, Neighbour, NodeConfig,
+    NodeError, NodeStats, PeerAddr, Received, RequestId, Transmit, Transport,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -137,6 +137,8 @@ pub struct Node {
     /// Messages waiting for a decision, in arrival order (see [`hooks`]).
     awaiting: VecDeque<Awaiting>,
     next_token: u64,
+    /// The latest time the node was given (stamps deliveries of local outs).
+    clock: Time,
     stats: NodeStats,
 }
 
@@ -210,6 +212,7 @@ impl Node {
             decisions: None,
             awaiting: VecDeque::new(),
             next_token: 0,
+            clock: now,
             stats: NodeStats::default(),
             config,
         }
@@ -279,6 +282,7 @@ impl Node {
     /// decided or expired. `false` (and [`NodeStats::decisions_late`] counted) when `token` is no
     /// longer parked: its deadline passed and the default was applied; the decision is dropped.
     pub fn decide(&mut self, now: Time, token: DecisionToken, decision: Decision) -> bool {
+        self.clock = now;
         let Some(a) = self
             .awaiting
             .iter_mut()
@@ -296,6 +300,25 @@ impl Node {
     /// Messages parked for a decision now.
     pub fn awaiting_decisions(&self) -> usize {
         self.awaiting.len()
+    }
+
+    /// Stores `tuple` in the local space only (the paper's `host.out`): answerable by remote
+    /// `rd`/`inp`/`test`, delivered to local listeners (stamped `now`, no sender). As
+    /// [`Space::out`] on [`Node::host`], plus the delivery stamp.
+    ///
+    /// # Errors
+    /// As [`Space::out`]: [`SpaceError::Full`](crate::SpaceError::Full),
+    /// [`SpaceError::ZeroLifetime`](crate::SpaceError::ZeroLifetime),
+    /// [`SpaceError::TooLong`](crate::SpaceError::TooLong) (a tuple no reply can carry).
+    pub fn host_out(
+        &mut self,
+        now: Time,
+        tuple: Tuple,
+        lifetime: Option<Duration>,
+    ) -> Result<crate::space::OutReport, crate::SpaceError> {
+        self.clock = now;
+        self.drain_deliveries();
+        self.space.out(now, tuple, lifetime)
     }
 
     /// The local space: the paper's `host` mirror. Operations on it send nothing; an `out` here
@@ -549,6 +572,7 @@ impl Node {
     /// it (spec §9). `rssi` in dBm, BLE only. Never panics on any input; a bad frame is counted
     /// and reported as [`Event::Dropped`].
     pub fn handle_frame(&mut self, now: Time, from: PeerAddr, frame: Frame<'_>, rssi: Option<i16>) {
+        self.clock = now;
         self.stats.frames_in += 1;
         let key = self.config.key.as_ref();
         let decoded = match (self.config.transport, frame) {
@@ -769,16 +793,25 @@ impl Node {
         match (parked, decision) {
             (
                 Parked::Out {
-                    tuple, lifetime, ..
+                    tuple,
+                    lifetime,
+                    received,
                 },
                 Decision::Proceed,
-            ) => match self.space.out(now, tuple, lifetime) {
-                Ok(_) => self.stats.stored += 1,
-                Err(_) => self.stats.not_stored += 1,
-            },
+            ) => {
+                // Local deliveries queued before belong to no message: drain them first.
+                self.drain_deliveries();
+                match self.space.out(now, tuple, lifetime) {
+                    Ok(_) => self.stats.stored += 1,
+                    Err(_) => self.stats.not_stored += 1,
+                }
+                self.drain_deliveries_from(Some(&received));
+            }
             (Parked::Out { .. }, Decision::Stop) => self.stats.not_stored += 1,
-            (Parked::Notify { tuple, .. }, Decision::Proceed) => {
+            (Parked::Notify { tuple, received }, Decision::Proceed) => {
+                self.drain_deliveries();
                 self.space.notify(&tuple);
+                self.drain_deliveries_from(Some(&received));
             }
             (Parked::Notify { .. }, Decision::Stop) => {}
             (Parked::Request { op, template, .. }, Decision::Proceed) => {
@@ -910,6 +943,7 @@ impl Node {
 
     /// Runs what is due at `now`: scheduled replies, request timeouts, announcements, expiry.
     pub fn handle_timeout(&mut self, now: Time) {
+        self.clock = now;
         // Decisions that did not come in time: fail-closed defaults, in order.
         self.settle(now);
         // Scheduled replies, earliest first.
@@ -1001,19 +1035,28 @@ impl Node {
         self.events.push_back(e);
     }
 
-    fn drain_deliveries(&mut self) {
-        while let Some(Delivery {
+    /// Turns the space's pending deliveries into events: `received` is the message they came
+    /// from (`None`: a local out, stamped with the node's latest time).
+    fn drain_deliveries_from(&mut self, received: Option<&Received>) {
+        while let Some(space::Delivery {
             listener,
             tuple,
             kind,
         }) = self.space.poll_delivery()
         {
-            self.push_event(Event::Delivered {
-                listener,
+            let delivery = Delivery {
                 tuple,
                 kind,
-            });
+                from: received.map(|r| r.from),
+                rssi: received.and_then(|r| r.rssi),
+                at: received.map_or(self.clock, |r| r.at),
+            };
+            self.push_event(Event::Delivered { listener, delivery });
         }
+    }
+
+    fn drain_deliveries(&mut self) {
+        self.drain_deliveries_from(None);
     }
 }
 

@@ -270,9 +270,8 @@ fn notify_reaches_listeners_and_is_not_stored() {
             .filter_map(|e| match e {
                 Event::Delivered {
                     listener: l,
-                    tuple,
-                    kind,
-                } => Some((*l, tuple.clone(), *kind)),
+                    delivery,
+                } => Some((*l, delivery.tuple.clone(), delivery.kind)),
                 _ => None,
             })
             .collect();

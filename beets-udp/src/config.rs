@@ -1,10 +1,11 @@
 //! [`UdpConfig`]: where a UDP space listens and where it sends.
 
-use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use beets_core::udp::DEFAULT_PORT;
+
+use crate::ConfigError;
 
 /// The IPv4 limited broadcast address, 255.255.255.255: the default destination (spec wire-v1 §7).
 pub const LIMITED_BROADCAST: Ipv4Addr = Ipv4Addr::BROADCAST;
@@ -118,39 +119,35 @@ impl UdpConfig {
     /// Checks what can be checked before binding: address families and the multicast group.
     ///
     /// # Errors
-    /// [`io::ErrorKind::InvalidInput`] naming the field: a broadcast or multicast setting on an
-    /// IPv6 socket, a broadcast address that is IPv6, a multicast group outside 224.0.0.0/4, a
-    /// peer of the other address family.
-    pub fn validate(&self) -> io::Result<()> {
-        let invalid = |msg: String| Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
+    /// The [`ConfigError`] naming the field: a broadcast or multicast setting on an IPv6
+    /// socket, a broadcast address that is IPv6, a multicast group outside 224.0.0.0/4, a peer
+    /// of the other address family.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let v4 = self.bind.is_ipv4();
         if let Some(b) = self.broadcast
             && !(v4 && b.is_ipv4())
         {
-            return invalid(format!(
-                "broadcast {b} needs an IPv4 address and an IPv4 bind address (bind is {})",
-                self.bind
-            ));
+            return Err(ConfigError::BroadcastNeedsIpv4 {
+                broadcast: b,
+                bind: self.bind,
+            });
         }
         if let Some(m) = self.multicast {
             if !v4 {
-                return invalid(format!(
-                    "multicast group {m} needs an IPv4 bind address (bind is {})",
-                    self.bind
-                ));
+                return Err(ConfigError::MulticastNeedsIpv4 {
+                    group: m,
+                    bind: self.bind,
+                });
             }
             if !m.ip().is_multicast() {
-                return invalid(format!(
-                    "multicast group {} is not an IPv4 multicast address (224.0.0.0/4)",
-                    m.ip()
-                ));
+                return Err(ConfigError::NotMulticast { group: m });
             }
         }
         if let Some(p) = self.peers.iter().find(|p| p.is_ipv4() != v4) {
-            return invalid(format!(
-                "peer {p} is of another address family than the bind address {}",
-                self.bind
-            ));
+            return Err(ConfigError::PeerFamily {
+                peer: *p,
+                bind: self.bind,
+            });
         }
         Ok(())
     }

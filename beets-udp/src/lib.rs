@@ -102,14 +102,15 @@
 //!
 //! [`NodeStats::dropped_malformed`]: beets_core::NodeStats::dropped_malformed
 
+mod builder;
 mod config;
+mod error;
 mod port;
 mod recv;
 mod sink;
 mod socket;
 mod stats;
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -122,15 +123,25 @@ use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, info_span};
 
 pub use beets_core::driver::ClientError;
+pub use builder::UdpSpaceBuilder;
 pub use config::{
     DEFAULT_MULTICAST_GROUP, DEFAULT_REPEAT_INTERVAL, LIMITED_BROADCAST, LOOPBACK_BROADCAST,
     UdpConfig,
 };
+pub use error::{ConfigError, UdpError};
 pub use port::{PortReservation, reserve_port};
 pub use stats::UdpStats;
 
 use crate::sink::{Output, UdpSink};
 use crate::stats::Counters;
+
+/// A seed from the operating system's random source (spec §7: node ids and first sequence
+/// numbers differ at each start).
+pub(crate) fn os_seed() -> Result<u64, UdpError> {
+    rand::rngs::SysRng
+        .try_next_u64()
+        .map_err(|e| UdpError::NoRandomness(e.to_string()))
+}
 
 /// Capacity of the repeater's inbox, in datagrams; when it is full, a datagram gets no copies.
 const REPEAT_INBOX: usize = 1024;
@@ -157,11 +168,11 @@ impl UdpSpace {
     /// seed in tests).
     ///
     /// # Errors
-    /// [`io::ErrorKind::InvalidInput`] when `node` is not a UDP node or `udp` fails
-    /// [`UdpConfig::validate`]; an [`io::Error`] naming the step (creating, an option, binding,
-    /// joining the group) when the socket cannot be set up; [`io::ErrorKind::Other`] when called
-    /// outside a tokio runtime.
-    pub fn spawn(udp: UdpConfig, node: NodeConfig, seed: u64) -> io::Result<UdpSpace> {
+    /// [`UdpError::WrongTransport`] when `node` is not a UDP node; [`UdpError::Config`] when
+    /// `udp` fails [`UdpConfig::validate`]; [`UdpError::Socket`] naming the step (creating, an
+    /// option, binding, joining the group) when the socket cannot be set up;
+    /// [`UdpError::NoRuntime`] outside a tokio runtime.
+    pub fn spawn(udp: UdpConfig, node: NodeConfig, seed: u64) -> Result<UdpSpace, UdpError> {
         UdpSpace::spawn_node(udp, Node::new(node, seed, Time::ZERO))
     }
 
@@ -171,21 +182,17 @@ impl UdpSpace {
     ///
     /// # Errors
     /// As [`UdpSpace::spawn`].
-    pub fn spawn_node(udp: UdpConfig, node: Node) -> io::Result<UdpSpace> {
+    pub fn spawn_node(udp: UdpConfig, node: Node) -> Result<UdpSpace, UdpError> {
         if tokio::runtime::Handle::try_current().is_err() {
-            return Err(io::Error::other(
-                "UdpSpace::spawn must be called inside a tokio runtime",
-            ));
+            return Err(UdpError::NoRuntime);
         }
-        if node.config().transport != Transport::Udp {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "UdpSpace needs a node built with Transport::Udp",
-            ));
+        let transport = node.config().transport;
+        if transport != Transport::Udp {
+            return Err(UdpError::WrongTransport(transport));
         }
         udp.validate()?;
-        let socket = Arc::new(socket::open(&udp)?);
-        let local_addr = socket.local_addr()?;
+        let socket = Arc::new(socket::open(&udp).map_err(UdpError::Socket)?);
+        let local_addr = socket.local_addr().map_err(UdpError::Socket)?;
         let identity = node.config().identity.clone();
         let node_id = node.node_id();
         let name = format!("{identity} {node_id}@{local_addr}");
@@ -229,11 +236,22 @@ impl UdpSpace {
     ///
     /// # Errors
     /// As [`UdpSpace::spawn`], or when the OS has no randomness to give.
-    pub fn spawn_random(udp: UdpConfig, node: NodeConfig) -> io::Result<UdpSpace> {
-        let seed = rand::rngs::SysRng
-            .try_next_u64()
-            .map_err(|e| io::Error::other(format!("no OS randomness for the node seed: {e}")))?;
-        UdpSpace::spawn(udp, node, seed)
+    pub fn spawn_random(udp: UdpConfig, node: NodeConfig) -> Result<UdpSpace, UdpError> {
+        UdpSpace::spawn(udp, node, os_seed()?)
+    }
+
+    /// A builder for a UDP space: the node name, then what differs from the defaults (port,
+    /// broadcast address, peers, key, hooks), then [`spawn`](UdpSpaceBuilder::spawn). Hides the
+    /// engine: the node is built with a seed from the OS.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// let space = beets_udp::UdpSpace::builder("sensor").loopback(40100).spawn()?;
+    /// space.handle().out(beets_core::tuple!("SENSOR", "LIGHT", 512)?, None).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(name: &str) -> UdpSpaceBuilder {
+        UdpSpaceBuilder::new(name)
     }
 
     /// The handle for `out`, `rd`, `inp`, …; clone it to share.

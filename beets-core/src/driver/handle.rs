@@ -11,7 +11,7 @@ use super::DirectSend;
 use super::DriverStats;
 use crate::Op;
 use crate::message::Message;
-use crate::node::{DatagramEncoder, NodeError, Received, RequestId, Transmit, Transport};
+use crate::node::{DatagramEncoder, Delivery, NodeError, Received, RequestId, Transmit, Transport};
 use crate::space::SpaceError;
 use crate::tuple::{Template, Tuple};
 
@@ -68,7 +68,7 @@ pub(super) enum Command {
     HostRm(Template, Respond<usize>),
     HostCount(Template, Respond<usize>),
     HostSnapshot(Respond<Vec<Tuple>>),
-    Subscribe(Template, usize, Respond<mpsc::Receiver<Tuple>>),
+    Subscribe(Template, usize, Respond<mpsc::Receiver<Delivery>>),
     Announce(Respond<Result<(), ClientError>>),
     Stats(Respond<DriverStats>),
     Close,
@@ -305,9 +305,11 @@ impl SpaceHandle {
         self.call(Command::HostSnapshot).await
     }
 
-    /// Subscribes to stored OUTs and notifications matching `template`. At most `buffer` tuples
-    /// wait in the channel; more are dropped and counted ([`DriverStats::deliveries_dropped`]).
-    /// Dropping the receiver ends the subscription.
+    /// Subscribes to stored OUTs and notifications matching `template`: each comes as a
+    /// [`Delivery`] with the tuple, whether it was stored or only notified, the sender's address,
+    /// the RSSI in dBm (BLE) and the receive time. At most `buffer` deliveries wait in the
+    /// channel; more are dropped and counted ([`DriverStats::deliveries_dropped`]). Dropping the
+    /// receiver ends the subscription.
     ///
     /// # Errors
     /// [`ClientError::Closed`].
@@ -315,7 +317,7 @@ impl SpaceHandle {
         &self,
         template: Template,
         buffer: usize,
-    ) -> Result<mpsc::Receiver<Tuple>, ClientError> {
+    ) -> Result<mpsc::Receiver<Delivery>, ClientError> {
         self.call(|r| Command::Subscribe(template, buffer.max(1), r))
             .await
     }

@@ -14,11 +14,10 @@ use super::backend::{ChannelSource, FrameSink, FrameSource, ReceivedFrame, SendE
 use super::handle::{ClientError, Command, Direct, Reply, Respond, SpaceHandle};
 use crate::Op;
 use crate::node::{
-    Decision, DecisionSender, DecisionToken, Event, Node, NodeStats, RequestId, Transmit,
+    Decision, DecisionSender, DecisionToken, Delivery, Event, Node, NodeStats, RequestId, Transmit,
 };
 use crate::space::ListenerId;
 use crate::time::Time;
-use crate::tuple::Tuple;
 
 /// Driver counters beside the engine's.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -114,7 +113,7 @@ struct Driver<S, R> {
     epoch: Instant,
     // Keyed by the engine's own ids (small, increasing): ordered maps, no hashing per delivery.
     waiting: BTreeMap<RequestId, oneshot::Sender<Option<Reply>>>,
-    listeners: BTreeMap<ListenerId, mpsc::Sender<Tuple>>,
+    listeners: BTreeMap<ListenerId, mpsc::Sender<Delivery>>,
     stats: DriverStats,
 }
 
@@ -287,13 +286,11 @@ impl<S: FrameSink, R: FrameSource> Driver<S, R> {
             } => {
                 debug!(%op, %tuple, from = %received.from, "reply after the request was cancelled; tuple lost");
             }
-            Event::Delivered {
-                listener, tuple, ..
-            } => {
+            Event::Delivered { listener, delivery } => {
                 let Some(tx) = self.listeners.get(&listener) else {
                     return;
                 };
-                match tx.try_send(tuple) {
+                match tx.try_send(delivery) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => self.stats.deliveries_dropped += 1,
                     Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -356,7 +353,7 @@ impl<S: FrameSink, R: FrameSource> Driver<S, R> {
                 }
             }
             Command::HostOut(t, l, r) => {
-                let res = self.node.host().out(now, t, l).map(|_| ());
+                let res = self.node.host_out(now, t, l).map(|_| ());
                 let _ = r.send(res.map_err(Into::into));
             }
             Command::HostRd(t, r) => {

@@ -155,7 +155,10 @@ async fn out_rd_inp_over_a_memory_bus() {
     a.out(parse_tuple("(\"T\", 1)").unwrap(), None)
         .await
         .unwrap();
-    assert_eq!(sub.recv().await, Some(parse_tuple("(\"T\", 1)").unwrap()));
+    let d = sub.recv().await.unwrap();
+    assert_eq!(d.tuple, parse_tuple("(\"T\", 1)").unwrap());
+    assert_eq!(d.kind, crate::DeliveryKind::Out);
+    assert!(matches!(d.from, Some(PeerAddr::Ip(_))));
     let (tuple, rx) = a
         .rd(
             parse_template("(\"T\", ?int16)").unwrap(),

@@ -284,8 +284,13 @@ fn notify_reaches_listeners_and_is_not_stored() {
         events(&mut b),
         vec![Event::Delivered {
             listener: l,
-            tuple: parse_tuple("(\"ALERT\", 3)").unwrap(),
-            kind: DeliveryKind::Notify
+            delivery: Delivery {
+                tuple: parse_tuple("(\"ALERT\", 3)").unwrap(),
+                kind: DeliveryKind::Notify,
+                from: Some(addr(1)),
+                rssi: None,
+                at: t(0),
+            }
         }]
     );
 }
@@ -573,8 +578,13 @@ fn hooks_see_notifications_before_listeners() {
         events(&mut b),
         vec![Event::Delivered {
             listener: l,
-            tuple: parse_tuple("(\"SEE\")").unwrap(),
-            kind: DeliveryKind::Notify
+            delivery: Delivery {
+                tuple: parse_tuple("(\"SEE\")").unwrap(),
+                kind: DeliveryKind::Notify,
+                from: Some(addr(1)),
+                rssi: None,
+                at: t(0),
+            }
         }]
     );
 }
@@ -793,4 +803,41 @@ fn reply_after_cancel_is_counted_until_the_timeout() {
     pump(t(5000), &mut [&mut a, &mut b], 1);
     assert_eq!(a.stats().replies_after_cancel, 1);
     assert_eq!(a.stats().replies_unmatched, 1);
+}
+
+/// Deliveries carry their context: the sender and receive time of an OUT from the air (RSSI on
+/// BLE), no sender and the store time for a local out.
+#[test]
+fn deliveries_say_where_and_when_a_tuple_came_from() {
+    let (mut a, mut b) = (ble_node("a", 1), ble_node("b", 2));
+    let l = b.subscribe(parse_template("(?int16)").unwrap());
+    a.out(t(5), parse_tuple("(1)").unwrap(), None).unwrap();
+    pump(t(7), &mut [&mut a, &mut b], 0);
+    b.host_out(t(9), parse_tuple("(2)").unwrap(), None).unwrap();
+    let got: Vec<Delivery> = events(&mut b)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Delivered { listener, delivery } if listener == l => Some(delivery),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            Delivery {
+                tuple: parse_tuple("(1)").unwrap(),
+                kind: DeliveryKind::Out,
+                from: Some(PeerAddr::Ble([0, 0, 0, 0, 0, 0])),
+                rssi: Some(-60),
+                at: t(7),
+            },
+            Delivery {
+                tuple: parse_tuple("(2)").unwrap(),
+                kind: DeliveryKind::Out,
+                from: None,
+                rssi: None,
+                at: t(9),
+            },
+        ]
+    );
 }

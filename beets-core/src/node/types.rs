@@ -102,6 +102,23 @@ pub struct Received {
     pub rssi: Option<i16>,
 }
 
+/// A tuple handed to a listener, with its context: what the JavaScript agents see of a tuple
+/// too (paper §5: each received message is annotated with sender, time and RSSI).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Delivery {
+    /// The tuple.
+    pub tuple: Tuple,
+    /// Stored by an OUT, or only notified (TUPLE with R = 0, spec §9).
+    pub kind: DeliveryKind,
+    /// The sender's address; `None` for a tuple stored locally (`host` out).
+    pub from: Option<PeerAddr>,
+    /// Received signal strength in dBm (BLE only).
+    pub rssi: Option<i16>,
+    /// When the node received it (or stored it, for a local out), on the node's clock.
+    pub at: Time,
+}
+
 /// A request handle from [`Node::rd`], [`Node::inp`], [`Node::test`] or `Node::r#where`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestId(pub(super) u64);
@@ -157,14 +174,12 @@ pub enum Event {
         /// The reply tuple and how it arrived, `None` when the timeout passed first.
         reply: Option<(Tuple, Received)>,
     },
-    /// A listener's template matched an incoming OUT that was stored, or a notification.
+    /// A listener's template matched an OUT that was stored, or a notification.
     Delivered {
         /// The listener (see [`Node::subscribe`]).
         listener: ListenerId,
-        /// The tuple.
-        tuple: Tuple,
-        /// Stored OUT or notification.
-        kind: DeliveryKind,
+        /// The tuple and where it came from.
+        delivery: Delivery,
     },
     /// A node announced itself or answered a WHERE.
     NeighbourSeen {
