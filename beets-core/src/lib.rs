@@ -51,6 +51,7 @@ pub mod driver;
 pub mod fpe;
 #[doc(hidden)]
 pub mod fuzzing;
+mod macros;
 pub mod message;
 pub mod node;
 pub mod sim;
@@ -62,6 +63,8 @@ pub mod udp;
 pub mod value;
 
 pub use fpe::FpeKey;
+#[doc(hidden)]
+pub use macros::__private;
 pub use message::{DecodeError, Decoded, Message, Op};
 pub use node::{
     DatagramEncoder, Delivery, Event, Frame, Node, NodeConfig, NodeError, NodeStats, PeerAddr,

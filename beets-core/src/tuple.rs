@@ -44,6 +44,23 @@ pub enum TupleError {
 /// assert_eq!(t.to_string(), r#"("SENSOR", 512)"#);
 /// # Ok::<(), beets_core::TupleError>(())
 /// ```
+///
+/// Three more ways to build one: the [`tuple!`](crate::tuple!) macro, the text syntax
+/// ([`text`](crate::text)), and `TryFrom` a Rust tuple of 1 to 4 elements, each converted with
+/// `TryInto<Value>` (typed: an `i32` that does not fit int16 is an error, spec §1):
+///
+/// ```
+/// use beets_core::{Tuple, TupleError, ValueError};
+/// let t = Tuple::try_from(("SENSOR", "LIGHT", 512i16, 1.5f32))?;
+/// assert_eq!(t.to_string(), r#"("SENSOR", "LIGHT", 512, 1.5)"#);
+/// assert_eq!(t.signature(), 0xf6);
+/// let lux: i32 = 40000;
+/// assert_eq!(
+///     Tuple::try_from(("LUX", lux)),
+///     Err(TupleError::Value { index: 1, source: ValueError::IntOutOfRange(40000) })
+/// );
+/// # Ok::<(), TupleError>(())
+/// ```
 #[derive(Clone)]
 pub struct Tuple {
     values: ArrayVec<Value, MAX_ARITY>,
@@ -190,6 +207,45 @@ impl<'a> IntoIterator for &'a Tuple {
     fn into_iter(self) -> Self::IntoIter {
         self.values.iter()
     }
+}
+
+/// `Tuple::try_from((a, b, …))` for Rust tuples of 1 to 4 elements, each converted with
+/// `TryInto<Value>` (the conversions listed in [`value`](crate::value#conversions)).
+macro_rules! tuple_try_from {
+    ($(($($T:ident $x:ident $i:tt),+))*) => {$(
+        impl<$($T),+> TryFrom<($($T,)+)> for Tuple
+        where
+            $($T: TryInto<Value>, ValueError: From<$T::Error>,)+
+        {
+            type Error = TupleError;
+
+            /// Converts each element to a [`Value`] (spec wire-v1 §1): integers to int16, floats to
+            /// float32, strings to strings, byte slices and vectors to bytes.
+            ///
+            /// # Errors
+            /// [`TupleError::Value`] with the position of the first element that does not
+            /// convert: an integer outside −32768..=32767, a NaN, a float64 beyond float32's
+            /// range, a string or bytes over [`MAX_VALUE_LEN`](crate::MAX_VALUE_LEN) bytes.
+            fn try_from(($($x,)+): ($($T,)+)) -> Result<Tuple, TupleError> {
+                let mut out = Tuple::empty();
+                $(
+                    let v = $x
+                        .try_into()
+                        .map_err(ValueError::from)
+                        .and_then(|v: Value| v.validate().map(|()| v))
+                        .map_err(|source| TupleError::Value { index: $i, source })?;
+                    out.push_checked(v);
+                )+
+                Ok(out)
+            }
+        }
+    )*};
+}
+tuple_try_from! {
+    (A a 0)
+    (A a 0, B b 1)
+    (A a 0, B b 1, C c 2)
+    (A a 0, B b 1, C c 2, D d 3)
 }
 
 /// One position of a [`Template`] (spec wire-v1 §3).
@@ -563,6 +619,38 @@ mod tests {
             Template::new([Field::Actual(Value::Float32(0.0))])
                 .unwrap()
                 .matches(&t)
+        );
+    }
+
+    #[test]
+    fn try_from_rust_tuples_of_one_to_four() {
+        assert_eq!(Tuple::try_from((7i16,)), Tuple::new([Value::Int16(7)]));
+        assert_eq!(
+            Tuple::try_from(("A", 2.5f32)),
+            Tuple::new([s("A"), Value::Float32(2.5)])
+        );
+        assert_eq!(
+            Tuple::try_from((String::from("A"), b"AB", -1i64)),
+            Tuple::new([s("A"), Value::Bytes(b"AB".to_vec()), Value::Int16(-1)])
+        );
+        let t = Tuple::try_from(("SENSOR", "LIGHT", 512u16, 1.5f64)).unwrap();
+        assert_eq!(t.signature(), 0xf6);
+        check_caches_tuple(&t);
+        // A `Value` element is checked like any other.
+        assert_eq!(
+            Tuple::try_from((Value::Int16(1), Value::Float32(f32::NAN))),
+            Err(TupleError::Value {
+                index: 1,
+                source: ValueError::NaN
+            })
+        );
+        // The first failing element is reported.
+        assert_eq!(
+            Tuple::try_from((1u8, 2i8, 32768i32, f32::NAN)),
+            Err(TupleError::Value {
+                index: 2,
+                source: ValueError::IntOutOfRange(32768)
+            })
         );
     }
 

@@ -8,7 +8,41 @@
 //! way by [`Value::number`]: int16 when integral and in range, float32 otherwise. Typed
 //! conversions from wider integers never fall back to float32: they fail with
 //! [`ValueError::IntOutOfRange`].
+//!
+//! # Conversions
+//!
+//! Into [`Value`] (what [`tuple!`](crate::tuple!), [`template!`](crate::template!) and
+//! `Tuple::try_from((a, b, …))` use for each element; spec §1):
+//!
+//! | Rust type | becomes | fails with |
+//! |---|---|---|
+//! | `i16`, `i8`, `u8` (`From`) | int16 | never |
+//! | `i32`, `i64`, `i128`, `isize`, `u16`, `u32`, `u64`, `u128`, `usize` | int16 | [`ValueError::IntOutOfRange`] outside −32768..=32767 (never a float32) |
+//! | `f32` | float32, ±inf and −0.0 kept | [`ValueError::NaN`] |
+//! | `f64` | the nearest float32 (always float32, never int16), ±inf kept | [`ValueError::NaN`]; [`ValueError::FloatOverflow`] for a finite number beyond ±3.4028235e38 |
+//! | `&str`, `String`, `&String`, [`CompactString`] | string (kind 0) | [`ValueError::TooLong`] beyond [`MAX_VALUE_LEN`] bytes |
+//! | `&[u8]`, `&[u8; N]`, `Vec<u8>` | bytes (kind 1) | [`ValueError::TooLong`] |
+//! | [`Value`] (`From`, unchecked here; `Tuple::new` checks it) | itself | — |
+//!
+//! Untyped numbers go through [`Value::number`] instead, the classifier of spec §1.
+//!
+//! Out of [`Value`], for reading a tuple's elements: `i16`, `f32`, `String`, [`CompactString`] and
+//! `Vec<u8>` from a `Value`; `i16`, `f32`, `&str` and `&[u8]` from a `&Value`. They fail with
+//! [`ValueError::WrongType`] when the value is of another kind (a string is not bytes, an int16
+//! is not a float32: spec §3 equality).
+//!
+//! ```
+//! use beets_core::{Value, ValueError};
+//! assert_eq!(Value::try_from(512i32)?, Value::Int16(512));
+//! assert_eq!(Value::try_from(40000i32), Err(ValueError::IntOutOfRange(40000)));
+//! assert_eq!(Value::try_from(0.1f64)?, Value::Float32(0.1f32));
+//! let v = Value::try_from("LIGHT")?;
+//! assert_eq!(<&str>::try_from(&v)?, "LIGHT");
+//! assert!(i16::try_from(&v).is_err());
+//! # Ok::<(), ValueError>(())
+//! ```
 
+use std::convert::Infallible;
 use std::fmt;
 
 pub use compact_str::CompactString;
@@ -119,6 +153,23 @@ pub enum ValueError {
         /// The limit, [`MAX_VALUE_LEN`].
         max: usize,
     },
+    /// A value read as a Rust type of another kind, such as an int16 read as `f32` or a string
+    /// read as `Vec<u8>` (the `TryFrom<Value>` and `TryFrom<&Value>` conversions).
+    #[error("expected {expected}, found {found}")]
+    WrongType {
+        /// The kind asked for: `"int16"`, `"float32"`, `"string"` or `"bytes"`.
+        expected: &'static str,
+        /// The kind found, named the same way.
+        found: &'static str,
+    },
+}
+
+/// Lets conversions that cannot fail (`From<i16>`, `From<Value>`, …) share the error type of those
+/// that can, so that one `?` or one `TryInto<Value>` bound covers every element type.
+impl From<Infallible> for ValueError {
+    fn from(never: Infallible) -> ValueError {
+        match never {}
+    }
 }
 
 impl Value {
@@ -255,6 +306,24 @@ impl Value {
             _ => None,
         }
     }
+
+    /// The kind's name in [`ValueError::WrongType`]: `"int16"`, `"float32"`, `"string"` or
+    /// `"bytes"`.
+    const fn kind_name(&self) -> &'static str {
+        match self {
+            Value::Int16(_) => "int16",
+            Value::Float32(_) => "float32",
+            Value::Str(_) => "string",
+            Value::Bytes(_) => "bytes",
+        }
+    }
+
+    fn wrong_type(&self, expected: &'static str) -> ValueError {
+        ValueError::WrongType {
+            expected,
+            found: self.kind_name(),
+        }
+    }
 }
 
 /// Length of the string/bytes header varint for a payload of `len` bytes (1 or 2).
@@ -309,9 +378,30 @@ int_try_from!(i32, i64, i128, isize, u16, u32, u64, u128, usize);
 
 impl TryFrom<f32> for Value {
     type Error = ValueError;
-    /// A float32 value; fails on NaN.
+    /// A float32 value; fails on NaN. ±infinity and −0.0 are valid (spec wire-v1 §1).
     fn try_from(v: f32) -> Result<Value, ValueError> {
         Value::float32(v)
+    }
+}
+
+impl TryFrom<f64> for Value {
+    type Error = ValueError;
+    /// A float32 value: the nearest float32 to `v` (ties to even), always float32 even when `v` is
+    /// integral (use [`Value::number`] to classify). ±infinity and −0.0 are kept; a finite `v`
+    /// too small for float32 rounds to a subnormal or to ±0.0.
+    ///
+    /// # Errors
+    /// [`ValueError::NaN`] for NaN; [`ValueError::FloatOverflow`] for a finite `v` whose nearest
+    /// float32 would be infinite (|v| ≥ 3.4028235677973366e38), as in spec §1's classifier.
+    fn try_from(v: f64) -> Result<Value, ValueError> {
+        if v.is_nan() {
+            return Err(ValueError::NaN);
+        }
+        let f = v as f32;
+        if f.is_infinite() && v.is_finite() {
+            return Err(ValueError::FloatOverflow(v));
+        }
+        Ok(Value::Float32(f))
     }
 }
 
@@ -331,12 +421,95 @@ impl TryFrom<String> for Value {
     }
 }
 
+impl TryFrom<&String> for Value {
+    type Error = ValueError;
+    /// A string value; fails beyond [`MAX_VALUE_LEN`] bytes.
+    fn try_from(v: &String) -> Result<Value, ValueError> {
+        Value::string(v.as_str())
+    }
+}
+
+impl TryFrom<CompactString> for Value {
+    type Error = ValueError;
+    /// A string value; fails beyond [`MAX_VALUE_LEN`] bytes.
+    fn try_from(v: CompactString) -> Result<Value, ValueError> {
+        Value::string(v)
+    }
+}
+
 impl TryFrom<&[u8]> for Value {
     type Error = ValueError;
     /// A byte string value; fails beyond [`MAX_VALUE_LEN`] bytes.
     fn try_from(v: &[u8]) -> Result<Value, ValueError> {
         Value::bytes(v)
     }
+}
+
+impl<const N: usize> TryFrom<&[u8; N]> for Value {
+    type Error = ValueError;
+    /// A byte string value (the type of a `b"…"` literal); fails beyond [`MAX_VALUE_LEN`] bytes.
+    fn try_from(v: &[u8; N]) -> Result<Value, ValueError> {
+        Value::bytes(v.as_slice())
+    }
+}
+
+impl TryFrom<Vec<u8>> for Value {
+    type Error = ValueError;
+    /// A byte string value, without copying; fails beyond [`MAX_VALUE_LEN`] bytes.
+    fn try_from(v: Vec<u8>) -> Result<Value, ValueError> {
+        Value::bytes(v)
+    }
+}
+
+/// Reading a tuple's elements back: `TryFrom<Value>` and `TryFrom<&Value>` for the Rust type of
+/// each kind.
+macro_rules! value_into {
+    ($($t:ty, $variant:ident, $expected:literal, |$x:ident| $get:expr;)*) => {$(
+        impl TryFrom<Value> for $t {
+            type Error = ValueError;
+            #[doc = concat!("The ", $expected, " in `v`.")]
+            ///
+            /// # Errors
+            #[doc = concat!("[`ValueError::WrongType`] unless `v` is a ", $expected, ".")]
+            fn try_from(v: Value) -> Result<$t, ValueError> {
+                match v {
+                    Value::$variant($x) => Ok($get),
+                    other => Err(other.wrong_type($expected)),
+                }
+            }
+        }
+    )*};
+}
+value_into! {
+    i16, Int16, "int16", |x| x;
+    f32, Float32, "float32", |x| x;
+    String, Str, "string", |x| x.into_string();
+    CompactString, Str, "string", |x| x;
+    Vec<u8>, Bytes, "bytes", |x| x;
+}
+
+macro_rules! value_ref_into {
+    ($($t:ty, $variant:ident, $expected:literal, |$x:ident| $get:expr;)*) => {$(
+        impl<'a> TryFrom<&'a Value> for $t {
+            type Error = ValueError;
+            #[doc = concat!("The ", $expected, " in `v`.")]
+            ///
+            /// # Errors
+            #[doc = concat!("[`ValueError::WrongType`] unless `v` is a ", $expected, ".")]
+            fn try_from(v: &'a Value) -> Result<$t, ValueError> {
+                match v {
+                    Value::$variant($x) => Ok($get),
+                    other => Err(other.wrong_type($expected)),
+                }
+            }
+        }
+    )*};
+}
+value_ref_into! {
+    i16, Int16, "int16", |x| *x;
+    f32, Float32, "float32", |x| *x;
+    &'a str, Str, "string", |x| x.as_str();
+    &'a [u8], Bytes, "bytes", |x| x.as_slice();
 }
 
 #[cfg(test)]
@@ -418,6 +591,143 @@ mod tests {
         assert_eq!(Value::Float32(-0.0), Value::Float32(0.0));
         assert_ne!(Value::Str("AB".into()), Value::Bytes(b"AB".to_vec()));
         assert_ne!(Value::Int16(5), Value::Float32(5.0));
+    }
+
+    #[test]
+    fn typed_int_conversion_edges() {
+        assert_eq!(Value::try_from(32767i32), Ok(Value::Int16(32767)));
+        assert_eq!(Value::try_from(-32768i32), Ok(Value::Int16(-32768)));
+        assert_eq!(
+            Value::try_from(-32769i32),
+            Err(ValueError::IntOutOfRange(-32769))
+        );
+        assert_eq!(
+            Value::try_from(i64::MIN),
+            Err(ValueError::IntOutOfRange(i64::MIN.into()))
+        );
+        assert_eq!(Value::try_from(32767u16), Ok(Value::Int16(32767)));
+        assert_eq!(
+            Value::try_from(32768u16),
+            Err(ValueError::IntOutOfRange(32768))
+        );
+        assert_eq!(Value::try_from(-1isize), Ok(Value::Int16(-1)));
+        assert_eq!(
+            Value::try_from(usize::MAX),
+            Err(ValueError::IntOutOfRange(usize::MAX as i128))
+        );
+        assert_eq!(Value::from(-128i8), Value::Int16(-128));
+        // The error names the value and the range.
+        let msg = ValueError::IntOutOfRange(32768).to_string();
+        assert!(
+            msg.contains("32768") && msg.contains("-32768..=32767"),
+            "{msg}"
+        );
+    }
+
+    fn bits(v: Result<Value, ValueError>) -> u32 {
+        match v {
+            Ok(Value::Float32(f)) => f.to_bits(),
+            other => panic!("not a float32: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn f32_conversion_keeps_infinity_and_negative_zero() {
+        assert_eq!(Value::try_from(f32::NAN), Err(ValueError::NaN));
+        assert_eq!(Value::try_from(-f32::NAN), Err(ValueError::NaN));
+        assert_eq!(bits(Value::try_from(-0.0f32)), (-0.0f32).to_bits());
+        assert_eq!(
+            bits(Value::try_from(f32::INFINITY)),
+            f32::INFINITY.to_bits()
+        );
+        assert_eq!(
+            bits(Value::try_from(f32::NEG_INFINITY)),
+            f32::NEG_INFINITY.to_bits()
+        );
+        assert_eq!(bits(Value::try_from(f32::MAX)), f32::MAX.to_bits());
+    }
+
+    #[test]
+    fn f64_conversion_is_nearest_float32_and_refuses_nan_and_overflow() {
+        assert_eq!(Value::try_from(f64::NAN), Err(ValueError::NaN));
+        assert_eq!(Value::try_from(512.0f64), Ok(Value::Float32(512.0)));
+        assert_eq!(Value::try_from(0.1f64), Ok(Value::Float32(0.1f32)));
+        assert_eq!(bits(Value::try_from(-0.0f64)), (-0.0f32).to_bits());
+        assert_eq!(
+            bits(Value::try_from(f64::INFINITY)),
+            f32::INFINITY.to_bits()
+        );
+        assert_eq!(
+            bits(Value::try_from(f64::NEG_INFINITY)),
+            f32::NEG_INFINITY.to_bits()
+        );
+        assert_eq!(
+            Value::try_from(f64::from(f32::MAX)),
+            Ok(Value::Float32(f32::MAX))
+        );
+        assert_eq!(Value::try_from(1e39), Err(ValueError::FloatOverflow(1e39)));
+        assert_eq!(
+            Value::try_from(-f64::MAX),
+            Err(ValueError::FloatOverflow(-f64::MAX))
+        );
+        // Halfway between f32::MAX and 2^128 rounds (to even) to infinity: refused; just below
+        // it rounds to f32::MAX.
+        let halfway = f64::from(f32::MAX) + 2f64.powi(103);
+        assert_eq!(
+            Value::try_from(halfway),
+            Err(ValueError::FloatOverflow(halfway))
+        );
+        let below = f64::from(f32::MAX) + 2f64.powi(102);
+        assert_eq!(Value::try_from(below), Ok(Value::Float32(f32::MAX)));
+        // Below float32's range: a subnormal or zero, as in the text syntax.
+        assert_eq!(Value::try_from(1e-50), Ok(Value::Float32(0.0)));
+    }
+
+    #[test]
+    fn string_and_bytes_conversions() {
+        let s = String::from("LIGHT");
+        assert_eq!(Value::try_from(&s), Ok(Value::Str("LIGHT".into())));
+        assert_eq!(Value::try_from(s), Ok(Value::Str("LIGHT".into())));
+        assert_eq!(
+            Value::try_from(CompactString::from("x")),
+            Ok(Value::Str("x".into()))
+        );
+        assert_eq!(Value::try_from(b"AB"), Ok(Value::Bytes(b"AB".to_vec())));
+        assert_eq!(Value::try_from(vec![1u8]), Ok(Value::Bytes(vec![1])));
+        assert_eq!(Value::try_from(&[0u8; 3][..]), Ok(Value::Bytes(vec![0; 3])));
+        assert_eq!(
+            Value::try_from(vec![0u8; MAX_VALUE_LEN + 1]),
+            Err(ValueError::TooLong {
+                len: MAX_VALUE_LEN + 1,
+                max: MAX_VALUE_LEN
+            })
+        );
+        assert!(Value::try_from("é".repeat(4096).as_str()).is_err());
+    }
+
+    #[test]
+    fn reading_values_back() {
+        let (i, f) = (Value::Int16(-7), Value::Float32(-0.0));
+        let (s, b) = (Value::Str("AB".into()), Value::Bytes(b"AB".to_vec()));
+        assert_eq!(i16::try_from(&i), Ok(-7));
+        assert_eq!(i16::try_from(i.clone()), Ok(-7));
+        assert_eq!(f32::try_from(&f).map(f32::to_bits), Ok((-0.0f32).to_bits()));
+        assert_eq!(f32::try_from(f.clone()), Ok(0.0));
+        assert_eq!(<&str>::try_from(&s), Ok("AB"));
+        assert_eq!(String::try_from(s.clone()), Ok("AB".to_owned()));
+        assert_eq!(CompactString::try_from(s.clone()), Ok("AB".into()));
+        assert_eq!(<&[u8]>::try_from(&b), Ok(&b"AB"[..]));
+        assert_eq!(Vec::<u8>::try_from(b.clone()), Ok(b"AB".to_vec()));
+        // Kinds never convert into each other (spec §3).
+        let wrong = |expected, found| ValueError::WrongType { expected, found };
+        assert_eq!(i16::try_from(&f), Err(wrong("int16", "float32")));
+        assert_eq!(f32::try_from(i), Err(wrong("float32", "int16")));
+        assert_eq!(<&str>::try_from(&b), Err(wrong("string", "bytes")));
+        assert_eq!(Vec::<u8>::try_from(s), Err(wrong("bytes", "string")));
+        assert_eq!(
+            wrong("bytes", "string").to_string(),
+            "expected bytes, found string"
+        );
     }
 
     #[test]
