@@ -63,8 +63,10 @@
 //! [`Sim::stats`] gives, per directed link (sender → receiver), the distinct frames sent,
 //! received (at least one packet reached the receiver) and accepted (its engine processed it),
 //! with their ratios; per node the frames and packets sent and received and the sender-queue
-//! drops; for the medium the losses by cause. [`SimStats::delivered_per_sec`] is the useful
-//! throughput, and `SimStats`'s `Display` prints a table in the manner of Fig. 8.
+//! drops (every counter of its scheduler in [`NodeSimStats::scheduler`]; the scheduler itself,
+//! queue and frames on air, through [`Sim::scheduler`]); for the medium the losses by cause.
+//! [`SimStats::delivered_per_sec`] is the useful throughput, and `SimStats`'s `Display` prints a
+//! table in the manner of Fig. 8.
 //! [`Sim::timeline`] lists every advertising period (node, instance, frame, start, end, packets).
 //! With the defaults, four senders 3 m around one receiver at Δt = 500 ms deliver ≈ 84 % of
 //! their frames, 1.7 frames/s per sender (the paper: ≈ 80 %, ≈ 2/s); `cargo bench --bench sim`

@@ -88,8 +88,8 @@ impl Sim {
     /// Pushes `adv` into node `i`'s scheduler (a full queue drops or refuses as its
     /// [`QueuePolicy`](super::QueuePolicy) says, counted there) and applies what it says now.
     pub(super) fn enqueue_adv(&mut self, i: usize, adv: BleAdvertisement) {
-        // Refusals (full queue under `Refuse`) are counted in the scheduler's stats; the engine
-        // is not told, as on a radio whose `out` already returned.
+        // A refusal (full queue under `Refuse`) is counted in the scheduler's stats. The engine
+        // is not told: its call has returned (a radio's driver reports it to the caller).
         let _ = self.nodes[i].sender.push(adv);
         self.poll_sender(i);
     }
