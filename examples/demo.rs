@@ -226,10 +226,13 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         udp_node.set_hooks(Box::new(rt.hooks("udp-ts")?));
         let udp_space = UdpSpace::spawn_node(udp.clone(), udp_node)?;
         rt.load("beacon", BEACON_AGENT).await?;
-        tokio::spawn(rt.clone().serve(
+        tokio::spawn(rt.serve(
             outputs.actions,
-            vec![ble_node.space().clone(), udp_space.handle().clone()],
-        ));
+            [
+                ("ble-ts", ble_node.space().clone()),
+                ("udp-ts", udp_space.handle().clone()),
+            ],
+        )?);
         beacons.push((name, rt, ble_node, udp_space));
     }
 

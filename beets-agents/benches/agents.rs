@@ -110,7 +110,7 @@ fn dispatch(c: &mut Criterion) {
     let tuple = sensor();
     g.bench_function("filter_ts", |b| {
         b.iter(|| {
-            assert!(!h.on_tuple(now, ble, TupleKind::Out, black_box(&tuple), Some(&rx)));
+            assert!(!h.on_tuple(now, ble, TupleKind::Out, black_box(&tuple), None, Some(&rx)));
         })
     });
 
@@ -119,7 +119,7 @@ fn dispatch(c: &mut Criterion) {
         .unwrap();
     g.bench_function("router", |b| {
         b.iter(|| {
-            assert!(h.on_tuple(now, ble, TupleKind::Out, black_box(&tuple), Some(&rx)));
+            assert!(h.on_tuple(now, ble, TupleKind::Out, black_box(&tuple), None, Some(&rx)));
             black_box(h.poll_action().expect("forwarded"));
         })
     });
@@ -127,7 +127,7 @@ fn dispatch(c: &mut Criterion) {
     let other: Tuple = r#"("OTHER", 1)"#.parse().unwrap();
     g.bench_function("no_match", |b| {
         b.iter(|| {
-            assert!(!h.on_tuple(now, ble, TupleKind::Out, black_box(&other), Some(&rx)));
+            assert!(!h.on_tuple(now, ble, TupleKind::Out, black_box(&other), None, Some(&rx)));
         })
     });
     g.finish();

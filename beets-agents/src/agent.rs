@@ -418,7 +418,7 @@ impl JsAgent {
         budget: Duration,
         selects: impl Fn(&Trigger) -> bool,
         elements: impl for<'js> FnOnce(&Ctx<'js>, &Statics) -> rquickjs::Result<Vec<JsValue<'js>>>,
-        (words, rx): ((usize, usize), Option<&Received>),
+        (words, rx, lifetime): ((usize, usize), Option<&Received>, Option<Duration>),
         stop: i32,
     ) -> Result<bool, Fault> {
         self.begin(now, budget);
@@ -444,13 +444,17 @@ impl JsAgent {
                     ),
                     None => (null.clone(), null.clone(), null.clone()),
                 };
+                let lifetime = match lifetime {
+                    Some(l) => JsValue::new_float(ctx.clone(), l.as_secs_f64()),
+                    None => null.clone(),
+                };
                 for (i, rule) in self.rules.iter().enumerate() {
                     let Some(caller) = rule.call.as_ref().filter(|_| selects(&rule.trigger)) else {
                         continue;
                     };
                     current.set(i);
                     let caller = caller.clone().restore(&ctx)?;
-                    let mut a = rquickjs::function::Args::new(ctx.clone(), 10);
+                    let mut a = rquickjs::function::Args::new(ctx.clone(), 11);
                     a.push_arg(elements.len() as i32)?;
                     for k in 0..4 {
                         a.push_arg(elements.get(k).unwrap_or(&undefined).clone())?;
@@ -460,6 +464,7 @@ impl JsAgent {
                     a.push_arg(from.clone())?;
                     a.push_arg(time.clone())?;
                     a.push_arg(rssi.clone())?;
+                    a.push_arg(lifetime.clone())?;
                     let code: i32 = caller.call_arg(a)?;
                     if code == stop {
                         return Ok(true);
@@ -476,7 +481,9 @@ impl JsAgent {
         self.finish(r, |a| during_rule(&a.rules, at))
     }
 
-    /// `ts` rules: `handler(tuple, ev)`; returns whether one returned `true`.
+    /// `ts` rules: `handler(tuple, ev)`; returns whether one returned `true`. `lifetime` is an
+    /// OUT's lifetime as sent (`ev.lifetime`, seconds; `null` for none or a notification).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_tuple(
         &mut self,
         now: Time,
@@ -484,6 +491,7 @@ impl JsAgent {
         space: SpaceId,
         kind: TupleKind,
         tuple: &Tuple,
+        lifetime: Option<Duration>,
         rx: Option<&Received>,
     ) -> Result<bool, Fault> {
         let word = self.shared.spaces.len() + kind as usize;
@@ -498,7 +506,7 @@ impl JsAgent {
                     .map(|v| value_to_js(ctx, st, v))
                     .collect()
             },
-            ((space.index(), word), rx),
+            ((space.index(), word), rx, lifetime),
             1,
         )
     }
@@ -519,7 +527,7 @@ impl JsAgent {
             budget,
             |t| t.on_request(space, op),
             |ctx, st| template_elements(ctx, st, template),
-            ((space.index(), word), Some(rx)),
+            ((space.index(), word), Some(rx), None),
             2,
         )
     }

@@ -43,7 +43,9 @@ impl SpaceSpec {
         }
     }
 
-    /// Marks the space as keyed (FPE, spec §5) or not.
+    /// Marks the space as keyed (FPE, spec §5) or not. Installing the runtime's hooks on a node
+    /// sets this from the node's key ([`AgentHost::bind_space`](crate::AgentHost::bind_space)),
+    /// so only a bare [`AgentHost`](crate::AgentHost) needs it.
     pub fn keyed(mut self, keyed: bool) -> SpaceSpec {
         self.keyed = keyed;
         self

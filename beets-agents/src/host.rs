@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::rc::Rc;
+use std::time::Duration;
 
 use beets_core::node::IncomingRequest;
 use beets_core::{PeerAddr, Received, Time, Tuple, Value};
@@ -354,18 +355,45 @@ impl AgentHost {
             && (p.spaces.is_empty() || p.spaces.contains(&spec.name))
     }
 
+    /// Takes the settings of the node `space` runs on: whether it is keyed (which
+    /// [`ActivePolicy::require_keyed`](crate::ActivePolicy::require_keyed) checks) and its
+    /// transport's message limit. The [`AgentRuntime`](crate::AgentRuntime) calls it when its
+    /// hooks are installed on a node, so [`SpaceSpec::keyed`](crate::SpaceSpec::keyed) need not
+    /// be set by hand. Agents loaded before keep the message limit they were loaded with (hooks
+    /// are normally installed before any agent is loaded). Unknown spaces are ignored.
+    pub fn bind_space(&mut self, space: SpaceId, info: beets_core::node::SpaceInfo) {
+        let Some(spec) = self.config.spaces.get_mut(space.index()) else {
+            return;
+        };
+        let max = info.transport.max_message_len();
+        if spec.max_message_len != max {
+            tracing::warn!(
+                space = %spec.name,
+                configured = spec.max_message_len,
+                node = max,
+                "space configured for another transport than its node; using the node's limit"
+            );
+        }
+        spec.keyed = info.keyed;
+        spec.max_message_len = max;
+    }
+
     /// An incoming OUT (`kind` = [`TupleKind::Out`], before it is stored) or notification on
     /// `space`: runs the matching `ts` rules of each agent in load order until a handler returns
     /// `true`. Returns whether the tuple was consumed (an OUT is then not stored).
     ///
     /// An OUT shaped like an active tuple is started as an agent and consumed when the
-    /// [`ActivePolicy`](crate::ActivePolicy) allows it on this space.
+    /// [`ActivePolicy`](crate::ActivePolicy) allows it on this space. `lifetime` is the OUT's
+    /// lifetime as sent (spec §4 L, whole seconds), which handlers see as `ev.lifetime` and the
+    /// ready-made [`Router`](crate::Router) keeps when it forwards; `None` for none or a
+    /// notification.
     pub fn on_tuple(
         &mut self,
         now: Time,
         space: SpaceId,
         kind: TupleKind,
         tuple: &Tuple,
+        lifetime: Option<Duration>,
         received: Option<&Received>,
     ) -> bool {
         if space.index() >= self.config.spaces.len() {
@@ -388,7 +416,7 @@ impl AgentHost {
             if !js.wants_tuple(space, kind, tuple) {
                 continue;
             }
-            let r = js.on_tuple(now, budget, space, kind, tuple, received);
+            let r = js.on_tuple(now, budget, space, kind, tuple, lifetime, received);
             if self.finish(idx, r) == Some(true) {
                 self.stats.consumed += 1;
                 return true;

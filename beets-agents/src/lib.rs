@@ -41,7 +41,7 @@
 //! udp.set_hooks(Box::new(agents.hooks("udp-ts")?));
 //! // Run each node on its backend (beets-ble, beets-udp) to get its SpaceHandle.
 //! let (ble_space, udp_space) = (spawn_backend(ble), spawn_backend(udp));
-//! tokio::spawn(agents.clone().serve(out.actions, vec![ble_space, udp_space]));
+//! tokio::spawn(agents.serve(out.actions, [("ble-ts", ble_space), ("udp-ts", udp_space)])?);
 //! agents.load("router", &Router::ble_udp().source()).await?;
 //! # Ok(())
 //! # }
@@ -151,5 +151,5 @@ pub use config::{
 };
 pub use error::{AgentError, Fault, FaultKind};
 pub use host::{ACTIVE_PREFIX, AgentHost, AgentInfo, HostStats, MAX_AGENT_NAME_LEN, RuleFilter};
-pub use router::Router;
+pub use router::{Route, Router};
 pub use runtime::{AgentHooks, AgentOutputs, AgentRuntime, RuntimeConfig, RuntimeError};

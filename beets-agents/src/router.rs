@@ -36,9 +36,35 @@ pub struct Route {
     pub template: Template,
     /// Whether a forwarded OUT is kept from the local space (default `true`).
     pub consume: bool,
-    /// Lifetime in seconds for the forwarded OUT (default `None`: the receivers' default; the
-    /// original lifetime is not visible to agents).
+    /// Lifetime in seconds for the forwarded OUT (default `None`: the lifetime the OUT came
+    /// with, or the receivers' default when it had none).
     pub lifetime: Option<u16>,
+}
+
+impl Route {
+    /// A consuming route of `template` from space `from` to space `to`, keeping the lifetime
+    /// each OUT came with.
+    pub fn new(from: impl Into<String>, to: impl Into<String>, template: Template) -> Route {
+        Route {
+            from: from.into(),
+            to: to.into(),
+            template,
+            consume: true,
+            lifetime: None,
+        }
+    }
+
+    /// Forwards OUTs with this lifetime in seconds instead of the one they came with.
+    pub fn lifetime(mut self, seconds: u16) -> Route {
+        self.lifetime = Some(seconds);
+        self
+    }
+
+    /// Keeps forwarded OUTs in the local space too (they are consumed by default).
+    pub fn keep_local(mut self) -> Route {
+        self.consume = false;
+        self
+    }
 }
 
 /// A router configured by templates; [`Router::source`] is the agent.
@@ -88,13 +114,7 @@ impl Router {
 
     /// Adds a consuming route with no lifetime.
     pub fn route(mut self, from: &str, to: &str, template: Template) -> Router {
-        self.routes.push(Route {
-            from: from.to_owned(),
-            to: to.to_owned(),
-            template,
-            consume: true,
-            lifetime: None,
-        });
+        self.routes.push(Route::new(from, to, template));
         self
     }
 
@@ -122,11 +142,12 @@ impl Router {
             r#"(() => {{
   const agent = {{ forwarded: 0, dropped: 0, rules: [] }};
   // A handler that sends the tuple on `to` (a notification as a notification) and returns
-  // `consume`; a tuple that does not fit `to` stays here.
+  // `consume`; a tuple that does not fit `to` stays here. An OUT keeps the lifetime it came
+  // with unless the route sets one.
   const forward = (to, consume, lifetime) => (t, ev) => {{
     try {{
       if (ev.kind === "notify") to.notify(t);
-      else to.out(t, lifetime);
+      else to.out(t, lifetime ?? ev.lifetime ?? undefined);
     }} catch (e) {{
       agent.dropped++;
       log("not forwarded to " + to.name + ": " + e.message);

@@ -77,8 +77,9 @@ pub(crate) struct Rule {
 }
 
 /// Makes the caller of a `ts` or request rule: `make(apply, handler, cond, agent, key)` returns
-/// a function of `(n, a, b, c, d, space, what, from, time, rssi)` that builds the tuple (or
-/// template) array and the event object `{space, [key]: what, from, time, rssi}` with literals —
+/// a function of `(n, a, b, c, d, space, what, from, time, rssi, lifetime)` that builds the tuple
+/// (or template) array and the event object `{space, [key]: what, from, time, rssi, lifetime}`
+/// with literals —
 /// so setters an agent put on `Array.prototype` or `Object.prototype` never run — and calls
 /// `cond` and `handler` through `apply`, the original `Reflect.apply`. The caller returns 0 when
 /// `cond` said no, 1 when the handler returned `true`, 2 for `false`, 3 for anything else.
@@ -86,10 +87,10 @@ pub(crate) struct Rule {
 /// The source reads no global, so it is safe to compile after the agent's code ran; it is
 /// compiled only for agents that have such rules.
 pub(crate) const CALLER_FACTORY: &str = r#"(apply, h, c, s, key) =>
-  (n, a, b, x, d, space, what, from, time, rssi) => {
+  (n, a, b, x, d, space, what, from, time, rssi, lifetime) => {
     const t = [a, b, x, d];
     t.length = n;
-    const ev = { space, [key]: what, from, time, rssi };
+    const ev = { space, [key]: what, from, time, rssi, lifetime };
     if (c !== void 0 && !apply(c, s, [t, ev])) return 0;
     const r = apply(h, s, [t, ev]);
     return r === true ? 1 : r === false ? 2 : 3;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use beets_core::driver::{ClientError, SpaceHandle};
 use beets_core::node::{
-    Decision, DecisionSender, DecisionToken, Hooks, IncomingRequest, Question, Verdict,
+    Decision, DecisionSender, DecisionToken, Hooks, IncomingRequest, Question, SpaceInfo, Verdict,
 };
 use beets_core::{Op, Received, Template, Time, Tuple, Value};
 use tokio::sync::{mpsc, oneshot};
@@ -79,6 +79,9 @@ pub enum RuntimeError {
     /// A space name that is not in [`HostConfig::spaces`].
     #[error("no space named {0:?} in HostConfig::spaces")]
     UnknownSpace(String),
+    /// A space of [`HostConfig::spaces`] was given no handle in [`AgentRuntime::serve`].
+    #[error("space {0:?} of HostConfig::spaces has no SpaceHandle in serve")]
+    MissingSpace(String),
 }
 
 enum Cmd {
@@ -104,6 +107,9 @@ enum Cmd {
         reply: DecisionSender,
     },
     Sensor(String, Value),
+    /// Hooks were installed on the node of a space: its settings follow the node's; the ack
+    /// comes once the new rule masks are published.
+    Bind(SpaceId, SpaceInfo, SyncSender<()>),
     Complete(Token, Completion),
     Agents(oneshot::Sender<Vec<AgentInfo>>),
     Stats(oneshot::Sender<HostStats>),
@@ -115,6 +121,7 @@ enum Asked {
     Tuple {
         kind: TupleKind,
         tuple: Tuple,
+        lifetime: Option<Duration>,
         received: Received,
     },
     Request {
@@ -397,11 +404,45 @@ impl AgentRuntime {
         let _ = self.tx.try_send(Cmd::Shutdown);
     }
 
-    /// Performs the agents' actions on `spaces` (indexed like [`HostConfig::spaces`]) until the
-    /// agent thread stops. Spawn it as a task. Broadcasts and local writes are performed in
-    /// order; each request runs in its own task and its reply (or `None` at the timeout) is
-    /// given back to the agent.
-    pub async fn serve(self, mut actions: mpsc::Receiver<Action>, spaces: Vec<SpaceHandle>) {
+    /// The task that performs the agents' actions on the running spaces, each given by its
+    /// name in [`HostConfig::spaces`]: spawn what this returns. Broadcasts and local writes are
+    /// performed in order; each request runs in its own task and its reply (or `None` at the
+    /// timeout) is given back to the agent. It ends when the agent thread stops.
+    ///
+    /// ```no_run
+    /// # use beets_agents::*;
+    /// # async fn f(agents: AgentRuntime, out: AgentOutputs,
+    /// #     ble: beets_core::driver::SpaceHandle, udp: beets_core::driver::SpaceHandle)
+    /// #     -> Result<(), RuntimeError> {
+    /// tokio::spawn(agents.serve(out.actions, [("ble-ts", ble), ("udp-ts", udp)])?);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`RuntimeError::UnknownSpace`] for a name not in the host configuration;
+    /// [`RuntimeError::MissingSpace`] when a configured space has no handle (its agents' actions
+    /// would go nowhere).
+    pub fn serve<'a>(
+        &self,
+        actions: mpsc::Receiver<Action>,
+        spaces: impl IntoIterator<Item = (&'a str, SpaceHandle)>,
+    ) -> Result<impl std::future::Future<Output = ()> + Send + 'static, RuntimeError> {
+        let mut by_index: Vec<Option<SpaceHandle>> = vec![None; self.spaces.len()];
+        for (name, handle) in spaces {
+            let id = self
+                .space_id(name)
+                .ok_or_else(|| RuntimeError::UnknownSpace(name.to_owned()))?;
+            by_index[id.index()] = Some(handle);
+        }
+        let handles = by_index
+            .into_iter()
+            .zip(self.spaces.iter())
+            .map(|(h, name)| h.ok_or_else(|| RuntimeError::MissingSpace(name.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.clone().run_actions(actions, handles))
+    }
+
+    async fn run_actions(self, mut actions: mpsc::Receiver<Action>, spaces: Vec<SpaceHandle>) {
         while let Some(action) = actions.recv().await {
             let Some(h) = spaces.get(action.space().index()).cloned() else {
                 warn!(
@@ -527,15 +568,19 @@ impl Hooks for AgentHooks {
         }
         let asked = match *question {
             Question::Out {
-                tuple, received, ..
+                tuple,
+                lifetime,
+                received,
             } => Asked::Tuple {
                 kind: TupleKind::Out,
                 tuple: tuple.clone(),
+                lifetime,
                 received: *received,
             },
             Question::Notify { tuple, received } => Asked::Tuple {
                 kind: TupleKind::Notify,
                 tuple: tuple.clone(),
+                lifetime: None,
                 received: *received,
             },
             Question::Request {
@@ -571,6 +616,20 @@ impl Hooks for AgentHooks {
 
     fn attach(&mut self, decisions: DecisionSender) {
         self.decisions = Some(decisions);
+    }
+
+    /// Tells the agent thread the space's settings and waits (at most 1 s) until it has taken
+    /// them, so that the first message the node hears is judged with them.
+    fn bind(&mut self, info: SpaceInfo) {
+        let (ack, done) = std_mpsc::sync_channel(1);
+        if self.tx.try_send(Cmd::Bind(self.space, info, ack)).is_err()
+            || done.recv_timeout(Duration::from_secs(1)).is_err()
+        {
+            warn!(
+                space = self.space.index(),
+                "agent thread busy or stopped; space settings not taken"
+            );
+        }
     }
 }
 
@@ -665,7 +724,7 @@ impl AgentThread {
                 received,
             } => {
                 self.host
-                    .on_tuple(now, space, kind, &tuple, received.as_ref());
+                    .on_tuple(now, space, kind, &tuple, None, received.as_ref());
             }
             Cmd::Decide {
                 space,
@@ -675,6 +734,12 @@ impl AgentThread {
                 reply,
             } => return self.decide(now, space, asked, token, deadline, reply),
             Cmd::Sensor(name, value) => self.host.on_sensor(now, &name, value),
+            Cmd::Bind(space, info, ack) => {
+                self.host.bind_space(space, info);
+                // Whether active tuples are taken depends on the key: new masks for the hooks.
+                self.publish();
+                let _ = ack.try_send(());
+            }
             Cmd::Complete(token, c) => self.host.complete(now, token, c),
             Cmd::Agents(r) => {
                 let _ = r.send(self.host.agents());
@@ -714,10 +779,11 @@ impl AgentThread {
             Asked::Tuple {
                 kind,
                 tuple,
+                lifetime,
                 received,
             } => !self
                 .host
-                .on_tuple(now, space, kind, &tuple, Some(&received)),
+                .on_tuple(now, space, kind, &tuple, lifetime, Some(&received)),
             Asked::Request {
                 op,
                 template,

@@ -98,6 +98,7 @@ fn consuming_ts_rule_returns_true_only_for_its_tuples() {
         s,
         TupleKind::Out,
         &t(r#"("SENSOR", "LIGHT", 512, 3)"#),
+        None,
         Some(&rx)
     ));
     assert!(!h.on_tuple(
@@ -105,6 +106,7 @@ fn consuming_ts_rule_returns_true_only_for_its_tuples() {
         s,
         TupleKind::Out,
         &t(r#"("SENSOR", "LIGHT", 5, 3)"#),
+        None,
         Some(&rx)
     ));
     // Other kind, other arity, other space, weak signal: not even called.
@@ -113,6 +115,7 @@ fn consuming_ts_rule_returns_true_only_for_its_tuples() {
         s,
         TupleKind::Notify,
         &t(r#"("SENSOR", "LIGHT", 512, 3)"#),
+        None,
         Some(&rx)
     ));
     assert!(!h.on_tuple(
@@ -120,6 +123,7 @@ fn consuming_ts_rule_returns_true_only_for_its_tuples() {
         s,
         TupleKind::Out,
         &t(r#"("SENSOR", 512)"#),
+        None,
         Some(&rx)
     ));
     let u = h.space_id("udp-ts").unwrap();
@@ -128,6 +132,7 @@ fn consuming_ts_rule_returns_true_only_for_its_tuples() {
         u,
         TupleKind::Out,
         &t(r#"("SENSOR", "LIGHT", 512, 3)"#),
+        None,
         Some(&rx)
     ));
     let weak = Received {
@@ -139,6 +144,7 @@ fn consuming_ts_rule_returns_true_only_for_its_tuples() {
         s,
         TupleKind::Out,
         &t(r#"("SENSOR", "LIGHT", 512, 3)"#),
+        None,
         Some(&weak)
     ));
     assert_eq!(
@@ -396,7 +402,7 @@ fn values_keep_their_type_through_an_agent() {
         Value::Bytes(vec![0, 9]),
     ])
     .unwrap();
-    h.on_tuple(ms(1), s, TupleKind::Notify, &input, None);
+    h.on_tuple(ms(1), s, TupleKind::Notify, &input, None, None);
     assert_eq!(logs(&mut h), ["number object true number true 2"]);
     let outs: Vec<Tuple> = actions(&mut h)
         .into_iter()
@@ -518,7 +524,7 @@ fn active_tuples_are_plain_data_unless_enabled() {
     // Off by default: not consumed, nothing started.
     let mut h = host();
     let u = h.space_id("udp-ts").unwrap();
-    assert!(!h.on_tuple(ms(1), u, TupleKind::Out, &tuple, Some(&rx)));
+    assert!(!h.on_tuple(ms(1), u, TupleKind::Out, &tuple, None, Some(&rx)));
     assert!(h.agents().is_empty());
 
     // Enabled, but the space is not keyed: still plain data.
@@ -526,25 +532,25 @@ fn active_tuples_are_plain_data_unless_enabled() {
     cfg.active.enabled = true;
     let mut h = AgentHost::new(cfg.clone());
     let u = h.space_id("udp-ts").unwrap();
-    assert!(!h.on_tuple(ms(1), u, TupleKind::Out, &tuple, Some(&rx)));
+    assert!(!h.on_tuple(ms(1), u, TupleKind::Out, &tuple, None, Some(&rx)));
 
     // Enabled on a keyed space: started and consumed.
     cfg.spaces[0] = SpaceSpec::new("udp-ts", Transport::Udp).keyed(true);
     cfg.active.max_agents = 1;
     let mut h = AgentHost::new(cfg);
-    assert!(h.on_tuple(ms(1), u, TupleKind::Out, &tuple, Some(&rx)));
+    assert!(h.on_tuple(ms(1), u, TupleKind::Out, &tuple, None, Some(&rx)));
     let agents = h.agents();
     assert_eq!(agents[0].name, "active:greeter");
     assert_eq!(agents[0].active_from, Some(Some(rx.from)));
     // A second one is over the limit; the same one again keeps running; a new version of the
     // first replaces it.
     let other = active::encode("other", src).unwrap();
-    assert!(h.on_tuple(ms(2), u, TupleKind::Out, &other, Some(&rx)));
+    assert!(h.on_tuple(ms(2), u, TupleKind::Out, &other, None, Some(&rx)));
     let first = h.agents()[0].id;
-    assert!(h.on_tuple(ms(3), u, TupleKind::Out, &tuple, Some(&rx)));
+    assert!(h.on_tuple(ms(3), u, TupleKind::Out, &tuple, None, Some(&rx)));
     assert_eq!(h.agents()[0].id, first);
     let v2 = active::encode("greeter", r#"({ init() { log("v2") } })"#).unwrap();
-    assert!(h.on_tuple(ms(3), u, TupleKind::Out, &v2, Some(&rx)));
+    assert!(h.on_tuple(ms(3), u, TupleKind::Out, &v2, None, Some(&rx)));
     assert_ne!(h.agents()[0].id, first);
     let events: Vec<_> = std::iter::from_fn(|| h.poll_event()).collect();
     assert!(events.iter().any(
@@ -560,8 +566,72 @@ fn active_tuples_are_plain_data_unless_enabled() {
         Value::Str(format!("({{}}){}", " ".repeat(1200)).into()),
     ])
     .unwrap();
-    assert!(h.on_tuple(ms(4), u, TupleKind::Out, &big, Some(&rx)));
+    assert!(h.on_tuple(ms(4), u, TupleKind::Out, &big, None, Some(&rx)));
     assert_eq!(h.stats().active_refused, 2);
     // Local agents cannot take the prefix.
     assert!(h.load(ms(5), "active:greeter", "({})").is_err());
+}
+
+/// An OUT's lifetime reaches the handlers (`ev.lifetime`, seconds) and the ready-made router
+/// forwards the OUT with it, unless the route sets its own.
+#[test]
+fn out_lifetimes_reach_handlers_and_routers_keep_them() {
+    let mut h = host();
+    let (b, u) = (h.space_id("ble-ts").unwrap(), h.space_id("udp-ts").unwrap());
+    let router = beets_agents::Router::new()
+        .route(
+            "ble-ts",
+            "udp-ts",
+            parse_template(r#"("KEEP", ?)"#).unwrap(),
+        )
+        .with(
+            beets_agents::Route::new("ble-ts", "udp-ts", parse_template(r#"("SET", ?)"#).unwrap())
+                .lifetime(30),
+        );
+    h.load(ms(0), "router", &router.source()).unwrap();
+    h.load(
+        ms(0),
+        "seer",
+        r#"({ rules: [{ ts: '(?, ?)', handler(t, ev) { log(t[0], ev.lifetime); } }] })"#,
+    )
+    .unwrap();
+    let rx = ble(1, 1);
+    let ten_minutes = Some(Duration::from_secs(600));
+    for (tuple, lifetime) in [
+        (r#"("KEEP", 1)"#, ten_minutes),
+        (r#"("KEEP", 2)"#, None),
+        (r#"("SET", 3)"#, ten_minutes),
+    ] {
+        assert!(h.on_tuple(ms(1), b, TupleKind::Out, &t(tuple), lifetime, Some(&rx)));
+    }
+    let forwarded: Vec<(Tuple, Option<Duration>)> = actions(&mut h)
+        .into_iter()
+        .filter_map(|a| match a {
+            Action::Out {
+                space,
+                tuple,
+                lifetime,
+                ..
+            } if space == u => Some((tuple, lifetime)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        forwarded,
+        vec![
+            (t(r#"("KEEP", 1)"#), ten_minutes),
+            (t(r#"("KEEP", 2)"#), None),
+            (t(r#"("SET", 3)"#), Some(Duration::from_secs(30))),
+        ]
+    );
+    // The router consumed them before the seer saw them; a tuple it does not route reaches it.
+    assert!(!h.on_tuple(
+        ms(2),
+        b,
+        TupleKind::Out,
+        &t(r#"("OTHER", 4)"#),
+        ten_minutes,
+        Some(&rx)
+    ));
+    assert_eq!(logs(&mut h), ["OTHER 600"]);
 }

@@ -158,8 +158,8 @@ fn beacon(ble_bus: &Bus, udp_bus: &Bus, me: u8) -> Beacon {
     let (udp, _) = join(udp_bus, me, u);
     tokio::spawn(
         agents
-            .clone()
-            .serve(actions, vec![ble.clone(), udp.clone()]),
+            .serve(actions, [("ble-ts", ble.clone()), ("udp-ts", udp.clone())])
+            .unwrap(),
     );
     Beacon {
         agents,
@@ -302,7 +302,11 @@ async fn a_late_decision_is_dropped_and_its_actions_never_run() {
     let mut s = Node::new(ncfg, 1, Time::ZERO);
     s.set_hooks(Box::new(agents.hooks("udp-ts").unwrap()));
     let (server, _) = join(&bus, 1, s);
-    tokio::spawn(agents.clone().serve(out.actions, vec![server.clone()]));
+    tokio::spawn(
+        agents
+            .serve(out.actions, [("udp-ts", server.clone())])
+            .unwrap(),
+    );
     // Busy for 120 ms — past the 50 ms deadline, within its 300 ms budget (no fault).
     let slow = beets_agents::Limits {
         event_budget: Duration::from_millis(300),
@@ -372,7 +376,11 @@ async fn filter_agent_refuses_rd_from_one_sender_over_the_driver() {
     let mut s = node(Transport::Udp, "server", 1);
     s.set_hooks(Box::new(agents.hooks("udp-ts").unwrap()));
     let (server, _) = join(&bus, 1, s);
-    tokio::spawn(agents.clone().serve(out.actions, vec![server.clone()]));
+    tokio::spawn(
+        agents
+            .serve(out.actions, [("udp-ts", server.clone())])
+            .unwrap(),
+    );
     agents
         .load(
             "filter",
@@ -469,13 +477,18 @@ async fn active_tuple_starts_an_agent_on_a_keyed_space_when_allowed() {
         cfg.reply_backoff = Duration::from_millis(5);
         Node::new(cfg, seed, Time::ZERO)
     };
-    let mut host = HostConfig::new([SpaceSpec::new("udp-ts", Transport::Udp).keyed(true)]);
+    // Not marked keyed here: the space's key status follows the node the hooks are installed on.
+    let mut host = HostConfig::new([SpaceSpec::new("udp-ts", Transport::Udp)]);
     host.active.enabled = true;
     let (agents, out) = AgentRuntime::spawn(host, rt_config()).unwrap();
     let mut n = keyed("receiver", 1);
     n.set_hooks(Box::new(agents.hooks("udp-ts").unwrap()));
     let (receiver, _) = join(&bus, 1, n);
-    tokio::spawn(agents.clone().serve(out.actions, vec![receiver.clone()]));
+    tokio::spawn(
+        agents
+            .serve(out.actions, [("udp-ts", receiver.clone())])
+            .unwrap(),
+    );
     let (sender, _) = join(&bus, 2, keyed("sender", 2));
 
     // The agent answers every ("PING", n) with ("PONG", n + 1) and stores nothing else.
@@ -488,7 +501,9 @@ async fn active_tuple_starts_an_agent_on_a_keyed_space_when_allowed() {
     while agents.agents().await.unwrap().is_empty() {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "active agent did not start"
+            "active agent did not start: {:?} {:?}",
+            agents.stats().await,
+            receiver.stats().await
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -548,7 +563,11 @@ async fn radio_notifications_reach_notify_rules_through_the_node_hook() {
     let mut s = node(Transport::Udp, "server", 1);
     s.set_hooks(Box::new(agents.hooks("udp-ts").unwrap()));
     let (server, _) = join(&bus, 1, s);
-    tokio::spawn(agents.clone().serve(out.actions, vec![server.clone()]));
+    tokio::spawn(
+        agents
+            .serve(out.actions, [("udp-ts", server.clone())])
+            .unwrap(),
+    );
     agents
         .load(
             "n",

@@ -74,7 +74,8 @@ fn run(delta_ms: u64, instances: usize, lossy: bool, secs: u64) -> Row {
                 .expect("subscribe");
             let received = received.clone();
             tokio::spawn(async move {
-                while let Some(t) = rx.recv().await {
+                while let Some(d) = rx.recv().await {
+                    let t = d.tuple;
                     if let (Some(Value::Int16(from)), Some(Value::Int16(k))) = (t.get(0), t.get(1))
                     {
                         received.lock().expect("lock")[i].insert((*from, *k));

@@ -71,8 +71,7 @@ pub use node::{
     Received, RequestId, Transmit, Transport,
 };
 pub use space::{
-    CapacityPolicy, DeliveryKind, ListenerId, OutReport, Space, SpaceConfig, SpaceError,
-    SpaceStats,
+    CapacityPolicy, DeliveryKind, ListenerId, OutReport, Space, SpaceConfig, SpaceError, SpaceStats,
 };
 pub use text::{ParseError, parse_template, parse_tuple};
 pub use time::Time;

@@ -51,7 +51,7 @@ use crate::udp::{self, DatagramError, DatagramHeader, NodeId};
 
 pub mod hooks;
 mod types;
-pub use hooks::{Decision, DecisionSender, DecisionToken, Hooks, Question, Verdict};
+pub use hooks::{Decision, DecisionSender, DecisionToken, Hooks, Question, SpaceInfo, Verdict};
 pub use types::{
     Delivery, DropReason, Event, Frame, IncomingRequest, MAX_NODE_NAME, Neighbour, NodeConfig,
     NodeError, NodeStats, PeerAddr, Received, RequestId, Transmit, Transport,
@@ -262,6 +262,10 @@ impl Node {
     /// Installs application hooks (agents), replacing any before. Messages parked for the old
     /// hooks keep waiting for their decisions (or deadlines).
     pub fn set_hooks(&mut self, mut hooks: Box<dyn Hooks>) {
+        hooks.bind(SpaceInfo {
+            transport: self.config.transport,
+            keyed: self.config.key.is_some(),
+        });
         if let Some(d) = &self.decisions {
             hooks.attach(d.clone());
         }

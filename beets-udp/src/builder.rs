@@ -10,6 +10,9 @@ use beets_core::{FpeKey, Node, NodeConfig, Time, Transport};
 use crate::config::{LIMITED_BROADCAST, LOOPBACK_BROADCAST};
 use crate::{UdpConfig, UdpError, UdpSpace, os_seed};
 
+/// A change to the engine settings, applied when the node is built.
+type NodeConfigChange = Box<dyn FnOnce(&mut NodeConfig)>;
+
 /// Builds a [`UdpSpace`]; from [`UdpSpace::builder`]. Defaults: port 49737 on every IPv4
 /// interface, broadcast to 255.255.255.255 (spec §7), no key, no hooks, a seed from the OS.
 ///
@@ -40,7 +43,7 @@ pub struct UdpSpaceBuilder {
     key: Option<FpeKey>,
     hooks: Option<Box<dyn Hooks>>,
     seed: Option<u64>,
-    tune: Vec<Box<dyn FnOnce(&mut NodeConfig)>>,
+    tune: Vec<NodeConfigChange>,
 }
 
 impl fmt::Debug for UdpSpaceBuilder {

@@ -97,14 +97,15 @@ async fn node(args: NodeArgs) -> Result<(), String> {
     }
     let mut specs = Vec::new();
     if args.udp {
-        specs.push(SpaceSpec::new("udp-ts", Transport::Udp).keyed(args.key.is_some()));
+        specs.push(SpaceSpec::new("udp-ts", Transport::Udp));
     }
     if args.ble {
-        specs.push(SpaceSpec::new("ble-ts", Transport::Ble).keyed(args.key.is_some()));
+        specs.push(SpaceSpec::new("ble-ts", Transport::Ble));
     }
     let (agents, outputs) = AgentRuntime::spawn(HostConfig::new(specs), RuntimeConfig::default())
         .map_err(|e| e.to_string())?;
     let mut handles = Vec::new();
+    let mut named: Vec<(&str, beets::core::driver::SpaceHandle)> = Vec::new();
     let mut udp_space = None;
     if args.udp {
         let cfg = node_config(&args, Transport::Udp)?;
@@ -121,6 +122,7 @@ async fn node(args: NodeArgs) -> Result<(), String> {
         info!(addr = %space.local_addr(), node_id = %space.node_id(), "UDP space udp-ts up");
         println!("udp-ts: node id {}", space.node_id());
         handles.push(space.handle().clone());
+        named.push(("udp-ts", space.handle().clone()));
         udp_space = Some(space);
     }
     #[cfg(feature = "bluer")]
@@ -164,6 +166,7 @@ async fn node(args: NodeArgs) -> Result<(), String> {
             .map_err(|e| format!("BLE: {e}"))?;
         info!("BLE space ble-ts up");
         handles.push(n.space().clone());
+        named.push(("ble-ts", n.space().clone()));
         Some(n)
     } else {
         None
@@ -195,7 +198,11 @@ async fn node(args: NodeArgs) -> Result<(), String> {
             }
         }
     });
-    tokio::spawn(agents.clone().serve(outputs.actions, handles.clone()));
+    tokio::spawn(
+        agents
+            .serve(outputs.actions, named.iter().cloned())
+            .map_err(|e| e.to_string())?,
+    );
     if let Some(first) = handles.first() {
         for text in &args.outs {
             let tuple = parse_tuple(text).map_err(|e| format!("--out {text}: {e}"))?;

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::message::Op;
-use crate::node::Received;
+use crate::node::{Received, Transport};
 use crate::tuple::{Template, Tuple};
 
 /// Names one parked message until its decision comes (see the module docs). Tokens increase
@@ -135,6 +135,17 @@ impl fmt::Debug for DecisionSender {
     }
 }
 
+/// What hooks learn about the space they are installed on ([`Hooks::bind`]), so that their
+/// own settings follow the node's instead of being set twice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SpaceInfo {
+    /// The node's transport.
+    pub transport: Transport,
+    /// Whether the space has a key (FPE, spec §5): it accepts only encrypted messages.
+    pub keyed: bool,
+}
+
 /// Application callbacks consulted by the engine before it acts on incoming messages (the
 /// agents' entry points, paper §6). The default proceeds with everything.
 ///
@@ -154,5 +165,11 @@ pub trait Hooks: Send {
     /// answers later ignores it (the default).
     fn attach(&mut self, decisions: DecisionSender) {
         let _ = decisions;
+    }
+
+    /// Called by [`Node::set_hooks`](crate::Node::set_hooks) with the space the hooks are
+    /// installed on (the agent runtime takes the space's key status from it).
+    fn bind(&mut self, space: SpaceInfo) {
+        let _ = space;
     }
 }
