@@ -12,6 +12,8 @@
 //! - wire format v1 ([`message`]), the BLE frame of ASCII85 local name + slot-indexed 16-bit
 //!   service UUIDs ([`ble`]), the UDP datagram envelope ([`udp`]), the node-fpe-compatible
 //!   byte substitution ([`fpe`]) and duplicate suppression ([`dedup`]);
+//! - sealed messages ([`sealed`], spec §12): AES-128-CCM, replay window, header privacy and
+//!   counter persistence, for spaces that need authentication rather than obfuscation;
 //! - the local tuple space ([`space`]) and the sans-IO protocol engine ([`node`]);
 //! - a seeded simulated broadcast medium for tests and capacity planning ([`sim`]);
 //! - with the `tokio` feature, the async driver and [`SpaceHandle`](driver::SpaceHandle) that
@@ -20,8 +22,8 @@
 //! **What it does not do.** No sockets, no radio, no clock, no threads: time is a [`Time`] passed
 //! in, frames are bytes passed in and out. That keeps it deterministic, fast to test (thousands
 //! of simulated seconds per test second) and portable. It gives no delivery guarantee (paper §3:
-//! operations are broadcasts that may go unanswered) and no security beyond obfuscation: the FPE is
-//! a keyed per-byte substitution without integrity.
+//! operations are broadcasts that may go unanswered). The FPE is a keyed per-byte substitution
+//! without integrity, obfuscation only; [`sealed`] spaces are authenticated and replay-protected.
 //!
 //! ```text
 //!  app: out / rd / inp / test / notify / where          radio or socket
@@ -54,6 +56,7 @@ pub mod fuzzing;
 mod macros;
 pub mod message;
 pub mod node;
+pub mod sealed;
 pub mod sim;
 pub mod space;
 pub mod text;
@@ -70,6 +73,7 @@ pub use node::{
     DatagramEncoder, Delivery, Event, Frame, Node, NodeConfig, NodeError, NodeStats, PeerAddr,
     Received, RequestId, Transmit, Transport,
 };
+pub use sealed::{OpenError, Opened, ReplayWindow, SealError, SealKey, Sealer};
 pub use space::{
     CapacityPolicy, DeliveryKind, ListenerId, OutReport, Space, SpaceConfig, SpaceError, SpaceStats,
 };
