@@ -9,14 +9,14 @@
 //!
 //! # The model (units: metres, milliseconds, dBm)
 //! **BLE** (a node with [`Transport::Ble`], knobs in [`BleSimConfig`]):
-//! - *Sender.* Each BLE node runs the Δt [`Scheduler`](crate::ble::scheduler::Scheduler), the
-//!   very one `beets-ble` runs on BlueZ, so these numbers come from the code a Raspberry Pi
-//!   runs. Every [`Transmit::Advertisement`] is pushed into it (queue of 16 frames by default;
-//!   when full the oldest waiting frame is dropped, or with [`QueuePolicy::Refuse`] the new one
-//!   is refused; both counted in [`NodeSimStats`]), and the medium applies what it says: a free
-//!   *advertising instance* (default 1 per node) takes the head frame and advertises it for Δt
-//!   (default 500 ms), then takes the next; with an empty queue the instance stops advertising.
-//!   The medium polls the scheduler after every push and at every end of a Δt period.
+//! - *Sender.* Each BLE node runs the Δt [`Scheduler`], the very one `beets-ble` runs on
+//!   BlueZ, so these numbers come from the code a Raspberry Pi runs. Every
+//!   [`Transmit::Advertisement`] is pushed into it (queue of 16 frames by default; when full the
+//!   oldest waiting frame is dropped, or with [`QueuePolicy::Refuse`] the new one is refused;
+//!   both counted in [`NodeSimStats`]), and the medium applies what it says: a free *advertising
+//!   instance* (default 1 per node) takes the head frame and advertises it for Δt (default
+//!   500 ms), then takes the next; with an empty queue the instance stops advertising. The
+//!   medium polls the scheduler after every push and at every end of a Δt period.
 //! - *Packets.* An instance sends one advertising event at `start + advDelay`, then every
 //!   `interval + advDelay` (default 100 ms, advDelay uniform in 0..=10 ms as in BLE) while before
 //!   `start + Δt`. Each event occupies the air for `air_time` (default 2 ms) and is received, at
@@ -116,8 +116,8 @@ use crate::node::{Event, Node, NodeConfig, PeerAddr, Transmit, Transport};
 use crate::time::Time;
 use crate::udp::DEFAULT_PORT;
 
-/// The sender queue's policy: the [`Scheduler`](crate::ble::scheduler::Scheduler)'s own type,
-/// re-exported here because [`BleSimConfig::queue_policy`] takes it.
+/// The sender queue's policy: the [`Scheduler`]'s own type, re-exported here because
+/// [`BleSimConfig::queue_policy`] takes it.
 pub use crate::ble::scheduler::QueuePolicy;
 pub use config::{BleSimConfig, SimConfig};
 pub use stale::{MAX_REMEMBERED_FRAMES, StaleUuidConfig, StaleUuids};

@@ -1,29 +1,5 @@
-//! The one model of BlueZ's stale service UUIDs, shared by every simulated receiver: the core
-//! medium ([`Sim`](super::Sim)) and `beets-ble`'s simulated air (`beets_ble::sim::SimAir`).
-//!
-//! BlueZ keeps a device object per sender address and only ever *adds* to its advertised UUIDs
-//! (`device_add_eir_uuids` in `src/device.c`), so a scanner sees a frame's UUIDs merged with
-//! those of the sender's earlier frames, as a set. [`StaleUuids`] is that object's UUID list for
-//! one (receiver, sender) pair: it remembers the UUID sets of the frames heard, and each
-//! [`StaleUuids::hear`] returns the set a scanner would see now. How much lingers is a
-//! [`StaleUuidConfig`]: [`StaleUuidConfig::BLUEZ`] keeps everything until the device is forgotten
-//! ([`StaleUuids::forget`], what `Adapter1.RemoveDevice` does; `beets-ble`'s scanner asks for it
-//! after each decoded frame), while a medium without a scanner that forgets (the core
-//! [`Sim`](super::Sim)) keeps a few earlier frames for a while instead.
-//!
-//! ```
-//! use beets_core::sim::{StaleUuidConfig, StaleUuids};
-//! use beets_core::Time;
-//!
-//! let mut device = StaleUuids::default();
-//! let keep_one = StaleUuidConfig { frames: 1, ..StaleUuidConfig::BLUEZ };
-//! assert_eq!(device.hear(Time::ZERO, &[0x2001, 0x4002], &keep_one), [0x2001, 0x4002]);
-//! // The next frame's UUIDs arrive merged with the previous frame's.
-//! let seen = device.hear(Time::from_millis(500), &[0x2003], &keep_one);
-//! assert_eq!(seen, [0x2001, 0x2003, 0x4002]);
-//! device.forget();
-//! assert_eq!(device.hear(Time::from_millis(900), &[0x2003], &keep_one), [0x2003]);
-//! ```
+//! The stale-UUID model ([`StaleUuids`]), shared by the core medium and `beets-ble`'s simulated
+//! air.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -67,7 +43,33 @@ impl Default for StaleUuidConfig {
     }
 }
 
-/// The UUIDs one receiver's stack holds for one sender. See the [module docs](self).
+/// The UUIDs one receiver's stack holds for one sender: the one model of BlueZ's stale service
+/// UUIDs, shared by every simulated receiver, the core medium ([`Sim`](super::Sim)) and
+/// `beets-ble`'s simulated air (`beets_ble::sim::SimAir`).
+///
+/// BlueZ keeps a device object per sender address and only ever *adds* to its advertised UUIDs
+/// (`device_add_eir_uuids` in `src/device.c`), so a scanner sees a frame's UUIDs merged with
+/// those of the sender's earlier frames, as a set. [`StaleUuids`] is that object's UUID list for
+/// one (receiver, sender) pair: it remembers the UUID sets of the frames heard, and each
+/// [`StaleUuids::hear`] returns the set a scanner would see now. How much lingers is a
+/// [`StaleUuidConfig`]: [`StaleUuidConfig::BLUEZ`] keeps everything until the device is forgotten
+/// ([`StaleUuids::forget`], what `Adapter1.RemoveDevice` does; `beets-ble`'s scanner asks for it
+/// after each decoded frame), while a medium without a scanner that forgets (the core
+/// [`Sim`](super::Sim)) keeps a few earlier frames for a while instead.
+///
+/// ```
+/// use beets_core::sim::{StaleUuidConfig, StaleUuids};
+/// use beets_core::Time;
+///
+/// let mut device = StaleUuids::default();
+/// let keep_one = StaleUuidConfig { frames: 1, ..StaleUuidConfig::BLUEZ };
+/// assert_eq!(device.hear(Time::ZERO, &[0x2001, 0x4002], &keep_one), [0x2001, 0x4002]);
+/// // The next frame's UUIDs arrive merged with the previous frame's.
+/// let seen = device.hear(Time::from_millis(500), &[0x2003], &keep_one);
+/// assert_eq!(seen, [0x2001, 0x2003, 0x4002]);
+/// device.forget();
+/// assert_eq!(device.hear(Time::from_millis(900), &[0x2003], &keep_one), [0x2003]);
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StaleUuids {
     /// Distinct UUID sets heard, oldest first, with when each was last heard.
