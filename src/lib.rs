@@ -10,4 +10,6 @@
 pub use beets_agents as agents;
 pub use beets_ble as ble;
 pub use beets_core as core;
+#[cfg(feature = "mqtt")]
+pub use beets_mqtt as mqtt;
 pub use beets_udp as udp;

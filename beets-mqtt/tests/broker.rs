@@ -1,0 +1,571 @@
+//! Against a real mosquitto, started by each test on a free loopback port with a generated
+//! config and stopped at its end. Without the binary a test prints `SKIPPED: <reason>` and
+//! returns, unless `BEETS_REQUIRE_MQTT=1` (CI), which turns the skip into a failure. Every
+//! wait has a deadline and waits on an event (a delivery, a state change) or polls counters.
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use beets_core::driver::SpaceHandle;
+use beets_core::{Delivery, NodeConfig, Transport};
+use beets_mqtt::peer::mqtt_node_id;
+use beets_mqtt::{
+    ConnectionState, Gateway, GatewayConfig, MqttConfig, MqttError, MqttSpace, Protocol,
+};
+use beets_udp::{UdpConfig, UdpSpace, reserve_port};
+use tokio::sync::mpsc;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A mosquitto child process on 127.0.0.1:`port`.
+struct Mosquitto {
+    bin: PathBuf,
+    conf: PathBuf,
+    port: u16,
+    child: Option<Child>,
+}
+
+fn find_mosquitto() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
+        .map(|d| d.join("mosquitto"))
+        .find(|p| p.is_file())
+}
+
+impl Mosquitto {
+    /// Starts a broker, `None` (after printing SKIPPED) when there is no mosquitto binary.
+    fn start(test: &str, extra: &str) -> Option<Mosquitto> {
+        let Some(bin) = find_mosquitto() else {
+            assert!(
+                std::env::var("BEETS_REQUIRE_MQTT").as_deref() != Ok("1"),
+                "BEETS_REQUIRE_MQTT=1 but no mosquitto binary (apt-get install mosquitto)"
+            );
+            println!("SKIPPED: {test}: no mosquitto binary (apt-get install mosquitto)");
+            return None;
+        };
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("beets-mqtt-{}-{test}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let conf = dir.join("mosquitto.conf");
+        let text = format!(
+            "listener {port} 127.0.0.1\npersistence false\nlog_dest none\n{extra}\n{}",
+            if extra.contains("allow_anonymous") {
+                ""
+            } else {
+                "allow_anonymous true\n"
+            }
+        );
+        std::fs::write(&conf, text).expect("config");
+        let mut m = Mosquitto {
+            bin,
+            conf,
+            port,
+            child: None,
+        };
+        m.launch();
+        Some(m)
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new(&self.bin)
+            .arg("-c")
+            .arg(&self.conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto starts");
+        self.child = Some(child);
+        // Ready when it accepts TCP connections (polled with a deadline).
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let deadline = Instant::now() + WAIT;
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not listen on {addr}"
+            );
+            if let Some(c) = &mut self.child
+                && let Ok(Some(status)) = c.try_wait()
+            {
+                panic!("mosquitto exited: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    fn config(&self, space: &str) -> MqttConfig {
+        let mut c = MqttConfig::new(&self.url(), space).expect("config");
+        c.reconnect_min = Duration::from_millis(50);
+        c.reconnect_max = Duration::from_millis(400);
+        c
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(dir) = self.conf.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn node(name: &str) -> NodeConfig {
+    NodeConfig::new(Transport::Udp, name).expect("node config")
+}
+
+async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Polls `check` (counters) until it holds, at most [`WAIT`].
+async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn subscribe(h: &SpaceHandle, template: &str) -> mpsc::Receiver<Delivery> {
+    h.subscribe(template.parse().unwrap(), 64).await.unwrap()
+}
+
+async fn next(rx: &mut mpsc::Receiver<Delivery>, what: &str) -> Delivery {
+    within(what, rx.recv()).await.expect("subscription open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_exchange_out_rd_inp_through_the_broker() {
+    let Some(broker) = Mosquitto::start("exchange", "") else {
+        return;
+    };
+    let a = MqttSpace::spawn(broker.config("hall"), node("a"), 1)
+        .await
+        .unwrap();
+    let b = MqttSpace::spawn(broker.config("hall"), node("b"), 2)
+        .await
+        .unwrap();
+    a.wait_connected(WAIT).await.unwrap();
+    b.wait_connected(WAIT).await.unwrap();
+    assert_eq!(a.mqtt_stats().state, ConnectionState::Connected);
+
+    // OUT: b stores it, and sees a's node id as the sender.
+    let mut at_b = subscribe(b.handle(), r#"("SENSOR", ?, ?)"#).await;
+    a.handle()
+        .out(r#"("SENSOR", "LIGHT", 512)"#.parse().unwrap(), None)
+        .await
+        .unwrap();
+    let d = next(&mut at_b, "the OUT at b").await;
+    assert_eq!(d.tuple.to_string(), r#"("SENSOR", "LIGHT", 512)"#);
+    assert_eq!(d.from.as_ref().and_then(mqtt_node_id), Some(a.node_id()));
+
+    // RD from a: b answers through the broker; INP takes it from b.
+    let template = r#"("SENSOR", "LIGHT", ?int16)"#;
+    let (t, how) = a
+        .handle()
+        .rd(template.parse().unwrap(), Duration::from_secs(3))
+        .await
+        .unwrap()
+        .expect("an answer to rd");
+    assert_eq!(t.to_string(), r#"("SENSOR", "LIGHT", 512)"#);
+    assert_eq!(mqtt_node_id(&how.from), Some(b.node_id()));
+    let (t, _) = a
+        .handle()
+        .inp(template.parse().unwrap(), Duration::from_secs(3))
+        .await
+        .unwrap()
+        .expect("an answer to inp");
+    assert_eq!(t.to_string(), r#"("SENSOR", "LIGHT", 512)"#);
+    assert_eq!(
+        b.handle()
+            .host_count(template.parse().unwrap())
+            .await
+            .unwrap(),
+        0
+    );
+
+    // Own datagrams: MQTT 3.1.1 echoes a's publishes to a, which drops them by node id.
+    let a_stats = a.handle().stats().await.unwrap();
+    assert!(a_stats.node.dropped_own >= 3, "{a_stats:?}");
+    assert_eq!(
+        a_stats.node.messages_in, 2,
+        "two replies, nothing of its own"
+    );
+
+    // Garbage on the space topic: counted, dropped, the node keeps serving.
+    let raw = RawV4::connect(&broker, "beets/v1/hall").await;
+    raw.publish("beets/v1/hall", b"not a datagram".to_vec())
+        .await;
+    until("the malformed payload counted", async || {
+        b.handle().stats().await.unwrap().node.dropped_malformed >= 1
+    })
+    .await;
+    a.handle()
+        .out(r#"("SENSOR", "TEMP", 21)"#.parse().unwrap(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut at_b, "an OUT after garbage")
+            .await
+            .tuple
+            .to_string(),
+        r#"("SENSOR", "TEMP", 21)"#
+    );
+    let (_, ms) = a.close().await;
+    assert_eq!(ms.state, ConnectionState::Closed);
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_reconnect_after_a_broker_restart() {
+    let Some(mut broker) = Mosquitto::start("restart", "") else {
+        return;
+    };
+    let a = MqttSpace::spawn(broker.config("hall"), node("a"), 3)
+        .await
+        .unwrap();
+    let b = MqttSpace::spawn(broker.config("hall"), node("b"), 4)
+        .await
+        .unwrap();
+    a.wait_connected(WAIT).await.unwrap();
+    b.wait_connected(WAIT).await.unwrap();
+    let mut at_b = subscribe(b.handle(), r#"("N", ?int16)"#).await;
+
+    broker.stop();
+    for s in [&a, &b] {
+        let mut w = s.watch_state();
+        within(
+            "the outage to show",
+            w.wait_for(|s| *s == ConnectionState::Disconnected),
+        )
+        .await
+        .unwrap();
+    }
+    // Sent during the outage: dropped and counted, never a panic or a stall.
+    a.handle()
+        .out(r#"("N", 1)"#.parse().unwrap(), None)
+        .await
+        .unwrap();
+    assert!(a.mqtt_stats().publish_dropped >= 1);
+    assert!(a.handle().stats().await.unwrap().send_errors >= 1);
+
+    broker.launch();
+    a.wait_connected(WAIT).await.unwrap();
+    b.wait_connected(WAIT).await.unwrap();
+    for s in [&a, &b] {
+        let m = s.mqtt_stats();
+        assert_eq!(m.reconnects, 1, "{m:?}");
+        assert_eq!(m.disconnects, 1, "{m:?}");
+        assert!(m.connection_errors >= 1 && m.last_error.is_some(), "{m:?}");
+    }
+    a.handle()
+        .out(r#"("N", 2)"#.parse().unwrap(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut at_b, "an OUT after the restart")
+            .await
+            .tuple
+            .to_string(),
+        r#"("N", 2)"#
+    );
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_surface_as_a_refusal() {
+    let Some(broker) = Mosquitto::start("refused", "allow_anonymous false") else {
+        return;
+    };
+    let c = broker.config("hall").with_credentials("bee", "wrong");
+    let a = MqttSpace::spawn(c, node("a"), 5).await.unwrap();
+    match a.wait_connected(WAIT).await {
+        Err(MqttError::Refused(why)) => assert!(!why.is_empty()),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(a.mqtt_stats().state, ConnectionState::Refused);
+    a.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_on_each_lan_forms_one_space_without_loops() {
+    let Some(broker) = Mosquitto::start("gateway", "") else {
+        return;
+    };
+    // Two UDP "LANs" on loopback: two ports, each its own broadcast group.
+    let (p1, p2) = (reserve_port().unwrap(), reserve_port().unwrap());
+    let lan1 = UdpConfig::loopback(p1.port());
+    let lan2 = UdpConfig::loopback(p2.port());
+    let g1 = Gateway::spawn(GatewayConfig::new(lan1.clone(), broker.config("site"))).unwrap();
+    let g2 = Gateway::spawn(GatewayConfig::new(lan2.clone(), broker.config("site"))).unwrap();
+    g1.wait_connected(WAIT).await.unwrap();
+    g2.wait_connected(WAIT).await.unwrap();
+    let n1 = UdpSpace::spawn(lan1, node("n1"), 11).unwrap();
+    let n2 = UdpSpace::spawn(lan2, node("n2"), 12).unwrap();
+
+    let mut at_n2 = subscribe(n2.handle(), r#"("ROOM", ?)"#).await;
+    n1.handle()
+        .out(r#"("ROOM", 1)"#.parse().unwrap(), None)
+        .await
+        .unwrap();
+    let d = next(&mut at_n2, "the OUT across the broker").await;
+    assert_eq!(d.tuple.to_string(), r#"("ROOM", 1)"#);
+    // Each gateway hears the datagram twice more (its own broadcast / its own publish echoed)
+    // and forwards it once: the key crossed once, no loop.
+    until("both echoes dropped", async || {
+        g1.stats().duplicates >= 1 && g2.stats().duplicates >= 1
+    })
+    .await;
+    let (s1, s2) = (g1.stats(), g2.stats());
+    assert_eq!((s1.to_mqtt, s1.to_udp), (1, 0), "{s1:?}");
+    assert_eq!((s2.to_mqtt, s2.to_udp), (0, 1), "{s2:?}");
+
+    // RD from LAN 2 answered by LAN 1 (n1 keeps a tuple locally): the request and the reply
+    // cross the broker.
+    n1.handle()
+        .host_out(r#"("ROOM", 2)"#.parse().unwrap(), None)
+        .await
+        .unwrap();
+    let (t, _) = n2
+        .handle()
+        .rd(r#"("ROOM", 2)"#.parse().unwrap(), Duration::from_secs(3))
+        .await
+        .unwrap()
+        .expect("an answer from the other LAN");
+    assert_eq!(t.to_string(), r#"("ROOM", 2)"#);
+    until("the rd's datagrams settled", async || {
+        let (s1, s2) = (g1.stats(), g2.stats());
+        s1.to_mqtt == 2 && s2.to_mqtt == 1 && s1.to_udp == 1 && s2.to_udp == 2
+    })
+    .await;
+    let n2_stats = n2.handle().stats().await.unwrap();
+    assert_eq!(n2_stats.node.duplicates, 0, "{n2_stats:?}");
+
+    n1.close().await;
+    n2.close().await;
+    let (s1, s2) = (g1.close().await, g2.close().await);
+    assert_eq!(s1.malformed + s2.malformed, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_mirror_publishes_and_outs() {
+    let Some(broker) = Mosquitto::start("json", "") else {
+        return;
+    };
+    let mut c = broker.config("hall");
+    c.json_mirror = true;
+    let a = MqttSpace::spawn(c, node("a"), 21).await.unwrap();
+    let b = MqttSpace::spawn(broker.config("hall"), node("b"), 22)
+        .await
+        .unwrap();
+    a.wait_connected(WAIT).await.unwrap();
+    b.wait_connected(WAIT).await.unwrap();
+    let mut dash = RawV4::connect(&broker, "beets/v1/hall/json").await;
+
+    // Out: b's OUT stored at a appears as JSON.
+    b.handle()
+        .out(
+            r#"("SENSOR", "LIGHT", 512, 1.5)"#.parse().unwrap(),
+            Some(Duration::from_secs(600)),
+        )
+        .await
+        .unwrap();
+    let (_, payload) = within("the mirrored JSON", dash.next()).await;
+    let doc: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(doc["op"], "out");
+    assert_eq!(
+        doc["tuple"],
+        serde_json::json!(["SENSOR", "LIGHT", 512, 1.5])
+    );
+    assert_eq!(
+        doc["types"],
+        serde_json::json!(["str", "str", "int16", "float32"])
+    );
+    assert_eq!(doc["from"], format!("mqtt:{}", b.node_id()));
+    assert!(doc["at"].as_str().unwrap().ends_with('Z'));
+
+    // In: a JSON tuple on json/in is out by a, and b stores it.
+    let mut at_b = subscribe(b.handle(), r#"("CMD", ?, ?)"#).await;
+    dash.publish(
+        "beets/v1/hall/json/in",
+        br#"{"tuple": ["CMD", "LAMP", 1], "lifetime": 30}"#.to_vec(),
+    )
+    .await;
+    let d = next(&mut at_b, "the JSON tuple at b").await;
+    assert_eq!(d.tuple.to_string(), r#"("CMD", "LAMP", 1)"#);
+    assert_eq!(d.from.as_ref().and_then(mqtt_node_id), Some(a.node_id()));
+
+    // Bad JSON: counted and dropped; the mirror keeps serving.
+    dash.publish("beets/v1/hall/json/in", b"{not json".to_vec())
+        .await;
+    dash.publish("beets/v1/hall/json/in", br#"[70000]"#.to_vec())
+        .await;
+    dash.publish("beets/v1/hall/json/in", br#"["CMD", "FAN", 2]"#.to_vec())
+        .await;
+    let d = next(&mut at_b, "a good JSON tuple after bad ones").await;
+    assert_eq!(d.tuple.to_string(), r#"("CMD", "FAN", 2)"#);
+    let m = a.mirror().unwrap().stats();
+    assert_eq!((m.bad_json, m.outs), (2, 2), "{m:?}");
+    assert!(m.published >= 1);
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_publishes_an_out_lifetime_as_message_expiry() {
+    let Some(broker) = Mosquitto::start("expiry", "") else {
+        return;
+    };
+    let mut c = broker.config("hall");
+    c.protocol = Protocol::V5;
+    let a = MqttSpace::spawn(c, node("a"), 31).await.unwrap();
+    a.wait_connected(WAIT).await.unwrap();
+    let mut raw = RawV5::connect(&broker, "beets/v1/hall").await;
+    a.handle()
+        .out(
+            r#"("T", 1)"#.parse().unwrap(),
+            Some(Duration::from_secs(600)),
+        )
+        .await
+        .unwrap();
+    let expiry = within("the v5 publish", raw.next_expiry()).await;
+    // The broker forwards the remaining interval: 600 s less the (sub-second) wait.
+    assert!(matches!(expiry, Some(599..=600)), "{expiry:?}");
+    a.handle()
+        .out(r#"("T", 2)"#.parse().unwrap(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        within("an OUT without lifetime", raw.next_expiry()).await,
+        None
+    );
+    // MQTT 5 "no local": the broker does not echo a's datagrams back to it.
+    let s = a.handle().stats().await.unwrap();
+    assert_eq!(s.node.dropped_own, 0, "{s:?}");
+    a.close().await;
+}
+
+/// A plain rumqttc 3.1.1 client: what a dashboard or `mosquitto_sub` is.
+struct RawV4 {
+    client: rumqttc::AsyncClient,
+    rx: mpsc::Receiver<(String, Vec<u8>)>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl RawV4 {
+    async fn connect(broker: &Mosquitto, topic: &str) -> RawV4 {
+        let o = rumqttc::MqttOptions::new("raw-v4", "127.0.0.1", broker.port);
+        let (client, mut el) = rumqttc::AsyncClient::new(o, 64);
+        client
+            .subscribe(topic, rumqttc::QoS::AtMostOnce)
+            .await
+            .unwrap();
+        let (tx, rx) = mpsc::channel(64);
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut ready_tx = Some(ready_tx);
+            while let Ok(ev) = el.poll().await {
+                match ev {
+                    rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_)) => {
+                        if let Some(r) = ready_tx.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => {
+                        let _ = tx.send((p.topic, p.payload.to_vec())).await;
+                    }
+                    _ => {}
+                }
+            }
+        });
+        within("the raw client's subscription", ready)
+            .await
+            .unwrap();
+        RawV4 {
+            client,
+            rx,
+            _task: task,
+        }
+    }
+
+    async fn publish(&self, topic: &str, payload: Vec<u8>) {
+        self.client
+            .publish(topic, rumqttc::QoS::AtMostOnce, false, payload)
+            .await
+            .unwrap();
+    }
+
+    async fn next(&mut self) -> (String, Vec<u8>) {
+        self.rx.recv().await.expect("raw client running")
+    }
+}
+
+/// A plain rumqttc MQTT 5 subscriber, to see the publish properties.
+struct RawV5 {
+    rx: mpsc::Receiver<Option<u32>>,
+    _client: rumqttc::v5::AsyncClient,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl RawV5 {
+    async fn connect(broker: &Mosquitto, topic: &str) -> RawV5 {
+        use rumqttc::v5::mqttbytes::v5::Packet;
+        let o = rumqttc::v5::MqttOptions::new("raw-v5", "127.0.0.1", broker.port);
+        let (client, mut el) = rumqttc::v5::AsyncClient::new(o, 64);
+        client
+            .subscribe(topic, rumqttc::v5::mqttbytes::QoS::AtMostOnce)
+            .await
+            .unwrap();
+        let (tx, rx) = mpsc::channel(64);
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let mut ready_tx = Some(ready_tx);
+            while let Ok(ev) = el.poll().await {
+                match ev {
+                    rumqttc::v5::Event::Incoming(Packet::SubAck(_)) => {
+                        if let Some(r) = ready_tx.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    rumqttc::v5::Event::Incoming(Packet::Publish(p)) => {
+                        let expiry = p.properties.and_then(|p| p.message_expiry_interval);
+                        let _ = tx.send(expiry).await;
+                    }
+                    _ => {}
+                }
+            }
+        });
+        within("the raw v5 subscription", ready).await.unwrap();
+        RawV5 {
+            rx,
+            _client: client,
+            _task: task,
+        }
+    }
+
+    async fn next_expiry(&mut self) -> Option<u32> {
+        self.rx.recv().await.expect("raw v5 client running")
+    }
+}
