@@ -37,6 +37,7 @@ pub(crate) struct UdpSource {
 
 impl UdpSource {
     pub(crate) fn new(socket: Arc<UdpSocket>, counters: Arc<Counters>) -> UdpSource {
+        crate::socket::watch_drops(&socket, &counters);
         UdpSource {
             socket,
             buf: vec![0u8; MAX_DATAGRAM_LEN + 1].into_boxed_slice(),
@@ -50,6 +51,14 @@ impl UdpSource {
         Counters::add(&self.counters.receive_errors, 1);
         warn!(error = %e, "receiving failed; retrying");
         self.backoff = true;
+    }
+}
+
+impl Drop for UdpSource {
+    /// The driver is stopping: read the kernel's drop counter while the socket is still open,
+    /// so the final stats keep it.
+    fn drop(&mut self) {
+        let _ = self.counters.read_kernel_drops();
     }
 }
 

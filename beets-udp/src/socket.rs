@@ -6,6 +6,30 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::net::UdpSocket;
 
 use crate::UdpConfig;
+use crate::stats::Counters;
+
+/// Remembers the socket's inode, whose row in `/proc/self/net/udp` carries the kernel's count of
+/// datagrams dropped for it (a full receive buffer). Linux only; elsewhere
+/// [`UdpStats::kernel_drops`](crate::UdpStats::kernel_drops) stays `None`.
+///
+/// Why not `SO_RXQ_OVFL`: it reports the same counter, but in a control message of every
+/// `recvmsg`, which `std`/tokio cannot read without `unsafe` (forbidden here) or a new
+/// dependency, and which would cost a larger syscall on every datagram of the hot path. The
+/// `/proc` row costs one small file read per stats snapshot and nothing per datagram.
+pub(crate) fn watch_drops(socket: &UdpSocket, counters: &Counters) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let fd = socket.as_raw_fd();
+        if let Ok(meta) = std::fs::metadata(format!("/proc/self/fd/{fd}")) {
+            let v6 = socket.local_addr().is_ok_and(|a| a.is_ipv6());
+            let _ = counters.socket.set((meta.ino(), v6));
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (socket, counters);
+}
 
 /// Opens, configures and binds the socket of one space, and registers it with tokio.
 ///
