@@ -569,3 +569,117 @@ impl RawV5 {
         self.rx.recv().await.expect("raw v5 client running")
     }
 }
+
+/// Makes a CA and a server certificate for 127.0.0.1 with the `openssl` tool in `dir`; `None`
+/// without the tool.
+fn make_certs(dir: &std::path::Path) -> Option<()> {
+    std::fs::create_dir_all(dir).ok()?;
+    let run = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").ok()?;
+    let ok = [
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "ca.key", "-out", "ca.crt"],
+        ]
+        .concat(),
+        [
+            &["req", "-x509"][..],
+            &ec,
+            &["-keyout", "other.key", "-out", "other.crt"],
+        ]
+        .concat(),
+        [
+            &["req"][..],
+            &ec,
+            &["-keyout", "server.key", "-out", "server.csr"],
+        ]
+        .concat(),
+    ]
+    .iter()
+    .all(|a| run(&[a.as_slice(), &["-days", "1", "-subj", "/CN=beets-test"]].concat()))
+        && run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+        ]);
+    ok.then_some(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_the_right_ca_connects_and_a_wrong_ca_is_refused_clearly() {
+    let certs = std::env::temp_dir().join(format!("beets-mqtt-{}-certs", std::process::id()));
+    if make_certs(&certs).is_none() {
+        println!("SKIPPED: tls: no openssl tool to make test certificates");
+        return;
+    }
+    let d = certs.display();
+    let extra =
+        format!("user root\ncafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\n");
+    let Some(broker) = Mosquitto::start("tls", &extra) else {
+        return;
+    };
+    let url = format!("mqtts://127.0.0.1:{}", broker.port);
+    let mut c = MqttConfig::new(&url, "hall").unwrap();
+    c.tls.ca_file = Some(certs.join("ca.crt"));
+    let a = MqttSpace::spawn(c.clone(), node("a"), 41).await.unwrap();
+    a.wait_connected(WAIT).await.unwrap();
+    let b = MqttSpace::spawn(c.clone(), node("b"), 42).await.unwrap();
+    b.wait_connected(WAIT).await.unwrap();
+    let mut at_b = subscribe(b.handle(), r#"("TLS", ?)"#).await;
+    a.handle()
+        .out(r#"("TLS", 1)"#.parse().unwrap(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut at_b, "an OUT over TLS").await.tuple.to_string(),
+        r#"("TLS", 1)"#
+    );
+
+    // Another CA: the handshake fails, and the wait says why.
+    c.tls.ca_file = Some(certs.join("other.crt"));
+    let wrong = MqttSpace::spawn(c, node("w"), 43).await.unwrap();
+    match wrong.wait_connected(Duration::from_secs(2)).await {
+        Err(MqttError::NotConnected { last_error, .. }) => {
+            assert!(last_error.contains("certificate"), "{last_error}");
+        }
+        other => panic!("expected a TLS failure, got {other:?}"),
+    }
+    // A CA file that does not exist fails at once, naming it.
+    let mut bad = MqttConfig::new(&url, "hall").unwrap();
+    bad.tls.ca_file = Some(certs.join("missing.crt"));
+    let e = MqttSpace::spawn(bad, node("x"), 44).await.unwrap_err();
+    assert!(e.to_string().contains("missing.crt"), "{e}");
+    a.close().await;
+    b.close().await;
+    wrong.close().await;
+    let _ = std::fs::remove_dir_all(&certs);
+}
