@@ -28,6 +28,8 @@ use clap::{Parser, Subcommand};
 
 #[path = "common/runner.rs"]
 mod runner;
+#[path = "common/seal_cli.rs"]
+mod seal_cli;
 
 /// BeeTS wire-format tool (spec wire-v1).
 #[derive(Parser)]
@@ -56,6 +58,8 @@ enum Command {
         /// Encrypt with this space password (FPE, spec §5).
         #[arg(long, value_name = "PASSWORD", allow_hyphen_values = true)]
         key: Option<String>,
+        #[command(flatten)]
+        seal: seal_cli::SealArgs,
     },
     /// Decode a message given as hex.
     Decode {
@@ -65,6 +69,8 @@ enum Command {
         /// Space password for encrypted (E=1) messages.
         #[arg(long, value_name = "PASSWORD", allow_hyphen_values = true)]
         key: Option<String>,
+        #[command(flatten)]
+        seal: seal_cli::SealArgs,
     },
     /// Pack a message (hex) into a BLE frame: prints the local name, then the UUIDs.
     Frame {
@@ -119,6 +125,7 @@ fn run(cli: Cli) -> Result<String, String> {
             lifetime,
             reply,
             key,
+            seal,
         } => {
             let body = if op.carries_pattern() {
                 Body::Template(text::parse_template(&body).map_err(|e| e.to_string())?)
@@ -126,11 +133,17 @@ fn run(cli: Cli) -> Result<String, String> {
                 Body::Tuple(text::parse_tuple(&body).map_err(|e| e.to_string())?)
             };
             let msg = Message::from_parts(op, body, lifetime, reply).map_err(|e| e.to_string())?;
+            if let Some(k) = seal.key()? {
+                return seal.encode(&k, &msg);
+            }
             let key = key.map(|p| FpeKey::from_password(&p));
             Ok(hex::encode(msg.to_bytes(key.as_ref())))
         }
-        Command::Decode { hex, key } => {
+        Command::Decode { hex, key, seal } => {
             let bytes = parse_hex(&hex)?;
+            if let Some(k) = seal.key()? {
+                return seal.decode(&k, &bytes);
+            }
             let key = key.map(|p| FpeKey::from_password(&p));
             let d = Message::parse(&bytes, key.as_ref()).map_err(|e| e.to_string())?;
             let control = bytes[0];

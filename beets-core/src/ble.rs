@@ -166,6 +166,9 @@ pub enum FrameError {
     /// The only candidate's message does not decode.
     #[error("frame message: {0}")]
     Message(#[from] DecodeError),
+    /// In a sealed space: the only candidate's message fails spec §12 receiving step 1, 2 or 4.
+    #[error("sealed frame message: {0}")]
+    Sealed(crate::sealed::OpenError),
     /// Several candidates, none valid.
     #[error("none of {tried} UUID combinations gives a valid frame")]
     NoValidCombination {
@@ -289,6 +292,55 @@ const fn slots_for(t: usize) -> (usize, u32) {
 /// # Errors
 /// A [`FrameError`] naming why this is not exactly one valid BeeTS frame.
 pub fn unpack(name: &str, uuids: &[u16], key: Option<&FpeKey>) -> Result<BleFrame, FrameError> {
+    let (seq, crc, decoded) = unpack_with(name, uuids, |m| Ok(Message::parse(m, key)?))?;
+    Ok(BleFrame { seq, crc, decoded })
+}
+
+/// A frame of a sealed space (spec §6 with §12), from [`unpack_sealed`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct SealedFrame {
+    /// The sender's frame sequence number.
+    pub seq: u8,
+    /// The frame's CRC.
+    pub crc: u8,
+    /// The authenticated header: source id and counter, for the replay window (§12 step 3).
+    pub opened: crate::sealed::Opened,
+    /// The decrypted message.
+    pub message: Message,
+}
+
+/// As [`unpack`] for a sealed space (spec §6 "Receiving" with §12): a candidate combination
+/// "parses" when it passes §12 receiving steps 1, 2 and 4 with `key`. Step 3, the replay window,
+/// is the caller's, once, on the frame returned.
+///
+/// Cost: as [`unpack`], with one AES block and one CCM pass per candidate whose CRC matches.
+///
+/// # Errors
+/// A [`FrameError`]; a single candidate's §12 failure is [`FrameError::Sealed`] with its reason.
+pub fn unpack_sealed(
+    name: &str,
+    uuids: &[u16],
+    key: &crate::sealed::SealKey,
+) -> Result<SealedFrame, FrameError> {
+    let (seq, crc, (opened, message)) = unpack_with(name, uuids, |m| {
+        key.open_message(crate::Transport::Ble, m)
+            .map_err(FrameError::Sealed)
+    })?;
+    Ok(SealedFrame {
+        seq,
+        crc,
+        opened,
+        message,
+    })
+}
+
+/// The frame search of [`unpack`], with `check` deciding whether a candidate's message
+/// (`seq` and CRC removed) is valid; returns `(seq, crc, what check gave)`.
+fn unpack_with<T>(
+    name: &str,
+    uuids: &[u16],
+    mut check: impl FnMut(&[u8]) -> Result<T, FrameError>,
+) -> Result<(u8, u8, T), FrameError> {
     let name = name.as_bytes();
     if name.len() > MAX_NAME_LEN {
         return Err(FrameError::NameTooLong {
@@ -307,7 +359,7 @@ pub fn unpack(name: &str, uuids: &[u16], key: Option<&FpeKey>) -> Result<BleFram
             });
         }
         let computed = CRC8_SLICE16.checksum(&frame[..n - 1]);
-        return check_frame(&frame[..n], computed, key);
+        return check_frame(&frame[..n], computed, &mut check);
     }
 
     let last = name[NAME_HEAD_CHARS];
@@ -380,14 +432,14 @@ pub fn unpack(name: &str, uuids: &[u16], key: Option<&FpeKey>) -> Result<BleFram
         // The usual case, no stale UUIDs: the only candidate's error is the frame's, and its
         // frame is returned without passing through `found`.
         fill_tail(&mut frame, &idx)?;
-        return check_frame(&frame[..n], crc(&frame), key);
+        return check_frame(&frame[..n], crc(&frame), &mut check);
     }
 
-    let mut found: Option<BleFrame> = None;
+    let mut found: Option<(u8, u8, T)> = None;
     let mut valid = 0;
     for _ in 0..count {
-        let candidate =
-            fill_tail(&mut frame, &idx).and_then(|()| check_frame(&frame[..n], crc(&frame), key));
+        let candidate = fill_tail(&mut frame, &idx)
+            .and_then(|()| check_frame(&frame[..n], crc(&frame), &mut check));
         if let Ok(f) = candidate {
             valid += 1;
             found.get_or_insert(f);
@@ -413,22 +465,17 @@ pub fn unpack(name: &str, uuids: &[u16], key: Option<&FpeKey>) -> Result<BleFram
 
 /// CRC and message checks of one candidate frame, whose CRC over `seq ‖ message` the caller
 /// has `computed`.
-fn check_frame(frame: &[u8], computed: u8, key: Option<&FpeKey>) -> Result<BleFrame, FrameError> {
+fn check_frame<T>(
+    frame: &[u8],
+    computed: u8,
+    check: &mut impl FnMut(&[u8]) -> Result<T, FrameError>,
+) -> Result<(u8, u8, T), FrameError> {
     let n = frame.len();
     let found = frame[n - 1];
     if computed != found {
         return Err(FrameError::BadCrc { found, computed });
     }
-    let seq = frame[0];
-    // Not `?` then `Ok(BleFrame { .. })`: that moved the 152-byte `Decoded` twice, this once.
-    match Message::parse(&frame[1..n - 1], key) {
-        Ok(decoded) => Ok(BleFrame {
-            seq,
-            crc: found,
-            decoded,
-        }),
-        Err(e) => Err(e.into()),
-    }
+    Ok((frame[0], found, check(&frame[1..n - 1])?))
 }
 
 pub mod scheduler;

@@ -28,7 +28,7 @@ pub enum ClientError {
     /// The local space refused the tuple (full).
     #[error(transparent)]
     Space(#[from] SpaceError),
-    /// The backend refused the frame ([`SendError::Refused`]): it was not sent.
+    /// The backend refused the frame ([`SendError::Refused`](super::SendError::Refused)): it was not sent.
     #[error("not sent: {0}")]
     Refused(String),
 }
@@ -131,7 +131,7 @@ impl SpaceHandle {
 
     /// Broadcasts an OUT (see [`Node::out`](crate::Node::out)).
     ///
-    /// On a UDP space whose backend has a direct path ([`FrameSink::direct`]) the datagram is
+    /// On a UDP space whose backend has a direct path ([`FrameSink::direct`](super::FrameSink::direct)) the datagram is
     /// encoded and sent right here, in the caller's task; only when the socket would block does
     /// it go to the driver, which waits for the socket. (Two `out`s may then leave in another
     /// order than they were called — UDP may reorder them anyway; receivers do not rely on it.)

@@ -4,8 +4,8 @@
 //!
 //! Backends stay thin: a backend gives the driver a [`FrameSink`] (how to broadcast one frame)
 //! and a [`FrameSource`] (where received frames come from). The driver owns the node, feeds it,
-//! sleeps until [`Node::poll_timeout`], sends what [`Node::poll_transmit`] gives, and routes
-//! [`Event`]s to the waiting callers. `beets-udp` and `beets-ble` both use it.
+//! sleeps until [`Node::poll_timeout`](crate::Node::poll_timeout), sends what [`Node::poll_transmit`](crate::Node::poll_transmit) gives, and routes
+//! [`Event`](crate::Event)s to the waiting callers. `beets-udp` and `beets-ble` both use it.
 //!
 //! ```text
 //!  SpaceHandle ──commands──▶ ┌────────────── driver task ──────────────┐ ──▶ FrameSink::send
