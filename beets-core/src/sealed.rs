@@ -442,10 +442,17 @@ impl SealKey {
         sealed: &[u8],
         out: &mut [u8],
     ) -> Result<Opened, OpenError> {
-        // Step 1: structure.
         let len = sealed.len();
         let min = transport.sealed_min_len();
         let control = *sealed.first().ok_or(OpenError::TooShort { len, min })?;
+        // The space's filter first (spec §12 "Key"): a version-1 message of any length is "not
+        // sealed", whatever else is wrong with it.
+        match control >> 6 {
+            SEALED_VERSION => {}
+            VERSION => return Err(OpenError::NotSealed),
+            version => return Err(OpenError::UnknownVersion { version }),
+        }
+        // Step 1: structure.
         if len < min {
             return Err(OpenError::TooShort { len, min });
         }
@@ -456,11 +463,6 @@ impl SealKey {
                 max,
                 transport: transport.name(),
             });
-        }
-        match control >> 6 {
-            SEALED_VERSION => {}
-            VERSION => return Err(OpenError::NotSealed),
-            version => return Err(OpenError::UnknownVersion { version }),
         }
         check_ctrl(control).map_err(|e| match e {
             CtrlError::BadOp => OpenError::BadOp { control },

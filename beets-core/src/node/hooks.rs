@@ -142,8 +142,10 @@ impl fmt::Debug for DecisionSender {
 pub struct SpaceInfo {
     /// The node's transport.
     pub transport: Transport,
-    /// Whether the space has a key (FPE, spec §5): it accepts only encrypted messages.
+    /// Whether the space has an FPE key (spec §5): it accepts only encrypted messages.
     pub keyed: bool,
+    /// Whether the space is sealed (spec §12): every message it accepts is authenticated.
+    pub sealed: bool,
 }
 
 /// Application callbacks consulted by the engine before it acts on incoming messages (the
