@@ -49,6 +49,8 @@ pub(crate) struct JsAgent {
     cell: Rc<AgentCell>,
     guard: Rc<Guard>,
     shared: Rc<Shared>,
+    /// Time spent in calls, not yet taken by the host (CPU share).
+    spent: Duration,
     ctx: Context,
     rt: Runtime,
 }
@@ -89,6 +91,7 @@ impl JsAgent {
         rt.set_memory_limit(limits.memory);
         rt.set_max_stack_size(limits.stack);
         let guard = Rc::new(Guard::default());
+        guard.agent.set(id.0);
         {
             let g = guard.clone();
             rt.set_interrupt_handler(Some(Box::new(move || match g.deadline.get() {
@@ -156,6 +159,7 @@ impl JsAgent {
             cell,
             guard,
             shared: shared.clone(),
+            spent: Duration::ZERO,
             ctx,
             rt,
         };
@@ -259,10 +263,16 @@ impl JsAgent {
             (r, _) => r,
         };
         self.guard.disarm();
+        self.spent += self.guard.spent();
         if r.is_err() {
             self.rt.run_gc();
         }
         r
+    }
+
+    /// Wall time spent in calls into this agent since the last call of this function.
+    pub(crate) fn take_spent(&mut self) -> Duration {
+        std::mem::take(&mut self.spent)
     }
 
     fn run_jobs(&mut self) -> Result<(), Fault> {
@@ -612,6 +622,17 @@ impl JsAgent {
                 }
                 self.fire_timer(now, budget, i)
             }
+        }
+    }
+
+    /// Re-arms a due timer without running it (the agent is throttled); other items are fired
+    /// as usual by the caller later.
+    pub(crate) fn skip_timer(&mut self, now: Time, due: Due) {
+        if let Due::Timer(i) = due
+            && let Some(Trigger::Timer { period, once, next }) =
+                self.rules.get_mut(i).map(|r| &mut r.trigger)
+        {
+            *next = if *once { None } else { Some(now + *period) };
         }
     }
 

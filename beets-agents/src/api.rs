@@ -56,7 +56,7 @@ pub const HOST_QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct Shared {
     pub(crate) spaces: Vec<SpaceSpec>,
     pub(crate) sensors: RefCell<HashMap<String, Value>>,
-    next_token: Cell<u64>,
+    pub(crate) next_token: Cell<u64>,
 }
 
 impl Shared {

@@ -19,6 +19,11 @@ pub const DEFAULT_MAX_FAULTS: u32 = 3;
 /// Default [`Limits::max_source_len`]: 64 KiB of source code for an agent loaded locally.
 pub const DEFAULT_MAX_SOURCE_LEN: usize = 64 << 10;
 
+/// Default [`Limits::cpu_share`]: 200 ms per [`DEFAULT_SHARE_WINDOW`] (20 % of a core).
+pub const DEFAULT_CPU_SHARE: Duration = Duration::from_millis(200);
+/// Default [`Limits::share_window`]: 1 s.
+pub const DEFAULT_SHARE_WINDOW: Duration = Duration::from_secs(1);
+
 /// One tuple space an agent can address by name (`spaces["ble-ts"]` in JavaScript).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -28,8 +33,8 @@ pub struct SpaceSpec {
     /// The transport's largest message (31 on BLE, 1221 on UDP); an `out`, `notify` or request
     /// that does not fit throws a `RangeError` in the agent at once.
     pub max_message_len: usize,
-    /// Whether the space has an FPE key; [`ActivePolicy::require_keyed`] accepts active tuples
-    /// only from keyed spaces.
+    /// Whether the space has an FPE key; [`ActivePolicy::require`] = [`Protection::Keyed`]
+    /// accepts active tuples only from keyed spaces.
     pub keyed: bool,
 }
 
@@ -90,6 +95,17 @@ pub struct Limits {
     pub min_timer: Duration,
     /// Longest request timeout an agent may ask for (default 60 s); longer ones are cut.
     pub max_timeout: Duration,
+    /// CPU (wall time inside the agent's calls) the agent may use per [`Limits::share_window`]
+    /// (default 200 ms: 20 % of one core). Beyond it the agent commits a
+    /// [`FaultKind::Share`](crate::FaultKind::Share) fault and is throttled until the window
+    /// ends: its timers, sensors and tuple rules are skipped and its request filters refuse
+    /// (fail closed). Three such windows disable it ([`Limits::max_faults`]).
+    pub cpu_share: Duration,
+    /// The window of [`Limits::cpu_share`] and [`Limits::max_logs_per_window`] (default 1 s).
+    pub share_window: Duration,
+    /// Most `log` lines one agent may emit per [`Limits::share_window`] (default 32), over all its
+    /// events; the rest are dropped and counted in one line per window.
+    pub max_logs_per_window: usize,
 }
 
 impl Default for Limits {
@@ -109,27 +125,51 @@ impl Default for Limits {
             max_log_len: 512,
             min_timer: Duration::from_millis(10),
             max_timeout: Duration::from_secs(60),
+            cpu_share: DEFAULT_CPU_SHARE,
+            share_window: DEFAULT_SHARE_WINDOW,
+            max_logs_per_window: 32,
         }
     }
+}
+
+/// How a space must be protected for active tuples to be accepted from it
+/// ([`ActivePolicy::require`]).
+///
+/// **The seam for sealed spaces (spec §12).** Today the strongest protection a space reports is
+/// [`Protection::Keyed`]: an FPE password, which hides content but neither authenticates nor
+/// prevents replay: anyone who has learnt the substitution table (from observed traffic) can
+/// forge an active tuple. When sealed spaces reach the engine, a `Sealed` variant is added here
+/// (and to [`SpaceSpec`] / `SpaceInfo`), the default of [`ActivePolicy::require`] becomes
+/// `Sealed`, and `Keyed` remains the explicit opt-in (`beets node --active-fpe`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Protection {
+    /// Any space, keyed or not (tests and closed set-ups only: anyone in range can load code).
+    None,
+    /// Spaces with an FPE key (spec §5): senders need the password or the learnt table.
+    Keyed,
 }
 
 /// Whether agent source received in a tuple is started (active tuples, see
 /// [`active`](crate::active)). Off by default.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ActivePolicy {
-    /// Start agents received in `("AGENT", name, source)` tuples. Default `false`: such tuples
-    /// are then ordinary data and are stored like any other.
+    /// Start agents received in `("AGENT", name, version, source)` tuples. Default `false`:
+    /// such tuples are then ordinary data and are stored like any other.
     pub enabled: bool,
-    /// Accept them only on spaces marked [`SpaceSpec::keyed`] (default `true`): on a keyed UDP
-    /// space only holders of the password can send one.
-    pub require_keyed: bool,
+    /// The protection a space must have for its active tuples to be taken (default
+    /// [`Protection::Keyed`]; see [`Protection`] for what that does not prevent).
+    pub require: Protection,
     /// Spaces that accept them, by name; empty (default) means every space allowed by
-    /// `require_keyed`.
+    /// `require`.
     pub spaces: Vec<String>,
     /// Most active agents running at once (default 4); more are refused.
     pub max_agents: usize,
     /// Longest source accepted (default and upper bound [`MAX_ACTIVE_SOURCE_LEN`]).
     pub max_source_len: usize,
+    /// Shortest time between two active loads on this host (default 1 s); an active tuple that
+    /// comes sooner is refused (each load costs a runtime and runs code).
+    pub min_load_interval: Duration,
     /// Limits for active agents (default: [`Limits::default`]).
     pub limits: Limits,
 }
@@ -138,10 +178,11 @@ impl Default for ActivePolicy {
     fn default() -> ActivePolicy {
         ActivePolicy {
             enabled: false,
-            require_keyed: true,
+            require: Protection::Keyed,
             spaces: Vec::new(),
             max_agents: 4,
             max_source_len: MAX_ACTIVE_SOURCE_LEN,
+            min_load_interval: Duration::from_secs(1),
             limits: Limits::default(),
         }
     }

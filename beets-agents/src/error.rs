@@ -32,6 +32,9 @@ pub enum AgentError {
         /// The limit.
         max: usize,
     },
+    /// The agent worker process refused or lost the load; the text is its error.
+    #[error("{0}")]
+    Worker(String),
 }
 
 /// What kind of fault an agent committed.
@@ -51,6 +54,14 @@ pub enum FaultKind {
     RunawayJobs,
     /// A promise was rejected and nothing handled it (e.g. an `async` handler threw).
     UnhandledRejection,
+    /// The agent used more than [`Limits::cpu_share`](crate::Limits::cpu_share) of the CPU over
+    /// [`Limits::share_window`](crate::Limits::share_window); it is throttled (its events skipped,
+    /// its request filters refusing) until the window ends.
+    Share,
+    /// A call into the agent ran past its budget plus the watchdog's grace without returning
+    /// (inside native code, where the interrupt handler is not polled): with process isolation
+    /// its worker process was killed and restarted without it. The agent is disabled at once.
+    Stuck,
 }
 
 impl FaultKind {
@@ -63,6 +74,8 @@ impl FaultKind {
             FaultKind::Stack => "stack limit exceeded",
             FaultKind::RunawayJobs => "runaway promise jobs",
             FaultKind::UnhandledRejection => "unhandled promise rejection",
+            FaultKind::Share => "cpu share exceeded",
+            FaultKind::Stuck => "stuck past its budget",
         }
     }
 }

@@ -59,6 +59,19 @@ pub struct HostStats {
     /// Hook questions answered with the fallback at once because the agent thread's command
     /// queue was full ([`RuntimeConfig::command_queue`](crate::RuntimeConfig::command_queue)).
     pub questions_busy: u64,
+    /// Windows in which an agent exceeded its [`Limits::cpu_share`] (each is a
+    /// [`FaultKind::Share`](crate::FaultKind::Share) fault).
+    pub share_exceeded: u64,
+    /// Events an agent did not see because it was throttled.
+    pub throttled_events: u64,
+    /// Log lines dropped by [`Limits::max_logs_per_window`] or [`Limits::max_logs_per_event`].
+    pub logs_dropped: u64,
+    /// Agents stopped by the watchdog while stuck in native code (process isolation only).
+    pub stuck: u64,
+    /// Agent worker processes started again after one was killed or died (process isolation
+    /// only). Counters of the host restart from zero with each new worker, except this one and
+    /// `stuck`.
+    pub worker_restarts: u64,
 }
 
 /// Which incoming OUTs and requests can concern the agents, from [`AgentHost::rule_filter`].
@@ -121,6 +134,24 @@ struct Slot {
     js: Option<JsAgent>,
     faults: u32,
     limits: Limits,
+    /// Version of an active agent.
+    version: Option<i16>,
+    /// CPU share and log window.
+    window_start: Time,
+    used: Duration,
+    throttled: bool,
+    logs_in_window: usize,
+    logs_dropped_in_window: usize,
+}
+
+/// An active agent started by the host, for a supervisor that must start it again elsewhere.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Started {
+    pub(crate) name: String,
+    pub(crate) source: String,
+    pub(crate) from: Option<PeerAddr>,
+    pub(crate) version: i16,
+    pub(crate) id: AgentId,
 }
 
 /// The sans-IO agent host: owns the agents of one node and dispatches events to them.
@@ -156,6 +187,12 @@ pub struct AgentHost {
     actions: VecDeque<Action>,
     events: VecDeque<AgentEvent>,
     stats: HostStats,
+    /// Highest version of every active agent name ever started: never rolled back.
+    active_versions: std::collections::HashMap<String, i16>,
+    last_active_load: Option<Time>,
+    started: Vec<Started>,
+    /// Round-robin start of timer steps.
+    timer_cursor: usize,
 }
 
 impl fmt::Debug for AgentHost {
@@ -207,9 +244,53 @@ impl AgentHost {
             actions: VecDeque::new(),
             events: VecDeque::new(),
             stats: HostStats::default(),
+            active_versions: Default::default(),
+            last_active_load: None,
+            started: Vec::new(),
+            timer_cursor: 0,
         }
     }
 
+    /// A host whose agent ids start at `first_id` and request tokens at `first_token` (a
+    /// supervisor's new worker must not reuse the ids and tokens of the one it replaced).
+    pub(crate) fn with_bases(config: HostConfig, first_id: u32, first_token: u64) -> AgentHost {
+        let mut h = AgentHost::new(config);
+        h.next_id = first_id.max(1);
+        h.shared.next_token.set(first_token.max(1));
+        h
+    }
+
+    /// Active agents started since the last call.
+    pub(crate) fn take_started(&mut self) -> Vec<Started> {
+        std::mem::take(&mut self.started)
+    }
+
+    /// Starts an active agent again that ran before (in a worker that was replaced): no policy
+    /// check but the version memory.
+    pub(crate) fn restore_active(
+        &mut self,
+        now: Time,
+        name: &str,
+        source: &str,
+        from: Option<PeerAddr>,
+        version: i16,
+    ) -> Result<AgentId, AgentError> {
+        let limits = self.config.active.limits.clone();
+        let id = self.load_inner(now, name, source, limits, Some(from))?;
+        self.note_version(name, version);
+        if let Some(s) = self.agents.iter_mut().find(|s| s.id == id) {
+            s.version = Some(version);
+        }
+        Ok(id)
+    }
+
+    fn note_version(&mut self, name: &str, version: i16) {
+        let v = self
+            .active_versions
+            .entry(name.to_owned())
+            .or_insert(version);
+        *v = (*v).max(version);
+    }
     /// The configuration.
     pub fn config(&self) -> &HostConfig {
         &self.config
@@ -287,7 +368,9 @@ impl AgentHost {
         active_from: Option<Option<PeerAddr>>,
     ) -> Result<AgentId, AgentError> {
         let id = AgentId(self.next_id);
-        let js = JsAgent::load(id, name, source, &limits, &self.shared, now)?;
+        let mut js = JsAgent::load(id, name, source, &limits, &self.shared, now)?;
+        // Loading is not charged to the share (it has its own budget).
+        let _ = js.take_spent();
         self.next_id += 1;
         if let Some(old) = self.agents.iter().position(|s| s.name == name) {
             self.agents.remove(old);
@@ -300,6 +383,12 @@ impl AgentHost {
             js: Some(js),
             faults: 0,
             limits,
+            version: None,
+            window_start: now,
+            used: Duration::ZERO,
+            throttled: false,
+            logs_in_window: 0,
+            logs_dropped_in_window: 0,
         });
         let idx = self.agents.len() - 1;
         self.collect(idx, true);
@@ -350,9 +439,11 @@ impl AgentHost {
     fn active_allowed(&self, space: SpaceId) -> bool {
         let p = &self.config.active;
         let spec = &self.config.spaces[space.index()];
-        p.enabled
-            && (!p.require_keyed || spec.keyed)
-            && (p.spaces.is_empty() || p.spaces.contains(&spec.name))
+        let protected = match p.require {
+            crate::config::Protection::None => true,
+            crate::config::Protection::Keyed => spec.keyed,
+        };
+        p.enabled && protected && (p.spaces.is_empty() || p.spaces.contains(&spec.name))
     }
 
     /// Takes the settings of the node `space` runs on: whether it is keyed (which
@@ -362,10 +453,20 @@ impl AgentHost {
     /// be set by hand. Agents loaded before keep the message limit they were loaded with (hooks
     /// are normally installed before any agent is loaded). Unknown spaces are ignored.
     pub fn bind_space(&mut self, space: SpaceId, info: beets_core::node::SpaceInfo) {
+        self.bind_parts(space, info.transport, info.keyed);
+    }
+
+    /// [`AgentHost::bind_space`] from its parts (a worker gets them over a pipe).
+    pub(crate) fn bind_parts(
+        &mut self,
+        space: SpaceId,
+        transport: beets_core::Transport,
+        keyed: bool,
+    ) {
         let Some(spec) = self.config.spaces.get_mut(space.index()) else {
             return;
         };
-        let max = info.transport.max_message_len();
+        let max = transport.max_message_len();
         if spec.max_message_len != max {
             tracing::warn!(
                 space = %spec.name,
@@ -374,7 +475,7 @@ impl AgentHost {
                 "space configured for another transport than its node; using the node's limit"
             );
         }
-        spec.keyed = info.keyed;
+        spec.keyed = keyed;
         spec.max_message_len = max;
     }
 
@@ -402,9 +503,9 @@ impl AgentHost {
         self.stats.tuples += 1;
         if kind == TupleKind::Out
             && self.active_allowed(space)
-            && let Some((name, source)) = active::decode(tuple)
+            && let Some((name, version, source)) = active::decode(tuple)
         {
-            self.start_active(now, name, source, received.map(|r| r.from));
+            self.start_active(now, name, version, source, received.map(|r| r.from));
             self.stats.consumed += 1;
             return true;
         }
@@ -416,8 +517,12 @@ impl AgentHost {
             if !js.wants_tuple(space, kind, tuple) {
                 continue;
             }
+            if self.throttled(idx, now) {
+                continue;
+            }
+            let js = self.agents[idx].js.as_mut().expect("checked above");
             let r = js.on_tuple(now, budget, space, kind, tuple, lifetime, received);
-            if self.finish(idx, r) == Some(true) {
+            if self.finish_at(idx, r, now) == Some(true) {
                 self.stats.consumed += 1;
                 return true;
             }
@@ -449,8 +554,14 @@ impl AgentHost {
             if !js.wants_request(space, op) {
                 continue;
             }
+            if self.throttled(idx, now) {
+                // A throttled filter cannot decide: fail closed.
+                self.stats.refused += 1;
+                return false;
+            }
+            let js = self.agents[idx].js.as_mut().expect("checked above");
             let r = js.on_request(now, budget, space, op, request.template, &request.received);
-            match self.finish(idx, r) {
+            match self.finish_at(idx, r, now) {
                 Some(false) => {}
                 Some(true) | None => {
                     self.stats.refused += 1;
@@ -471,28 +582,74 @@ impl AgentHost {
             .insert(name.to_owned(), value.clone());
         for idx in 0..self.agents.len() {
             let budget = self.agents[idx].limits.event_budget;
+            if self.agents[idx].js.is_none() || self.throttled(idx, now) {
+                continue;
+            }
             let Some(js) = self.agents[idx].js.as_mut() else {
                 continue;
             };
             let r = js.on_sensor(now, budget, name, &value, previous.as_ref());
-            self.finish(idx, r);
+            self.finish_at(idx, r, now);
         }
     }
 
     /// Fires due timers and resolves requests whose deadline passed with `null`.
     pub fn handle_timeout(&mut self, now: Time) {
-        for idx in 0..self.agents.len() {
+        while self.handle_timeout_step(now) {}
+    }
+
+    /// Fires **one** due timer or expired request, taking the agents in turn (round robin), and
+    /// returns whether there was one. A caller that serves other work between steps (as
+    /// [`AgentRuntime`](crate::AgentRuntime) does with the nodes' questions) keeps one agent's
+    /// many timers from delaying everything else by more than one handler. A throttled agent's
+    /// timers are skipped (they fire again at their next period).
+    pub fn handle_timeout_step(&mut self, now: Time) -> bool {
+        let n = self.agents.len();
+        for k in 0..n {
+            let idx = (self.timer_cursor + k) % n;
+            let Some(js) = self.agents[idx].js.as_ref() else {
+                continue;
+            };
+            let Some(due) = js.due(now).into_iter().next() else {
+                continue;
+            };
+            self.timer_cursor = (idx + 1) % n;
             let budget = self.agents[idx].limits.event_budget;
+            if matches!(due, crate::agent::Due::Timer(_)) && self.throttled(idx, now) {
+                if let Some(js) = self.agents[idx].js.as_mut() {
+                    js.skip_timer(now, due);
+                }
+                return true;
+            }
             let Some(js) = self.agents[idx].js.as_mut() else {
                 continue;
             };
-            for due in js.due(now) {
-                let Some(js) = self.agents[idx].js.as_mut() else {
-                    break;
-                };
-                let r = js.fire(now, budget, due);
-                self.finish(idx, r);
-            }
+            let r = js.fire(now, budget, due);
+            self.finish_at(idx, r, now);
+            return true;
+        }
+        false
+    }
+
+    /// Whether the agent is over its CPU share in the current window (rolls the window first).
+    /// Counts the skipped event.
+    fn throttled(&mut self, idx: usize, now: Time) -> bool {
+        self.roll_window(idx, now);
+        let t = self.agents[idx].throttled;
+        if t {
+            self.stats.throttled_events += 1;
+        }
+        t
+    }
+
+    fn roll_window(&mut self, idx: usize, now: Time) {
+        let slot = &mut self.agents[idx];
+        if now.saturating_since(slot.window_start) >= slot.limits.share_window {
+            slot.window_start = now;
+            slot.used = Duration::ZERO;
+            slot.throttled = false;
+            slot.logs_in_window = 0;
+            slot.logs_dropped_in_window = 0;
         }
     }
 
@@ -529,7 +686,7 @@ impl AgentHost {
             return;
         };
         let r = js.complete(now, budget, token, Some(completion));
-        self.finish(idx, r);
+        self.finish_at(idx, r, now);
     }
 
     /// The next action to perform, oldest first.
@@ -544,7 +701,14 @@ impl AgentHost {
         self.events.pop_front()
     }
 
-    fn start_active(&mut self, now: Time, name: &str, source: &str, from: Option<PeerAddr>) {
+    fn start_active(
+        &mut self,
+        now: Time,
+        name: &str,
+        version: i16,
+        source: &str,
+        from: Option<PeerAddr>,
+    ) {
         let refuse = |host: &mut AgentHost, reason: String| {
             host.stats.active_refused += 1;
             host.push_event(AgentEvent::ActiveRefused {
@@ -560,6 +724,9 @@ impl AgentHost {
                 format!("name must have 1..={} bytes", active::MAX_ACTIVE_NAME_LEN),
             );
         }
+        if version < 1 {
+            return refuse(self, format!("version {version} is not 1..=32767"));
+        }
         let max = policy.max_source_len.min(active::MAX_ACTIVE_SOURCE_LEN);
         if source.len() > max {
             return refuse(
@@ -570,12 +737,33 @@ impl AgentHost {
         let full = format!("{ACTIVE_PREFIX}{name}");
         // The same agent again (a repeated broadcast): keep the running one and its state.
         let hash = source_hash(source);
-        if self
-            .agents
-            .iter()
-            .any(|s| s.name == full && s.source_hash == hash && s.js.is_some())
-        {
+        if self.agents.iter().any(|s| {
+            s.name == full && s.source_hash == hash && s.version == Some(version) && s.js.is_some()
+        }) {
             return;
+        }
+        // No rollback: a replaced agent must carry a newer version than any this host ran
+        // under that name (a captured older tuple replayed, or the same version with other code).
+        if let Some(&seen) = self.active_versions.get(&full)
+            && version <= seen
+        {
+            return refuse(
+                self,
+                format!(
+                    "version {version} is not newer than version {seen} already run (replay or rollback)"
+                ),
+            );
+        }
+        if let Some(last) = self.last_active_load
+            && now.saturating_since(last) < policy.min_load_interval
+        {
+            return refuse(
+                self,
+                format!(
+                    "rate limited: one active load per {} ms (ActivePolicy::min_load_interval)",
+                    policy.min_load_interval.as_millis()
+                ),
+            );
         }
         let running = self
             .agents
@@ -590,8 +778,22 @@ impl AgentHost {
         }
         let mut limits = policy.limits.clone();
         limits.max_source_len = limits.max_source_len.min(max);
+        self.last_active_load = Some(now);
         match self.load_inner(now, &full, source, limits, Some(from)) {
-            Ok(_) => self.stats.active_started += 1,
+            Ok(id) => {
+                self.stats.active_started += 1;
+                self.note_version(&full, version);
+                if let Some(s) = self.agents.iter_mut().find(|s| s.id == id) {
+                    s.version = Some(version);
+                }
+                self.started.push(Started {
+                    name: full,
+                    source: source.to_owned(),
+                    from,
+                    version,
+                    id,
+                });
+            }
             Err(e) => refuse(self, e.to_string()),
         }
     }
@@ -607,11 +809,36 @@ impl AgentHost {
             self.config.action_queue.max(1),
         );
         let mut push = |a: Action| push_bounded(queue, stats, bound, a);
-        let (logs, dropped) = js.drain(keep_actions.then_some(&mut push as &mut dyn FnMut(Action)));
+        let (mut logs, dropped) =
+            js.drain(keep_actions.then_some(&mut push as &mut dyn FnMut(Action)));
         if logs.is_empty() && dropped == 0 {
             return;
         }
-        let (id, name) = (self.agents[idx].id, self.agents[idx].name.clone());
+        self.stats.logs_dropped += dropped as u64;
+        let slot = &mut self.agents[idx];
+        let room = slot
+            .limits
+            .max_logs_per_window
+            .saturating_sub(slot.logs_in_window);
+        let mut window_notice = None;
+        if logs.len() > room {
+            let cut = logs.len() - room;
+            logs.truncate(room);
+            self.stats.logs_dropped += cut as u64;
+            if slot.logs_dropped_in_window == 0 {
+                window_notice = Some(format!(
+                    "log lines dropped until the window ends (Limits::max_logs_per_window = {} per {} ms)",
+                    slot.limits.max_logs_per_window,
+                    slot.limits.share_window.as_millis()
+                ));
+            }
+            slot.logs_dropped_in_window += cut;
+        }
+        slot.logs_in_window += logs.len();
+        let (id, name) = (slot.id, slot.name.clone());
+        if let Some(message) = window_notice {
+            logs.push(message);
+        }
         for message in logs {
             self.push_event(AgentEvent::Log {
                 agent: id,
@@ -628,9 +855,43 @@ impl AgentHost {
         }
     }
 
-    /// Collects an agent's output after a call and records a fault. A faulting event's actions
-    /// are discarded.
-    fn finish<R>(&mut self, idx: usize, r: Result<R, Fault>) -> Option<R> {
+    /// Collects an agent's output after a call and records a fault (a faulting event's actions
+    /// are discarded), charging the call's time to the agent's CPU share in the window of `now`.
+    fn finish_at<R>(&mut self, idx: usize, r: Result<R, Fault>, now: Time) -> Option<R> {
+        self.roll_window(idx, now);
+        let over = {
+            let slot = &mut self.agents[idx];
+            let spent = slot.js.as_mut().map_or(Duration::ZERO, JsAgent::take_spent);
+            slot.used += spent;
+            if !slot.throttled && slot.used > slot.limits.cpu_share {
+                slot.throttled = true;
+                Some(slot.used)
+            } else {
+                None
+            }
+        };
+        let r = self.record(idx, r);
+        if let Some(used) = over
+            && self.agents[idx].js.is_some()
+        {
+            self.stats.share_exceeded += 1;
+            let slot = &self.agents[idx];
+            let fault = Fault {
+                kind: crate::error::FaultKind::Share,
+                during: "its share window".into(),
+                message: format!(
+                    "used {} ms of CPU within {} ms (Limits::cpu_share {} ms); throttled until the window ends",
+                    used.as_millis(),
+                    slot.limits.share_window.as_millis(),
+                    slot.limits.cpu_share.as_millis()
+                ),
+            };
+            self.fault(idx, fault);
+        }
+        r
+    }
+
+    fn record<R>(&mut self, idx: usize, r: Result<R, Fault>) -> Option<R> {
         match r {
             Ok(v) => {
                 self.collect(idx, true);
@@ -638,6 +899,16 @@ impl AgentHost {
             }
             Err(fault) => {
                 self.collect(idx, false);
+                self.fault(idx, fault);
+                None
+            }
+        }
+    }
+
+    /// Records a fault of agent `idx`; disables it at its limit.
+    pub(crate) fn fault(&mut self, idx: usize, fault: Fault) {
+        {
+            {
                 self.stats.faults += 1;
                 let slot = &mut self.agents[idx];
                 slot.faults += 1;
@@ -660,7 +931,6 @@ impl AgentHost {
                         faults: count,
                     });
                 }
-                None
             }
         }
     }

@@ -135,21 +135,24 @@ mod config;
 pub mod convert;
 mod error;
 mod host;
+mod ipc;
 pub mod router;
 mod rules;
 mod runtime;
 mod sandbox;
+pub mod worker;
 
 pub use action::{
     Action, AgentEvent, AgentId, Completion, HostQuery, RequestOp, SpaceId, Token, TupleKind,
 };
 pub use api::{DEFAULT_REQUEST_TIMEOUT, HOST_QUERY_TIMEOUT, REQUEST_GRACE};
 pub use config::{
-    ActivePolicy, DEFAULT_EVENT_BUDGET, DEFAULT_LOAD_BUDGET, DEFAULT_MAX_FAULTS,
-    DEFAULT_MAX_SOURCE_LEN, DEFAULT_MEMORY_LIMIT, DEFAULT_STACK_LIMIT, HostConfig, Limits,
-    SpaceSpec,
+    ActivePolicy, DEFAULT_CPU_SHARE, DEFAULT_EVENT_BUDGET, DEFAULT_LOAD_BUDGET, DEFAULT_MAX_FAULTS,
+    DEFAULT_MAX_SOURCE_LEN, DEFAULT_MEMORY_LIMIT, DEFAULT_SHARE_WINDOW, DEFAULT_STACK_LIMIT,
+    HostConfig, Limits, Protection, SpaceSpec,
 };
 pub use error::{AgentError, Fault, FaultKind};
 pub use host::{ACTIVE_PREFIX, AgentHost, AgentInfo, HostStats, MAX_AGENT_NAME_LEN, RuleFilter};
 pub use router::{Route, Router};
-pub use runtime::{AgentHooks, AgentOutputs, AgentRuntime, RuntimeConfig, RuntimeError};
+pub use runtime::{AgentHooks, AgentOutputs, AgentRuntime, Isolation, RuntimeConfig, RuntimeError};
+pub use worker::{WorkerCommand, serve_stdio};

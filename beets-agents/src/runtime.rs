@@ -2,7 +2,7 @@
 //! and a task that performs the agents' actions on space handles.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self as std_mpsc, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self as std_mpsc, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, RwLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -21,6 +21,102 @@ use crate::action::{
 use crate::config::{HostConfig, Limits};
 use crate::error::AgentError;
 use crate::host::{AgentHost, AgentInfo, HostStats, RuleFilter};
+use crate::worker::{RemoteHost, WorkerCommand};
+
+/// Where the agents run.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Isolation {
+    /// On the runtime's own thread, in this process (default). The CPU budget stops JavaScript
+    /// code; a long native call (a huge `indexOf`, `sort`, `JSON.stringify`) keeps the thread
+    /// until it returns.
+    #[default]
+    Thread,
+    /// In a supervised worker process (see [`crate::worker`]): a call that overruns its budget
+    /// plus [`WorkerCommand::grace`] gets the worker killed and replaced, whatever it was doing.
+    /// Costs one pipe round trip per call into the agents.
+    Process(WorkerCommand),
+}
+
+/// The agents, here or in a worker process.
+enum Engine {
+    Local(AgentHost),
+    Remote(RemoteHost),
+}
+
+macro_rules! both {
+    ($self:expr, $h:ident => $e:expr) => {
+        match $self {
+            Engine::Local($h) => $e,
+            Engine::Remote($h) => $e,
+        }
+    };
+}
+
+impl Engine {
+    fn load(
+        &mut self,
+        now: Time,
+        name: &str,
+        source: &str,
+        limits: Option<Limits>,
+    ) -> Result<AgentId, AgentError> {
+        match self {
+            Engine::Local(h) => match limits {
+                Some(l) => h.load_with_limits(now, name, source, l),
+                None => h.load(now, name, source),
+            },
+            Engine::Remote(h) => h.load(now, name, source, limits),
+        }
+    }
+    fn unload(&mut self, id: AgentId) -> bool {
+        both!(self, h => h.unload(id))
+    }
+    fn on_tuple(
+        &mut self,
+        now: Time,
+        space: SpaceId,
+        kind: TupleKind,
+        tuple: &Tuple,
+        lifetime: Option<Duration>,
+        received: Option<&Received>,
+    ) -> bool {
+        both!(self, h => h.on_tuple(now, space, kind, tuple, lifetime, received))
+    }
+    fn allow_request(&mut self, now: Time, space: SpaceId, req: &IncomingRequest<'_>) -> bool {
+        both!(self, h => h.allow_request(now, space, req))
+    }
+    fn on_sensor(&mut self, now: Time, name: &str, value: Value) {
+        both!(self, h => h.on_sensor(now, name, value))
+    }
+    fn handle_timeout_step(&mut self, now: Time) -> bool {
+        both!(self, h => h.handle_timeout_step(now))
+    }
+    fn poll_timeout(&self) -> Option<Time> {
+        both!(self, h => h.poll_timeout())
+    }
+    fn complete(&mut self, now: Time, token: Token, c: Completion) {
+        both!(self, h => h.complete(now, token, c))
+    }
+    fn bind_space(&mut self, space: SpaceId, info: SpaceInfo) {
+        both!(self, h => h.bind_space(space, info))
+    }
+    fn agents(&mut self) -> Vec<AgentInfo> {
+        both!(self, h => h.agents())
+    }
+    fn stats(&mut self) -> HostStats {
+        both!(self, h => h.stats())
+    }
+    fn rule_filter(&self) -> RuleFilter {
+        both!(self, h => h.rule_filter())
+    }
+    fn poll_action(&mut self) -> Option<Action> {
+        both!(self, h => h.poll_action())
+    }
+    fn poll_event(&mut self) -> Option<AgentEvent> {
+        both!(self, h => h.poll_event())
+    }
+}
 
 /// How the agent thread and its channels are set up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +142,8 @@ pub struct RuntimeConfig {
     pub output_queue: usize,
     /// Native stack of the agent thread (default 8 MiB; must exceed [`Limits::stack`]).
     pub thread_stack: usize,
+    /// Where the agents run (default [`Isolation::Thread`]).
+    pub isolation: Isolation,
 }
 
 impl Default for RuntimeConfig {
@@ -56,6 +154,7 @@ impl Default for RuntimeConfig {
             command_queue: 1024,
             output_queue: 1024,
             thread_stack: 8 << 20,
+            isolation: Isolation::Thread,
         }
     }
 }
@@ -205,12 +304,25 @@ impl AgentRuntime {
         });
         let spaces: Arc<[String]> = host.spaces.iter().map(|s| s.name.clone()).collect();
         let m = masks.clone();
+        let isolation = config.isolation.clone();
+        let (started_tx, started) = std_mpsc::sync_channel(1);
         thread::Builder::new()
             .name("beets-agents".into())
             .stack_size(config.thread_stack)
             .spawn(move || {
+                let engine = match isolation {
+                    Isolation::Thread => Engine::Local(AgentHost::new(host)),
+                    Isolation::Process(cmd) => match RemoteHost::start(cmd, host) {
+                        Ok(h) => Engine::Remote(h),
+                        Err(e) => {
+                            let _ = started_tx.send(Err(e));
+                            return;
+                        }
+                    },
+                };
+                let _ = started_tx.send(Ok(()));
                 let mut thread = AgentThread {
-                    host: AgentHost::new(host),
+                    host: engine,
                     late: 0,
                     late_actions: 0,
                     epoch: Instant::now(),
@@ -220,6 +332,7 @@ impl AgentRuntime {
                 };
                 thread.run(rx);
             })?;
+        started.recv().map_err(|_| RuntimeError::Stopped)??;
         let rt = AgentRuntime {
             tx,
             masks,
@@ -634,7 +747,7 @@ impl Hooks for AgentHooks {
 }
 
 struct AgentThread {
-    host: AgentHost,
+    host: Engine,
     /// Questions not run (queued past their deadline) and handlers that finished too late.
     late: u64,
     late_actions: u64,
@@ -652,15 +765,20 @@ impl AgentThread {
     fn run(&mut self, rx: std_mpsc::Receiver<Cmd>) {
         self.publish();
         loop {
+            let now = self.now();
+            // Commands first (the nodes' questions have deadlines); timers one handler at a
+            // time in between, so no agent's timers hold the thread for more than one call.
             let cmd = match self.host.poll_timeout() {
-                Some(at) => {
-                    let wait = at.saturating_since(self.now());
-                    match rx.recv_timeout(wait) {
-                        Ok(c) => Some(c),
-                        Err(RecvTimeoutError::Timeout) => None,
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    }
-                }
+                Some(at) if at <= now => match rx.try_recv() {
+                    Ok(c) => Some(c),
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Disconnected) => break,
+                },
+                Some(at) => match rx.recv_timeout(at.saturating_since(now)) {
+                    Ok(c) => Some(c),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
                 None => match rx.recv() {
                     Ok(c) => Some(c),
                     Err(_) => break,
@@ -669,15 +787,14 @@ impl AgentThread {
             let now = self.now();
             let reply = match cmd {
                 None => {
-                    self.host.handle_timeout(now);
+                    if self.host.poll_timeout().is_some_and(|t| t <= now) {
+                        self.host.handle_timeout_step(now);
+                    }
                     None
                 }
                 Some(Cmd::Shutdown) => break,
                 Some(cmd) => self.command(now, cmd),
             };
-            if self.host.poll_timeout().is_some_and(|t| t <= now) {
-                self.host.handle_timeout(now);
-            }
             // Actions go out before a hook's answer, so they are queued when the node goes on.
             self.flush();
             if let Some((reply, token, decision)) = reply {
@@ -700,10 +817,7 @@ impl AgentThread {
                 limits,
                 reply,
             } => {
-                let r = match limits {
-                    Some(l) => self.host.load_with_limits(now, &name, &source, l),
-                    None => self.host.load(now, &name, &source),
-                };
+                let r = self.host.load(now, &name, &source, limits);
                 if let Err(e) = &r {
                     warn!(agent = %name, error = %e, "agent did not load");
                 }

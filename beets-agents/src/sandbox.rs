@@ -2,6 +2,9 @@
 //! handler enforces, and how an error becomes a [`Fault`].
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use rquickjs::context::intrinsic;
@@ -34,13 +37,27 @@ pub(crate) struct Guard {
     pub(crate) deadline: Cell<Option<Instant>>,
     budget: Cell<Duration>,
     pub(crate) tripped: Cell<bool>,
+    /// The agent, for the watchdog's report.
+    pub(crate) agent: Cell<u32>,
+    /// When the current call started, for the CPU share.
+    pub(crate) started: Cell<Option<Instant>>,
 }
 
 impl Guard {
     pub(crate) fn arm(&self, budget: Duration) {
+        let now = Instant::now();
         self.tripped.set(false);
         self.budget.set(budget);
-        self.deadline.set(Some(Instant::now() + budget));
+        self.deadline.set(Some(now + budget));
+        self.started.set(Some(now));
+        if let Some(w) = WATCHDOG.get() {
+            w.arm(self.agent.get(), now, budget);
+        }
+    }
+
+    /// Time since [`Guard::arm`], and forgets the start.
+    pub(crate) fn spent(&self) -> Duration {
+        self.started.take().map_or(Duration::ZERO, |s| s.elapsed())
     }
 
     /// The budget, if the interrupt handler stopped the code.
@@ -50,6 +67,108 @@ impl Guard {
 
     pub(crate) fn disarm(&self) {
         self.deadline.set(None);
+        if let Some(w) = WATCHDOG.get() {
+            w.disarm();
+        }
+    }
+}
+
+/// The watchdog of an agent worker process (see [`crate::worker`]), set once there and never in
+/// a process that runs agents on a thread of its own.
+pub(crate) static WATCHDOG: OnceLock<Arc<Watchdog>> = OnceLock::new();
+
+/// What the watchdog knows about the call in progress.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Armed {
+    pub(crate) agent: u32,
+    pub(crate) budget: Duration,
+    pub(crate) kill_at: Instant,
+}
+
+/// Watches the calls into agents from a thread of its own: a call that has not returned at its
+/// budget plus `grace` is stuck where the interrupt handler cannot reach it (native code), and
+/// `on_stuck` runs (the worker reports it and exits, which frees the CPU).
+pub(crate) struct Watchdog {
+    grace: Duration,
+    armed: Mutex<Option<Armed>>,
+    /// Set while the watchdog sleeps without a timeout: arming must wake it.
+    idle: AtomicBool,
+    thread: OnceLock<Thread>,
+}
+
+impl std::fmt::Debug for Watchdog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watchdog")
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Watchdog {
+    /// Starts the watchdog thread; `on_stuck` runs on it when a call overruns.
+    pub(crate) fn start(
+        grace: Duration,
+        on_stuck: impl FnOnce(Armed) + Send + 'static,
+    ) -> std::io::Result<Arc<Watchdog>> {
+        let w = Arc::new(Watchdog {
+            grace,
+            armed: Mutex::new(None),
+            idle: AtomicBool::new(false),
+            thread: OnceLock::new(),
+        });
+        let watched = Arc::clone(&w);
+        let handle = std::thread::Builder::new()
+            .name("agent-watchdog".into())
+            .spawn(move || watched.run(on_stuck))?;
+        let _ = w.thread.set(handle.thread().clone());
+        Ok(w)
+    }
+
+    fn run(&self, on_stuck: impl FnOnce(Armed)) {
+        loop {
+            let armed = *self.armed.lock().unwrap_or_else(|e| e.into_inner());
+            match armed {
+                None => {
+                    self.idle.store(true, Ordering::SeqCst);
+                    // Re-check after announcing the sleep: an arm in between unparks us.
+                    if self
+                        .armed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .is_none()
+                    {
+                        std::thread::park();
+                    }
+                    self.idle.store(false, Ordering::SeqCst);
+                }
+                Some(a) => {
+                    let now = Instant::now();
+                    if now >= a.kill_at {
+                        on_stuck(a);
+                        return;
+                    }
+                    std::thread::park_timeout(a.kill_at - now);
+                }
+            }
+        }
+    }
+
+    fn arm(&self, agent: u32, now: Instant, budget: Duration) {
+        let a = Armed {
+            agent,
+            budget,
+            kill_at: now + budget + self.grace,
+        };
+        *self.armed.lock().unwrap_or_else(|e| e.into_inner()) = Some(a);
+        if self.idle.load(Ordering::SeqCst)
+            && let Some(t) = self.thread.get()
+        {
+            t.unpark();
+        }
+    }
+
+    fn disarm(&self) {
+        *self.armed.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 

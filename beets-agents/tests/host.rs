@@ -514,7 +514,7 @@ fn loading_under_the_same_name_replaces_the_agent() {
 #[test]
 fn active_tuples_are_plain_data_unless_enabled() {
     let src = r#"({ init() { log("hello from afar") } })"#;
-    let tuple = active::encode("greeter", src).unwrap();
+    let tuple = active::encode("greeter", 1, src).unwrap();
     let rx = Received {
         from: PeerAddr::Ip("10.0.0.2:49737".parse().unwrap()),
         at: ms(1),
@@ -537,19 +537,20 @@ fn active_tuples_are_plain_data_unless_enabled() {
     // Enabled on a keyed space: started and consumed.
     cfg.spaces[0] = SpaceSpec::new("udp-ts", Transport::Udp).keyed(true);
     cfg.active.max_agents = 1;
-    let mut h = AgentHost::new(cfg);
+    cfg.active.min_load_interval = std::time::Duration::ZERO;
+    let mut h = AgentHost::new(cfg.clone());
     assert!(h.on_tuple(ms(1), u, TupleKind::Out, &tuple, None, Some(&rx)));
     let agents = h.agents();
     assert_eq!(agents[0].name, "active:greeter");
     assert_eq!(agents[0].active_from, Some(Some(rx.from)));
     // A second one is over the limit; the same one again keeps running; a new version of the
     // first replaces it.
-    let other = active::encode("other", src).unwrap();
+    let other = active::encode("other", 1, src).unwrap();
     assert!(h.on_tuple(ms(2), u, TupleKind::Out, &other, None, Some(&rx)));
     let first = h.agents()[0].id;
     assert!(h.on_tuple(ms(3), u, TupleKind::Out, &tuple, None, Some(&rx)));
     assert_eq!(h.agents()[0].id, first);
-    let v2 = active::encode("greeter", r#"({ init() { log("v2") } })"#).unwrap();
+    let v2 = active::encode("greeter", 2, r#"({ init() { log("v2") } })"#).unwrap();
     assert!(h.on_tuple(ms(3), u, TupleKind::Out, &v2, None, Some(&rx)));
     assert_ne!(h.agents()[0].id, first);
     let events: Vec<_> = std::iter::from_fn(|| h.poll_event()).collect();
@@ -563,6 +564,7 @@ fn active_tuples_are_plain_data_unless_enabled() {
     let big = Tuple::new([
         Value::Str("AGENT".into()),
         Value::Str("big".into()),
+        Value::Int16(1),
         Value::Str(format!("({{}}){}", " ".repeat(1200)).into()),
     ])
     .unwrap();
@@ -570,6 +572,31 @@ fn active_tuples_are_plain_data_unless_enabled() {
     assert_eq!(h.stats().active_refused, 2);
     // Local agents cannot take the prefix.
     assert!(h.load(ms(5), "active:greeter", "({})").is_err());
+
+    // No rollback: the captured version 1 replayed after version 2 is refused, and so is
+    // version 2 with other code (what a forger who kept the version would send).
+    assert!(h.on_tuple(ms(6), u, TupleKind::Out, &tuple, None, Some(&rx)));
+    let forged = active::encode("greeter", 2, r#"({ init() { log("evil") } })"#).unwrap();
+    assert!(h.on_tuple(ms(7), u, TupleKind::Out, &forged, None, Some(&rx)));
+    let reasons: Vec<String> = std::iter::from_fn(|| h.poll_event())
+        .filter_map(|e| match e {
+            AgentEvent::ActiveRefused { reason, .. } if reason.contains("not newer") => {
+                Some(reason)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert_eq!(h.stats().active_started, 2);
+
+    // Loads are rate-limited: a newer version within ActivePolicy::min_load_interval waits.
+    cfg.active.min_load_interval = std::time::Duration::from_secs(1);
+    let mut h = AgentHost::new(cfg);
+    assert!(h.on_tuple(ms(1), u, TupleKind::Out, &tuple, None, Some(&rx)));
+    assert!(h.on_tuple(ms(500), u, TupleKind::Out, &v2, None, Some(&rx)));
+    assert_eq!(h.stats().active_refused, 1);
+    assert!(h.on_tuple(ms(1001), u, TupleKind::Out, &v2, None, Some(&rx)));
+    assert_eq!(h.stats().active_started, 2);
 }
 
 /// An OUT's lifetime reaches the handlers (`ev.lifetime`, seconds) and the ready-made router

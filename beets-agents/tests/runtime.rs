@@ -494,7 +494,7 @@ async fn active_tuple_starts_an_agent_on_a_keyed_space_when_allowed() {
     // The agent answers every ("PING", n) with ("PONG", n + 1) and stores nothing else.
     let src = r#"({ rules: [{ ts: ["PING", INT16], handler(t) { spaces["udp-ts"].out(["PONG", t[1] + 1]); return true; } }] })"#;
     sender
-        .out(beets_agents::active::encode("pong", src).unwrap(), None)
+        .out(beets_agents::active::encode("pong", 1, src).unwrap(), None)
         .await
         .unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
