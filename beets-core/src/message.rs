@@ -9,8 +9,13 @@
 //! |VER| OP  |E|R|L|  | signature | [pattern] | values ...     | [lifetime, BE]  |
 //! +---+-----+-+-+-+  +-----------+-----------+----------------+-----------------+
 //!  VER = 01            OUT, TUPLE, IAMHERE: a tuple (§2), OUT then 2 bytes of lifetime if L
-//!  OP 1..=7            RD, INP, TEST, WHERE: signature, pattern byte, actual values (§3)
+//!  OP 1..=7            RD, INP, TEST, WHERE: signature, pattern byte, actual values (§3),
+//!                      RD, INP, TEST then 2 bytes of wait if L (§11)
 //! ```
+//!
+//! A request that waits (L on RD, INP or TEST, spec §11) is [`Message::Waiting`]; `Message::Rd`,
+//! `Message::Inp` and `Message::Test` are the same requests without a wait, so every message has
+//! exactly one representation.
 //!
 //! The decoder reads the input once, never panics and never indexes out of bounds. What it
 //! allocates is bounded by the input: strings of more than 24 bytes and byte strings it returns
@@ -44,7 +49,7 @@ pub const VERSION: u8 = 0b01;
 pub const FLAG_E: u8 = 0b100;
 /// Control byte: reply flag R (bit 1, spec §4).
 pub const FLAG_R: u8 = 0b010;
-/// Control byte: lifetime flag L (bit 0, spec §4).
+/// Control byte: flag L (bit 0, spec §4): a lifetime on OUT, a wait on RD, INP, TEST (§11).
 pub const FLAG_L: u8 = 0b001;
 /// Smallest possible message: control, signature and an empty string (3 bytes; spec §1–§4).
 pub const MIN_MESSAGE_LEN: usize = 3;
@@ -135,7 +140,7 @@ pub struct UnknownOp(pub String);
 pub enum Flag {
     /// R, the reply flag.
     Reply,
-    /// L, the lifetime flag.
+    /// L: the lifetime (OUT) or the wait (RD, INP, TEST; spec §11).
     Lifetime,
 }
 
@@ -143,7 +148,7 @@ impl fmt::Display for Flag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Flag::Reply => "R (reply)",
-            Flag::Lifetime => "L (lifetime)",
+            Flag::Lifetime => "L (lifetime or wait)",
         })
     }
 }
@@ -239,8 +244,8 @@ pub enum DecodeError {
         /// Offset of the float.
         offset: usize,
     },
-    /// An L flag with lifetime 0 (spec §4: 1..=65535 s).
-    #[error("lifetime 0 s is invalid (1..=65535 s)")]
+    /// An L flag with lifetime or wait 0 (spec §4: 1..=65535 s).
+    #[error("lifetime or wait of 0 s is invalid (1..=65535 s)")]
     ZeroLifetime,
     /// The message is longer than the transport carries.
     #[error("message of {len} bytes is too long for {transport} (at most {max})")]
@@ -300,6 +305,49 @@ pub enum Message {
     },
     /// WHERE: ask for nodes whose identity tuple matches the template.
     Where(Template),
+    /// RD, INP or TEST with L = 1: a request that waits (spec §11). Receivers without a match
+    /// keep it pending for `wait` seconds. Without a wait the same request is
+    /// [`Message::Rd`], [`Message::Inp`] or [`Message::Test`].
+    Waiting {
+        /// RD, INP or TEST.
+        op: RequestOp,
+        /// The requested template.
+        template: Template,
+        /// The requester's wait in seconds, 1..=65535.
+        wait: NonZeroU16,
+    },
+}
+
+/// The ops that may wait (spec §11): RD, INP, TEST.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RequestOp {
+    /// RD.
+    Rd,
+    /// INP.
+    Inp,
+    /// TEST.
+    Test,
+}
+
+impl RequestOp {
+    /// The wire op.
+    pub const fn op(self) -> Op {
+        match self {
+            RequestOp::Rd => Op::Rd,
+            RequestOp::Inp => Op::Inp,
+            RequestOp::Test => Op::Test,
+        }
+    }
+
+    /// The request op of `op`, `None` for OUT, TUPLE, IAMHERE and WHERE.
+    pub const fn from_op(op: Op) -> Option<RequestOp> {
+        match op {
+            Op::Rd => Some(RequestOp::Rd),
+            Op::Inp => Some(RequestOp::Inp),
+            Op::Test => Some(RequestOp::Test),
+            _ => None,
+        }
+    }
 }
 
 /// A message decoded by [`Message::parse`], with the E flag it arrived with.
@@ -322,12 +370,33 @@ impl Message {
             Message::Tuple { .. } => Op::Tuple,
             Message::IAmHere { .. } => Op::IAmHere,
             Message::Where(_) => Op::Where,
+            Message::Waiting { op, .. } => op.op(),
+        }
+    }
+
+    /// An RD, INP or TEST of `template`, waiting `wait` seconds if given (spec §11): a
+    /// [`Message::Waiting`] with a wait, else [`Message::Rd`], [`Message::Inp`] or
+    /// [`Message::Test`].
+    pub fn request(op: RequestOp, template: Template, wait: Option<NonZeroU16>) -> Message {
+        match (op, wait) {
+            (op, Some(wait)) => Message::Waiting { op, template, wait },
+            (RequestOp::Rd, None) => Message::Rd(template),
+            (RequestOp::Inp, None) => Message::Inp(template),
+            (RequestOp::Test, None) => Message::Test(template),
+        }
+    }
+
+    /// The wait of a request that waits (spec §11), `None` for every other message.
+    pub const fn wait(&self) -> Option<NonZeroU16> {
+        match self {
+            Message::Waiting { wait, .. } => Some(*wait),
+            _ => None,
         }
     }
 
     /// Builds the message of `op` from a tuple (OUT, TUPLE, IAMHERE) or a template (the others);
-    /// used by tools that take the op as text. `lifetime` applies to OUT only, `reply` to TUPLE
-    /// and IAMHERE only.
+    /// used by tools that take the op as text. `lifetime` is the L field: the lifetime of an OUT
+    /// or the wait of an RD, INP or TEST (spec §11); `reply` applies to TUPLE and IAMHERE only.
     ///
     /// # Errors
     /// [`BodyMismatch::Flag`] when `reply` or `lifetime` is given for an op that does not allow
@@ -341,8 +410,11 @@ impl Message {
         if reply && !op.allows_reply() {
             return Err(BodyMismatch::Flag(Flag::Reply, op));
         }
-        if lifetime.is_some() && op != Op::Out {
+        if lifetime.is_some() && !allows_l(op) {
             return Err(BodyMismatch::Flag(Flag::Lifetime, op));
+        }
+        if let (Some(r), Body::Template(template)) = (RequestOp::from_op(op), &body) {
+            return Ok(Message::request(r, template.clone(), lifetime));
         }
         Ok(match (op, body) {
             (Op::Out, Body::Tuple(tuple)) => Message::Out { tuple, lifetime },
@@ -360,6 +432,7 @@ impl Message {
     pub fn control(&self, encrypted: bool) -> u8 {
         let (reply, lifetime) = match self {
             Message::Out { lifetime, .. } => (false, lifetime.is_some()),
+            Message::Waiting { .. } => (false, true),
             Message::Tuple { reply, .. } | Message::IAmHere { reply, .. } => (*reply, false),
             _ => (false, false),
         };
@@ -384,6 +457,7 @@ impl Message {
     pub fn template(&self) -> Option<&Template> {
         match self {
             Message::Rd(t) | Message::Inp(t) | Message::Test(t) | Message::Where(t) => Some(t),
+            Message::Waiting { template, .. } => Some(template),
             _ => None,
         }
     }
@@ -397,6 +471,7 @@ impl Message {
             }
             Message::Tuple { tuple, .. } | Message::IAmHere { tuple, .. } => tuple.wire_len(),
             Message::Rd(t) | Message::Inp(t) | Message::Test(t) | Message::Where(t) => t.wire_len(),
+            Message::Waiting { template, .. } => template.wire_len() + 2,
         }
     }
 
@@ -425,6 +500,10 @@ impl Message {
             Message::Tuple { tuple, .. } | Message::IAmHere { tuple, .. } => w.tuple(tuple),
             Message::Rd(t) | Message::Inp(t) | Message::Test(t) | Message::Where(t) => {
                 w.template(t)
+            }
+            Message::Waiting { template, wait, .. } => {
+                w.template(template);
+                w.put(&wait.get().to_be_bytes());
             }
         }
         debug_assert_eq!(w.pos, needed);
@@ -506,7 +585,7 @@ pub enum BodyMismatch {
 }
 
 impl fmt::Display for Message {
-    /// `OP body`, e.g. `OUT ("A", 1) L=60` or `TUPLE ("A", 1) R`.
+    /// `OP body`, e.g. `OUT ("A", 1) L=60s`, `RD ("A", ?) W=30s` or `TUPLE ("A", 1) R`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Message::Out { tuple, lifetime } => {
@@ -521,6 +600,9 @@ impl fmt::Display for Message {
             }
             Message::Rd(t) | Message::Inp(t) | Message::Test(t) | Message::Where(t) => {
                 write!(f, "{} {t}", self.op())
+            }
+            Message::Waiting { template, wait, .. } => {
+                write!(f, "{} {template} W={wait}s", self.op())
             }
         }
     }
@@ -738,6 +820,11 @@ impl<'a, M: ByteMap> Reader<'a, M> {
     }
 }
 
+/// Whether L may be set on `op`: OUT (lifetime), RD, INP, TEST (wait, spec §11).
+const fn allows_l(op: Op) -> bool {
+    matches!(op, Op::Out | Op::Rd | Op::Inp | Op::Test)
+}
+
 /// The code of element `i` (0..=3) of a signature byte.
 #[inline]
 fn code_at(signature: u8, i: usize) -> Option<TypeCode> {
@@ -770,7 +857,7 @@ fn parse_body<M: ByteMap>(control: u8, mut r: Reader<'_, M>) -> Result<Decoded, 
             op,
         });
     }
-    if has_lifetime && op != Op::Out {
+    if has_lifetime && !allows_l(op) {
         return Err(DecodeError::FlagNotAllowed {
             flag: Flag::Lifetime,
             op,
@@ -793,6 +880,11 @@ fn parse_body<M: ByteMap>(control: u8, mut r: Reader<'_, M>) -> Result<Decoded, 
                 tuple: Tuple::empty(),
                 reply,
             },
+            Op::Rd | Op::Inp | Op::Test if has_lifetime => Message::Waiting {
+                op: RequestOp::from_op(op).expect("a request op"),
+                template: Template::empty(),
+                wait: NonZeroU16::MIN,
+            },
             Op::Rd => Message::Rd(Template::empty()),
             Op::Inp => Message::Inp(Template::empty()),
             Op::Test => Message::Test(Template::empty()),
@@ -810,6 +902,11 @@ fn parse_body<M: ByteMap>(control: u8, mut r: Reader<'_, M>) -> Result<Decoded, 
         }
         Message::Tuple { tuple, .. } | Message::IAmHere { tuple, .. } => r.tuple(tuple)?,
         Message::Rd(t) | Message::Inp(t) | Message::Test(t) | Message::Where(t) => r.template(t)?,
+        Message::Waiting { template, wait, .. } => {
+            r.template(template)?;
+            let w = u16::from_be_bytes(r.array()?);
+            *wait = NonZeroU16::new(w).ok_or(DecodeError::ZeroLifetime)?;
+        }
     }
     r.finish()?;
     Ok(decoded)

@@ -43,7 +43,7 @@ use rand::{RngExt, SeedableRng};
 use crate::ble::{self, FrameError};
 use crate::dedup::DedupCache;
 use crate::fpe::FpeKey;
-use crate::message::{DecodeError, Message, Op};
+use crate::message::{DecodeError, Message, Op, RequestOp};
 use crate::space::{self, ListenerId, Space};
 use crate::time::Time;
 use crate::tuple::{Template, Tuple};
@@ -51,6 +51,9 @@ use crate::udp::{self, DatagramError, DatagramHeader, NodeId};
 
 pub mod hooks;
 mod types;
+mod waits;
+pub use types::{Answer, PendingKey, Scope};
+pub use waits::wait_secs;
 pub use hooks::{Decision, DecisionSender, DecisionToken, Hooks, Question, SpaceInfo, Verdict};
 pub use types::{
     Delivery, DropReason, Event, Frame, IncomingRequest, MAX_NODE_NAME, Neighbour, NodeConfig,
@@ -74,6 +77,22 @@ struct Pending {
     op: Op,
     template: Template,
     deadline: Time,
+    /// Where it looks (own requests; [`Node::request_in`]).
+    scope: Scope,
+}
+
+impl From<DedupKey> for PendingKey {
+    fn from(k: DedupKey) -> PendingKey {
+        match k {
+            DedupKey::Ble(a, seq, crc) => PendingKey::Ble {
+                from: PeerAddr::Ble(a),
+                seq,
+                crc,
+            },
+            DedupKey::Other(from, seq, crc) => PendingKey::Ble { from, seq, crc },
+            DedupKey::Udp(node, seq) => PendingKey::Udp { node, seq },
+        }
+    }
 }
 
 /// An incoming message parked until a hook decides on it (see [`hooks`]).
@@ -88,6 +107,8 @@ enum Parked {
         op: Op,
         template: Template,
         received: Received,
+        /// The wait of a request that waits (spec §11) and its key.
+        wait: Option<(NonZeroU16, PendingKey)>,
     },
     Notify {
         tuple: Tuple,
@@ -127,6 +148,10 @@ pub struct Node {
     /// still on its way is recognised and counted as lost ([`NodeStats::replies_after_cancel`]).
     cancelled: VecDeque<Pending>,
     scheduled: Vec<ScheduledReply>,
+    /// Remote requests waiting here (spec §11), oldest first.
+    waits: Vec<waits::Wait>,
+    /// Keys for requests dispatched without one ([`PendingKey::Unkeyed`]).
+    next_unkeyed: u64,
     next_announce: Option<Time>,
     neighbours: HashMap<PeerAddr, Neighbour>,
     transmits: VecDeque<Transmit>,
@@ -170,6 +195,7 @@ impl Parked {
                 op,
                 template,
                 received,
+                ..
             } => Question::Request {
                 op: *op,
                 template,
@@ -204,6 +230,8 @@ impl Node {
             pending: HashMap::new(),
             cancelled: VecDeque::new(),
             scheduled: Vec::new(),
+            waits: Vec::new(),
+            next_unkeyed: 0,
             next_announce,
             neighbours: HashMap::new(),
             transmits: VecDeque::new(),
@@ -322,12 +350,56 @@ impl Node {
     ) -> Result<crate::space::OutReport, crate::SpaceError> {
         self.clock = now;
         self.drain_deliveries();
-        self.space.out(now, tuple, lifetime)
+        let report = self.space.out(now, tuple, lifetime)?;
+        self.stored(now, report.id);
+        Ok(report)
+    }
+
+    /// Stores `tuple` in the local space as [`Node::host_out`] does and returns its lease: the
+    /// [`TupleId`](crate::space::TupleId) to [`renew`](Node::renew) or [`cancel_lease`](Node::cancel_lease).
+    ///
+    /// # Errors
+    /// As [`Node::host_out`].
+    pub fn lease(
+        &mut self,
+        now: Time,
+        tuple: Tuple,
+        lifetime: Option<Duration>,
+    ) -> Result<crate::space::TupleId, crate::SpaceError> {
+        self.host_out(now, tuple, lifetime).map(|r| r.id)
+    }
+
+    /// Renews a lease: the tuple now lives `lifetime` from `now` (`None`: until taken). Returns
+    /// its new expiry ([`Time::MAX`]: never).
+    ///
+    /// # Errors
+    /// [`SpaceError::Gone`](crate::SpaceError::Gone) when the tuple has left the space;
+    /// [`SpaceError::ZeroLifetime`](crate::SpaceError::ZeroLifetime) for a zero lifetime.
+    pub fn renew(
+        &mut self,
+        now: Time,
+        id: crate::space::TupleId,
+        lifetime: Option<Duration>,
+    ) -> Result<Time, crate::SpaceError> {
+        self.clock = now;
+        self.space.renew(now, id, lifetime)
+    }
+
+    /// Cancels a lease: removes the tuple (listeners of removals hear
+    /// [`DeliveryKind::Rm`](crate::DeliveryKind::Rm)) and returns it; `None` when it had already
+    /// left the space.
+    pub fn cancel_lease(&mut self, now: Time, id: crate::space::TupleId) -> Option<Tuple> {
+        self.clock = now;
+        let t = self.space.cancel(now, id);
+        self.drain_deliveries();
+        t
     }
 
     /// The local space: the paper's `host` mirror. Operations on it send nothing; an `out` here
     /// is answerable by remote `rd`/`inp`/`test`. Drain [`Node::poll_event`] after using it so
-    /// listener deliveries are reported.
+    /// listener deliveries are reported. A tuple stored here directly is **not** offered to
+    /// waiting requests (spec §11, local waits): store with [`Node::host_out`] or
+    /// [`Node::lease`] for that.
     pub fn host(&mut self) -> &mut Space {
         &mut self.space
     }
@@ -341,6 +413,16 @@ impl Node {
     /// ([`Event::Delivered`]).
     pub fn subscribe(&mut self, template: Template) -> ListenerId {
         self.space.subscribe(template)
+    }
+
+    /// Subscribes to the `kinds` of deliveries of tuples matching `template`, removals included
+    /// ([`DeliveryKinds::REMOVALS`](crate::space::DeliveryKinds::REMOVALS)).
+    pub fn subscribe_to(
+        &mut self,
+        template: Template,
+        kinds: crate::space::DeliveryKinds,
+    ) -> ListenerId {
+        self.space.subscribe_to(template, kinds)
     }
 
     /// Ends a subscription; `false` if unknown.
@@ -462,11 +544,17 @@ impl Node {
         let Some(p) = self.pending.remove(&id) else {
             return false;
         };
+        if p.scope.network() {
+            self.remember_cancelled(p);
+        }
+        true
+    }
+
+    fn remember_cancelled(&mut self, p: Pending) {
         if self.cancelled.len() >= MAX_CANCELLED {
             self.cancelled.pop_front();
         }
         self.cancelled.push_back(p);
-        true
     }
 
     /// Counts a reply whose request completed in the engine but whose caller had already gone
@@ -492,27 +580,24 @@ impl Node {
         template: Template,
         timeout: Duration,
     ) -> Result<RequestId, NodeError> {
+        if let Some(op) = RequestOp::from_op(op) {
+            return self.request_in(now, op, template, timeout, Scope::Network);
+        }
         if self.pending.len() >= self.config.max_pending {
             return Err(NodeError::TooManyPending {
                 max: self.config.max_pending,
             });
         }
-        let msg = match op {
-            Op::Rd => Message::Rd(template.clone()),
-            Op::Inp => Message::Inp(template.clone()),
-            Op::Test => Message::Test(template.clone()),
-            _ => Message::Where(template.clone()),
-        };
-        self.send(&msg)?;
+        self.send(&Message::Where(template.clone()))?;
         self.stats.requests_sent += 1;
-        let id = RequestId(self.next_request);
-        self.next_request += 1;
+        let id = self.next_id();
         self.pending.insert(
             id,
             Pending {
                 op,
                 template,
                 deadline: now + timeout,
+                scope: Scope::Network,
             },
         );
         Ok(id)
@@ -658,7 +743,7 @@ impl Node {
             at: now,
             rssi,
         };
-        self.dispatch(now, decoded.message, received);
+        self.dispatch_keyed(now, decoded.message, received, Some(dedup_key.into()));
         self.drain_deliveries();
     }
 
@@ -678,8 +763,21 @@ impl Node {
         self.push_event(Event::Dropped { from, reason });
     }
 
-    /// Spec §9, one arm per message type.
+    /// [`dispatch_keyed`](Self::dispatch_keyed) without a §8 key: a request that waits is then
+    /// never recognised as a repeat.
     fn dispatch(&mut self, now: Time, message: Message, received: Received) {
+        self.dispatch_keyed(now, message, received, None);
+    }
+
+    /// Spec §9 (and §11), one arm per message type. `key` is the message's §8 key, by which a
+    /// waiting request is recognised when repeated (sealed messages: [`PendingKey::Sealed`]).
+    fn dispatch_keyed(
+        &mut self,
+        now: Time,
+        message: Message,
+        received: Received,
+        key: Option<PendingKey>,
+    ) {
         match message {
             Message::Out { tuple, lifetime } => {
                 let lifetime = lifetime.map(|s| Duration::from_secs(u64::from(s.get())));
@@ -692,9 +790,16 @@ impl Node {
                     },
                 );
             }
-            Message::Rd(t) => self.consider_request(now, Op::Rd, t, received),
-            Message::Inp(t) => self.consider_request(now, Op::Inp, t, received),
-            Message::Test(t) => self.consider_request(now, Op::Test, t, received),
+            Message::Rd(t) => self.consider_request(now, Op::Rd, t, received, None),
+            Message::Inp(t) => self.consider_request(now, Op::Inp, t, received, None),
+            Message::Test(t) => self.consider_request(now, Op::Test, t, received, None),
+            Message::Waiting { op, template, wait } => {
+                let key = key.unwrap_or_else(|| {
+                    self.next_unkeyed += 1;
+                    PendingKey::Unkeyed(self.next_unkeyed)
+                });
+                self.consider_request(now, op.op(), template, received, Some((wait, key)));
+            }
             Message::Tuple {
                 tuple,
                 reply: false,
@@ -705,6 +810,8 @@ impl Node {
                 self.scheduled
                     .retain(|s| s.op == Op::Where || !s.template.matches(&tuple));
                 self.stats.replies_suppressed += (before - self.scheduled.len()) as u64;
+                // ... and every request pending here that it matches is answered (spec §11).
+                self.finish_waits(&tuple);
                 self.complete_matching(&[Op::Rd, Op::Inp, Op::Test], &tuple, received);
             }
             Message::Where(t) => {
@@ -722,10 +829,24 @@ impl Node {
         }
     }
 
-    fn consider_request(&mut self, now: Time, op: Op, template: Template, received: Received) {
-        // Hooks are not bothered with requests this node cannot answer anyway.
-        if self.space.count(now, &template) == 0 {
-            return;
+    fn consider_request(
+        &mut self,
+        now: Time,
+        op: Op,
+        template: Template,
+        received: Received,
+        wait: Option<(NonZeroU16, PendingKey)>,
+    ) {
+        match &wait {
+            // A repeat of a request pending here adds nothing and restarts nothing (spec §11).
+            Some((_, key)) if self.is_waiting(key) => {
+                self.stats.waits_repeated += 1;
+                return;
+            }
+            Some(_) => {}
+            // Hooks are not bothered with requests this node cannot answer anyway.
+            None if self.space.count(now, &template) == 0 => return,
+            None => {}
         }
         self.consult(
             now,
@@ -733,6 +854,7 @@ impl Node {
                 op,
                 template,
                 received,
+                wait,
             },
         );
     }
@@ -805,11 +927,20 @@ impl Node {
             ) => {
                 // Local deliveries queued before belong to no message: drain them first.
                 self.drain_deliveries();
-                match self.space.out(now, tuple, lifetime) {
-                    Ok(_) => self.stats.stored += 1,
-                    Err(_) => self.stats.not_stored += 1,
-                }
+                let stored = match self.space.out(now, tuple, lifetime) {
+                    Ok(r) => {
+                        self.stats.stored += 1;
+                        Some(r.id)
+                    }
+                    Err(_) => {
+                        self.stats.not_stored += 1;
+                        None
+                    }
+                };
                 self.drain_deliveries_from(Some(&received));
+                if let Some(id) = stored {
+                    self.stored(now, id);
+                }
             }
             (Parked::Out { .. }, Decision::Stop) => self.stats.not_stored += 1,
             (Parked::Notify { tuple, received }, Decision::Proceed) => {
@@ -818,7 +949,24 @@ impl Node {
                 self.drain_deliveries_from(Some(&received));
             }
             (Parked::Notify { .. }, Decision::Stop) => {}
-            (Parked::Request { op, template, .. }, Decision::Proceed) => {
+            (
+                Parked::Request {
+                    op,
+                    template,
+                    wait,
+                    received,
+                },
+                Decision::Proceed,
+            ) => {
+                if let Some((wait, key)) = wait
+                    && let Some(op) = RequestOp::from_op(op)
+                    && self.space.count(now, &template) == 0
+                {
+                    // Nothing matches: the request waits (spec §11), from its arrival.
+                    let expires = received.at + Duration::from_secs(u64::from(wait.get()));
+                    self.add_wait(now, key, op, template, expires);
+                    return;
+                }
                 self.schedule_answer(now, op, template);
             }
             (Parked::Request { .. }, Decision::Stop) => self.stats.filtered += 1,
@@ -879,13 +1027,19 @@ impl Node {
         if self.send(&msg).is_ok() {
             self.stats.replies_sent += 1;
         }
+        if let Message::Tuple { tuple, .. } = &msg {
+            // This reply answers every request pending here that it matches (spec §11).
+            self.finish_waits(tuple);
+        }
     }
 
     fn complete_matching(&mut self, ops: &[Op], tuple: &Tuple, received: Received) {
         let mut done: Vec<RequestId> = self
             .pending
             .iter()
-            .filter(|(_, p)| ops.contains(&p.op) && p.template.matches(tuple))
+            .filter(|(_, p)| {
+                p.scope.network() && ops.contains(&p.op) && p.template.matches(tuple)
+            })
             .map(|(id, _)| *id)
             .collect();
         if done.is_empty() {
@@ -968,6 +1122,9 @@ impl Node {
         for s in due {
             self.answer(now, s.op, &s.template);
         }
+        // Answers to requests that waited (spec §11), then the waits that ended.
+        self.answer_waits(now);
+        self.expire_waits(now);
         // Timeouts.
         let mut expired: Vec<(RequestId, Op)> = self
             .pending
@@ -1026,6 +1183,7 @@ impl Node {
         replies
             .chain(deadlines)
             .chain(decision)
+            .chain(self.next_wait_timeout())
             .chain(self.next_announce)
             .chain(self.space.next_expiry())
             .min()

@@ -24,6 +24,12 @@
 //! - **Listeners, polled.** Tuples stored by `out` and tuples only passed through by
 //!   [`Space::notify`] (spec §9: TUPLE with R=0) are queued for matching listeners and drained
 //!   with [`Space::poll_delivery`], in the sans-IO style of the engine: no callbacks, no locks.
+//!   A listener may ask for removals too ([`Space::subscribe_to`] with
+//!   [`DeliveryKinds::REMOVALS`]): tuples taken by `inp`, removed by `rm` or a cancelled lease,
+//!   expired or evicted, each delivery saying which ([`DeliveryKind`]).
+//! - **Leases.** `out` names the stored tuple ([`OutReport::id`], a [`TupleId`]); its lifetime
+//!   can be renewed ([`Space::renew`]) or the tuple removed ([`Space::cancel`]) while it lives,
+//!   as JavaSpaces' `Lease`.
 //!
 //! # What it does not do
 //! No networking, no replies, no agents: the engine turns RD/INP/TEST messages into calls here and
@@ -174,12 +180,18 @@ pub enum SpaceError {
         /// The limit, [`SpaceConfig::max_tuple_len`].
         max: usize,
     },
+    /// The tuple a lease names is no longer stored: taken, removed, evicted or expired
+    /// ([`Space::renew`]).
+    #[error("the leased tuple is no longer in the space (taken, removed, evicted or expired)")]
+    Gone,
 }
 
 /// What a successful [`Space::out`] did besides storing the tuple.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct OutReport {
+    /// The stored tuple, for [`Space::renew`], [`Space::cancel`] and [`Space::take`] (its lease).
+    pub id: TupleId,
     /// The tuple evicted to make room ([`CapacityPolicy::EvictOldest`] on a full space).
     pub evicted: Option<Tuple>,
     /// Expired tuples removed to make room before deciding the space was full.
@@ -217,6 +229,78 @@ pub enum DeliveryKind {
     Out,
     /// The tuple was passed to [`Space::notify`] (spec §9: TUPLE with R=0); it was not stored.
     Notify,
+    /// The tuple was taken by an `inp` (local, or a remote INP answered); it is gone.
+    Inp,
+    /// The tuple was removed by `rm` or its lease was cancelled ([`Space::cancel`]); it is gone.
+    Rm,
+    /// The tuple's lifetime ended; it is gone.
+    Expired,
+    /// The tuple was evicted to make room ([`CapacityPolicy::EvictOldest`]); it is gone.
+    Evicted,
+}
+
+impl DeliveryKind {
+    const fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
+    /// Whether the tuple left the space (every kind but `Out` and `Notify`).
+    pub const fn is_removal(self) -> bool {
+        !matches!(self, DeliveryKind::Out | DeliveryKind::Notify)
+    }
+}
+
+/// Which [`DeliveryKind`]s a listener hears ([`Space::subscribe_to`]); combine with `|`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DeliveryKinds(u8);
+
+impl DeliveryKinds {
+    /// Nothing.
+    pub const NONE: DeliveryKinds = DeliveryKinds(0);
+    /// What [`Space::subscribe`] hears: stored outs and notifications.
+    pub const DEFAULT: DeliveryKinds =
+        DeliveryKinds(DeliveryKind::Out.bit() | DeliveryKind::Notify.bit());
+    /// Every removal: `Inp`, `Rm`, `Expired`, `Evicted`.
+    pub const REMOVALS: DeliveryKinds = DeliveryKinds(
+        DeliveryKind::Inp.bit()
+            | DeliveryKind::Rm.bit()
+            | DeliveryKind::Expired.bit()
+            | DeliveryKind::Evicted.bit(),
+    );
+    /// Everything.
+    pub const ALL: DeliveryKinds = DeliveryKinds(Self::DEFAULT.0 | Self::REMOVALS.0);
+
+    /// Just `kind`.
+    pub const fn only(kind: DeliveryKind) -> DeliveryKinds {
+        DeliveryKinds(kind.bit())
+    }
+
+    /// Whether `kind` is in the set.
+    pub const fn contains(self, kind: DeliveryKind) -> bool {
+        self.0 & kind.bit() != 0
+    }
+}
+
+impl std::ops::BitOr for DeliveryKinds {
+    type Output = DeliveryKinds;
+    fn bitor(self, rhs: DeliveryKinds) -> DeliveryKinds {
+        DeliveryKinds(self.0 | rhs.0)
+    }
+}
+
+impl std::ops::BitOr<DeliveryKind> for DeliveryKinds {
+    type Output = DeliveryKinds;
+    fn bitor(self, rhs: DeliveryKind) -> DeliveryKinds {
+        DeliveryKinds(self.0 | rhs.bit())
+    }
+}
+
+/// Names one stored tuple (from [`OutReport::id`]): its lease. Never names another tuple, even
+/// after this one is gone and its slot reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TupleId {
+    seq: u64,
+    slot: u32,
 }
 
 /// A tuple for a listener, drained with [`Space::poll_delivery`].
@@ -226,7 +310,7 @@ pub struct Delivery {
     pub listener: ListenerId,
     /// A copy of the tuple.
     pub tuple: Tuple,
-    /// Stored or only notified.
+    /// Stored, notified, or how it left the space.
     pub kind: DeliveryKind,
 }
 
@@ -308,7 +392,7 @@ pub struct Space {
     /// Live tuples that have an expiry (the heap's live entries).
     timed: usize,
     next_seq: u64,
-    listeners: [Vec<(ListenerId, Template)>; MAX_ARITY],
+    listeners: [Vec<(ListenerId, Template, DeliveryKinds)>; MAX_ARITY],
     next_listener: u64,
     deliveries: VecDeque<Delivery>,
     stats: SpaceStats,
@@ -404,10 +488,11 @@ impl Space {
             }
             Some(d) => now + d,
         };
-        let mut report = OutReport::default();
         let capacity = self.config.capacity.min(MAX_SLOTS);
+        let mut expired = 0;
+        let mut evicted = None;
         if self.len >= capacity {
-            report.expired = self.expire(now);
+            expired = self.expire(now);
         }
         if self.len >= capacity {
             let oldest = self.order.head;
@@ -417,13 +502,18 @@ impl Space {
                     capacity: self.config.capacity,
                 });
             }
-            report.evicted = self.remove(oldest);
+            evicted = self.remove_as(oldest, DeliveryKind::Evicted);
             self.stats.evicted += 1;
         }
-        report.delivered = self.deliver(&tuple, DeliveryKind::Out);
-        self.insert(tuple, expires);
+        let delivered = self.deliver(&tuple, DeliveryKind::Out);
+        let id = self.insert(tuple, expires);
         self.stats.stored += 1;
-        Ok(report)
+        Ok(OutReport {
+            id,
+            evicted,
+            expired,
+            delivered,
+        })
     }
 
     /// A copy of the oldest live tuple matching `template` (the `rd` operation), or `None`.
@@ -443,14 +533,60 @@ impl Space {
     /// lifetime).
     pub fn inp(&mut self, now: Time, template: &Template) -> Option<Tuple> {
         let idx = self.find(now, template)?;
-        self.remove(idx)
+        self.remove_as(idx, DeliveryKind::Inp)
     }
 
     /// Removes every live tuple matching `template` and returns how many (the `rm` operation).
+    /// Listeners of removals hear [`DeliveryKind::Rm`].
     ///
     /// Cost: O(b) with a first-field actual, O(nₐ) with a first-field formal; expired tuples met
     /// are removed too (not counted).
     pub fn rm(&mut self, now: Time, template: &Template) -> usize {
+        self.remove_matching(now, template, DeliveryKind::Rm, |_| {})
+    }
+
+    /// As [`rm`](Space::rm), returning the removed tuples, oldest first.
+    pub fn rm_all(&mut self, now: Time, template: &Template) -> Vec<Tuple> {
+        let mut out = Vec::new();
+        self.remove_matching(now, template, DeliveryKind::Rm, |t| out.push(t));
+        out
+    }
+
+    /// Takes every live tuple matching `template`, oldest first, in one step (the bulk `inp`):
+    /// no other operation sees a part of them. Listeners of removals hear
+    /// [`DeliveryKind::Inp`]. Cost as [`rm`](Space::rm).
+    pub fn inp_all(&mut self, now: Time, template: &Template) -> Vec<Tuple> {
+        let mut out = Vec::new();
+        self.remove_matching(now, template, DeliveryKind::Inp, |t| out.push(t));
+        out
+    }
+
+    /// Copies of every live tuple matching `template`, oldest first (the bulk `rd`); expired
+    /// tuples met are removed. Cost as [`rm`](Space::rm).
+    pub fn rd_all(&mut self, now: Time, template: &Template) -> Vec<Tuple> {
+        let (mut cur, which) = self.candidates(template);
+        let mut out = Vec::new();
+        while cur != NIL {
+            let slot = &self.slots[cur as usize];
+            let next = slot.links[which].next;
+            if is_expired(slot.expires, now) {
+                self.remove_as(cur, DeliveryKind::Expired);
+                self.stats.expired += 1;
+            } else if let Some(t) = slot.tuple.as_ref().filter(|t| template.matches(t)) {
+                out.push(t.clone());
+            }
+            cur = next;
+        }
+        out
+    }
+
+    fn remove_matching(
+        &mut self,
+        now: Time,
+        template: &Template,
+        kind: DeliveryKind,
+        mut keep: impl FnMut(Tuple),
+    ) -> usize {
         let (mut cur, which) = self.candidates(template);
         let mut removed = 0;
         while cur != NIL {
@@ -459,15 +595,76 @@ impl Space {
             let expired = is_expired(slot.expires, now);
             let hit = !expired && slot.tuple.as_ref().is_some_and(|t| template.matches(t));
             if expired {
-                self.remove(cur);
+                self.remove_as(cur, DeliveryKind::Expired);
                 self.stats.expired += 1;
             } else if hit {
-                self.remove(cur);
+                if let Some(t) = self.remove_as(cur, kind) {
+                    keep(t);
+                }
                 removed += 1;
             }
             cur = next;
         }
         removed
+    }
+
+    /// The live tuple `id` names, `None` once it is gone or expired. O(1).
+    pub fn get(&self, now: Time, id: TupleId) -> Option<&Tuple> {
+        let slot = self.slots.get(id.slot as usize)?;
+        (slot.seq == id.seq && !is_expired(slot.expires, now))
+            .then_some(slot.tuple.as_ref())
+            .flatten()
+    }
+
+    /// Removes the tuple `id` names as an `inp` would ([`DeliveryKind::Inp`]); `None` once it is
+    /// gone or expired. O(1) (O(log n) amortised with a lifetime).
+    pub fn take(&mut self, now: Time, id: TupleId) -> Option<Tuple> {
+        self.get(now, id)?;
+        self.remove_as(id.slot, DeliveryKind::Inp)
+    }
+
+    /// Cancels the lease of tuple `id`: removes it ([`DeliveryKind::Rm`] for listeners) and
+    /// returns it; `None` once it is gone or expired.
+    pub fn cancel(&mut self, now: Time, id: TupleId) -> Option<Tuple> {
+        self.get(now, id)?;
+        self.remove_as(id.slot, DeliveryKind::Rm)
+    }
+
+    /// Renews the lease of tuple `id`: it now lives `lifetime` from `now` (`None`: until taken
+    /// or evicted), whatever it had before. Returns when it now expires ([`Time::MAX`]: never).
+    ///
+    /// # Errors
+    /// [`SpaceError::Gone`] when the tuple is no longer stored (taken, removed, evicted or
+    /// expired); [`SpaceError::ZeroLifetime`] for a lifetime under 1 ms. Nothing changes then.
+    pub fn renew(
+        &mut self,
+        now: Time,
+        id: TupleId,
+        lifetime: Option<Duration>,
+    ) -> Result<Time, SpaceError> {
+        if self.get(now, id).is_none() {
+            return Err(SpaceError::Gone);
+        }
+        let expires = match lifetime {
+            None => Time::MAX,
+            Some(d) if d < Duration::from_millis(1) => {
+                return Err(SpaceError::ZeroLifetime { lifetime: d });
+            }
+            Some(d) => now + d,
+        };
+        let slot = &mut self.slots[id.slot as usize];
+        let before = std::mem::replace(&mut slot.expires, expires);
+        // The old heap entry no longer names the slot's expiry: it is dead (see `heap_live`).
+        match (before == Time::MAX, expires == Time::MAX) {
+            (true, false) => self.timed += 1,
+            (false, true) => self.timed -= 1,
+            _ => {}
+        }
+        if expires != Time::MAX {
+            self.heap.push(Reverse((expires, id.seq, id.slot)));
+        }
+        self.settle_heap();
+        Ok(expires)
     }
 
     /// How many live tuples match `template` (the `test` operation counts; a TEST reply needs
@@ -542,8 +739,8 @@ impl Space {
                 break;
             }
             self.heap.pop();
-            if self.is_live(seq, idx) {
-                self.remove(idx);
+            if self.heap_live(at, seq, idx) {
+                self.remove_as(idx, DeliveryKind::Expired);
                 n += 1;
             }
         }
@@ -559,12 +756,20 @@ impl Space {
     }
 
     /// Registers a listener: every later [`out`](Space::out) or [`notify`](Space::notify) of a
-    /// tuple matching `template` queues a [`Delivery`] for it. O(1).
+    /// tuple matching `template` queues a [`Delivery`] for it. O(1). As
+    /// [`subscribe_to`](Space::subscribe_to) with [`DeliveryKinds::DEFAULT`].
     pub fn subscribe(&mut self, template: Template) -> ListenerId {
+        self.subscribe_to(template, DeliveryKinds::DEFAULT)
+    }
+
+    /// Registers a listener of the `kinds` of deliveries of tuples matching `template`: stored
+    /// outs, notifications, and removals (taken by `inp`, removed by `rm` or [`cancel`](Space::cancel),
+    /// expired, evicted). O(1).
+    pub fn subscribe_to(&mut self, template: Template, kinds: DeliveryKinds) -> ListenerId {
         let id = ListenerId(self.next_listener);
         self.next_listener += 1;
         if let Some(list) = self.listeners.get_mut(template.arity() - 1) {
-            list.push((id, template));
+            list.push((id, template, kinds));
         }
         id
     }
@@ -573,7 +778,7 @@ impl Space {
     /// O(L + queued deliveries).
     pub fn unsubscribe(&mut self, id: ListenerId) -> bool {
         for list in &mut self.listeners {
-            if let Some(pos) = list.iter().position(|(l, _)| *l == id) {
+            if let Some(pos) = list.iter().position(|(l, _, _)| *l == id) {
                 list.remove(pos);
                 self.deliveries.retain(|d| d.listener != id);
                 return true;
@@ -650,7 +855,7 @@ impl Space {
             let slot = &self.slots[cur as usize];
             let next = slot.links[which].next;
             if is_expired(slot.expires, now) {
-                self.remove(cur);
+                self.remove_as(cur, DeliveryKind::Expired);
                 self.stats.expired += 1;
             } else if slot.tuple.as_ref().is_some_and(|t| template.matches(t)) {
                 return Some(cur);
@@ -665,8 +870,8 @@ impl Space {
             return 0;
         };
         let mut n = 0;
-        for (listener, template) in list {
-            if !template.matches(tuple) {
+        for (listener, template, kinds) in list {
+            if !kinds.contains(kind) || !template.matches(tuple) {
                 continue;
             }
             n += 1;
@@ -685,7 +890,7 @@ impl Space {
         n
     }
 
-    fn insert(&mut self, tuple: Tuple, expires: Time) {
+    fn insert(&mut self, tuple: Tuple, expires: Time) -> TupleId {
         let arity = tuple.arity();
         let key = self.key(arity, tuple.values().first());
         let seq = self.next_seq;
@@ -720,6 +925,16 @@ impl Space {
             self.timed += 1;
         }
         self.len += 1;
+        TupleId { seq, slot: idx }
+    }
+
+    /// [`remove`](Self::remove), then a delivery of `kind` to the listeners of removals.
+    fn remove_as(&mut self, idx: u32, kind: DeliveryKind) -> Option<Tuple> {
+        let tuple = self.remove(idx)?;
+        if !self.listeners[tuple.arity() - 1].is_empty() {
+            self.deliver(&tuple, kind);
+        }
+        Some(tuple)
     }
 
     /// Unlinks slot `idx` from its lists, frees it and returns its tuple.
@@ -750,20 +965,26 @@ impl Space {
         slot.seq == seq && slot.tuple.is_some()
     }
 
+    /// Whether the heap entry (at, seq, idx) is the live expiry of its tuple (a renewed lease
+    /// leaves its old entry dead).
+    fn heap_live(&self, at: Time, seq: u64, idx: u32) -> bool {
+        self.is_live(seq, idx) && self.slots[idx as usize].expires == at
+    }
+
     /// Restores the heap invariants after a removal: the top is a live tuple, and dead entries are
     /// at most about as many as live ones (so the heap stays O(live timed tuples)).
     fn settle_heap(&mut self) {
-        while let Some(&Reverse((_, seq, idx))) = self.heap.peek() {
-            if self.is_live(seq, idx) {
+        while let Some(&Reverse((at, seq, idx))) = self.heap.peek() {
+            if self.heap_live(at, seq, idx) {
                 break;
             }
             self.heap.pop();
         }
         if self.heap.len() > 2 * self.timed + 64 {
             let slots = &self.slots;
-            self.heap.retain(|&Reverse((_, seq, idx))| {
+            self.heap.retain(|&Reverse((at, seq, idx))| {
                 let slot = &slots[idx as usize];
-                slot.seq == seq && slot.tuple.is_some()
+                slot.seq == seq && slot.tuple.is_some() && slot.expires == at
             });
         }
     }

@@ -10,9 +10,11 @@ use tracing::warn;
 use super::DirectSend;
 use super::DriverStats;
 use crate::Op;
-use crate::message::Message;
-use crate::node::{DatagramEncoder, Delivery, NodeError, Received, RequestId, Transmit, Transport};
-use crate::space::SpaceError;
+use crate::message::{Message, RequestOp};
+use crate::node::{
+    Answer, DatagramEncoder, Delivery, NodeError, Received, RequestId, Scope, Transmit, Transport,
+};
+use crate::space::{DeliveryKinds, SpaceError, TupleId};
 use crate::tuple::{Template, Tuple};
 
 /// Why an async operation failed.
@@ -49,6 +51,9 @@ pub(super) type Respond<T> = oneshot::Sender<T>;
 /// A request the engine accepted: its id and where its reply (or `None`) will come.
 pub(super) type Started = (RequestId, oneshot::Receiver<Option<Reply>>);
 
+/// A scoped request the engine accepted ([`SpaceHandle::rd_in`]).
+pub(super) type StartedIn = (RequestId, oneshot::Receiver<Option<Answer>>);
+
 pub(super) enum Command {
     Send(Message, Respond<Result<(), ClientError>>),
     /// A datagram a handle encoded but could not send without waiting.
@@ -60,8 +65,27 @@ pub(super) enum Command {
         Duration,
         Respond<Result<Started, ClientError>>,
     ),
+    RequestIn(
+        RequestOp,
+        Template,
+        Duration,
+        Scope,
+        Respond<Result<StartedIn, ClientError>>,
+    ),
     /// The caller dropped a request's future: the engine forgets the request.
     Cancel(RequestId),
+    Lease(Tuple, Option<Duration>, Respond<Result<TupleId, ClientError>>),
+    Renew(TupleId, Option<Duration>, Respond<Result<(), ClientError>>),
+    CancelLease(TupleId, Respond<Option<Tuple>>),
+    HostRdAll(Template, Respond<Vec<Tuple>>),
+    HostInpAll(Template, Respond<Vec<Tuple>>),
+    HostRmAll(Template, Respond<Vec<Tuple>>),
+    SubscribeTo(
+        Template,
+        DeliveryKinds,
+        usize,
+        Respond<mpsc::Receiver<Delivery>>,
+    ),
     HostOut(Tuple, Option<Duration>, Respond<Result<(), ClientError>>),
     HostRd(Template, Respond<Option<Tuple>>),
     HostInp(Template, Respond<Option<Tuple>>),
@@ -233,6 +257,77 @@ impl SpaceHandle {
         self.request(Op::Test, template, timeout).await
     }
 
+    async fn request_in(
+        &self,
+        op: RequestOp,
+        template: Template,
+        timeout: Duration,
+        scope: Scope,
+    ) -> Result<Option<Answer>, ClientError> {
+        let (id, rx) = self
+            .call(|r| Command::RequestIn(op, template, timeout, scope, r))
+            .await??;
+        let guard = CancelOnDrop {
+            tx: &self.tx,
+            id: Some(id),
+        };
+        let answer = rx.await.map_err(|_| ClientError::Closed);
+        guard.disarm();
+        answer
+    }
+
+    /// Reads a copy of a matching tuple in `scope`: the spaces in range ([`Scope::Network`], as
+    /// [`rd`](Self::rd)), this node's own space ([`Scope::Local`]: at once if it holds a match,
+    /// else the first matching tuple stored here before `timeout` — a local
+    /// [`host_out`](Self::host_out) or an OUT from the air), or the local space first and then
+    /// the network too ([`Scope::Both`]). `None` when nothing answered within `timeout`.
+    /// [`Answer::received`] is `None` for a tuple from the local space.
+    ///
+    /// Over the network the request carries the timeout as its wait (spec §11): a node in range
+    /// that stores a matching tuple while the request waits answers then.
+    ///
+    /// # Errors
+    /// As [`SpaceHandle::rd`].
+    pub async fn rd_in(
+        &self,
+        template: Template,
+        timeout: Duration,
+        scope: Scope,
+    ) -> Result<Option<Answer>, ClientError> {
+        self.request_in(RequestOp::Rd, template, timeout, scope)
+            .await
+    }
+
+    /// Takes a matching tuple in `scope` (see [`rd_in`](Self::rd_in)). Locally the take is
+    /// atomic: a tuple stored while this waits goes to the oldest waiting local `inp_in` and to
+    /// nothing else.
+    ///
+    /// # Errors
+    /// As [`SpaceHandle::rd`].
+    pub async fn inp_in(
+        &self,
+        template: Template,
+        timeout: Duration,
+        scope: Scope,
+    ) -> Result<Option<Answer>, ClientError> {
+        self.request_in(RequestOp::Inp, template, timeout, scope)
+            .await
+    }
+
+    /// Tests for a matching tuple in `scope` (see [`rd_in`](Self::rd_in)).
+    ///
+    /// # Errors
+    /// As [`SpaceHandle::rd`].
+    pub async fn test_in(
+        &self,
+        template: Template,
+        timeout: Duration,
+        scope: Scope,
+    ) -> Result<Option<Answer>, ClientError> {
+        self.request_in(RequestOp::Test, template, timeout, scope)
+            .await
+    }
+
     /// Finds a node whose identity tuple matches; `None` on timeout.
     ///
     /// # Errors
@@ -279,6 +374,68 @@ impl SpaceHandle {
     /// [`ClientError::Closed`].
     pub async fn host_inp(&self, template: Template) -> Result<Option<Tuple>, ClientError> {
         self.call(|r| Command::HostInp(template, r)).await
+    }
+
+    /// Copies of every match in the local space, oldest first (the bulk `rd`).
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`].
+    pub async fn host_rd_all(&self, template: Template) -> Result<Vec<Tuple>, ClientError> {
+        self.call(|r| Command::HostRdAll(template, r)).await
+    }
+
+    /// Takes every match from the local space at once (the bulk `inp`, atomic: the driver does
+    /// nothing else in between), oldest first. Listeners of removals hear
+    /// [`DeliveryKind::Inp`](crate::DeliveryKind::Inp).
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`].
+    pub async fn host_inp_all(&self, template: Template) -> Result<Vec<Tuple>, ClientError> {
+        self.call(|r| Command::HostInpAll(template, r)).await
+    }
+
+    /// Removes every match from the local space and returns them, oldest first (listeners of
+    /// removals hear [`DeliveryKind::Rm`](crate::DeliveryKind::Rm)).
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`].
+    pub async fn host_rm_all(&self, template: Template) -> Result<Vec<Tuple>, ClientError> {
+        self.call(|r| Command::HostRmAll(template, r)).await
+    }
+
+    /// Stores a tuple in the local space only, as [`host_out`](Self::host_out), and returns its
+    /// [`Lease`]: renew it or cancel it while the tuple lives (JavaSpaces' `Lease`).
+    ///
+    /// # Errors
+    /// As [`host_out`](Self::host_out); a lifetime of 0 is
+    /// [`SpaceError::ZeroLifetime`] (use `None` for "until taken").
+    pub async fn lease(
+        &self,
+        tuple: Tuple,
+        lifetime: Option<Duration>,
+    ) -> Result<Lease, ClientError> {
+        let id = self.call(|r| Command::Lease(tuple, lifetime, r)).await??;
+        Ok(Lease {
+            handle: self.clone(),
+            id,
+        })
+    }
+
+    /// Subscribes to the `kinds` of deliveries of tuples matching `template`: with
+    /// [`DeliveryKinds::REMOVALS`] also tuples taken by `inp` (local or remote), removed by `rm`
+    /// or a cancelled lease, expired or evicted, each [`Delivery::kind`] saying which. Otherwise as
+    /// [`subscribe`](Self::subscribe).
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`].
+    pub async fn subscribe_to(
+        &self,
+        template: Template,
+        kinds: DeliveryKinds,
+        buffer: usize,
+    ) -> Result<mpsc::Receiver<Delivery>, ClientError> {
+        self.call(|r| Command::SubscribeTo(template, kinds, buffer.max(1), r))
+            .await
     }
 
     /// Removes every match from the local space; returns how many.
@@ -333,5 +490,40 @@ impl SpaceHandle {
     /// Stops the driver; pending requests complete with [`ClientError::Closed`].
     pub async fn close(&self) {
         let _ = self.tx.send(Command::Close).await;
+    }
+}
+
+/// A tuple stored by [`SpaceHandle::lease`], renewable and cancellable while it lives. Dropping
+/// the lease leaves the tuple as it is.
+#[derive(Clone, Debug)]
+pub struct Lease {
+    handle: SpaceHandle,
+    id: TupleId,
+}
+
+impl Lease {
+    /// The stored tuple's id in its space.
+    pub fn id(&self) -> TupleId {
+        self.id
+    }
+
+    /// The tuple now lives `lifetime` from now (`None`: until taken), whatever it had left.
+    ///
+    /// # Errors
+    /// [`ClientError::Space`] with [`SpaceError::Gone`] once the tuple has left the space (taken,
+    /// removed, evicted, expired) and [`SpaceError::ZeroLifetime`] for a zero lifetime;
+    /// [`ClientError::Closed`].
+    pub async fn renew(&self, lifetime: Option<Duration>) -> Result<(), ClientError> {
+        self.handle
+            .call(|r| Command::Renew(self.id, lifetime, r))
+            .await?
+    }
+
+    /// Removes the tuple now and returns it; `None` when it had already left the space.
+    ///
+    /// # Errors
+    /// [`ClientError::Closed`].
+    pub async fn cancel(self) -> Result<Option<Tuple>, ClientError> {
+        self.handle.call(|r| Command::CancelLease(self.id, r)).await
     }
 }

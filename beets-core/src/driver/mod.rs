@@ -39,5 +39,5 @@ mod tests;
 pub use backend::{
     ChannelSource, DirectSend, FrameSink, FrameSource, OwnedFrame, ReceivedFrame, SendError,
 };
-pub use handle::{ClientError, Reply, SpaceHandle};
+pub use handle::{ClientError, Lease, Reply, SpaceHandle};
 pub use task::{DriverStats, spawn, spawn_with_source};

@@ -14,7 +14,8 @@ use super::backend::{ChannelSource, FrameSink, FrameSource, ReceivedFrame, SendE
 use super::handle::{ClientError, Command, Direct, Reply, Respond, SpaceHandle};
 use crate::Op;
 use crate::node::{
-    Decision, DecisionSender, DecisionToken, Delivery, Event, Node, NodeStats, RequestId, Transmit,
+    Answer, Decision, DecisionSender, DecisionToken, Delivery, Event, Node, NodeStats, RequestId,
+    Transmit,
 };
 use crate::space::ListenerId;
 use crate::time::Time;
@@ -98,6 +99,12 @@ pub fn spawn_with_source<S: FrameSink, R: FrameSource>(
     )
 }
 
+/// Where a request's outcome goes: the network-only API's reply, or a scoped request's answer.
+enum Waiter {
+    Reply(oneshot::Sender<Option<Reply>>),
+    Answer(oneshot::Sender<Option<Answer>>),
+}
+
 struct Driver<S, R> {
     /// Late hook decisions ([`Verdict::Later`](crate::node::Verdict::Later)).
     decisions: mpsc::UnboundedReceiver<(DecisionToken, Decision)>,
@@ -112,7 +119,7 @@ struct Driver<S, R> {
     commands: mpsc::Receiver<Command>,
     epoch: Instant,
     // Keyed by the engine's own ids (small, increasing): ordered maps, no hashing per delivery.
-    waiting: BTreeMap<RequestId, oneshot::Sender<Option<Reply>>>,
+    waiting: BTreeMap<RequestId, Waiter>,
     listeners: BTreeMap<ListenerId, mpsc::Sender<Delivery>>,
     stats: DriverStats,
 }
@@ -172,6 +179,11 @@ impl<S: FrameSink, R: FrameSource> Driver<S, R> {
                     self.node.handle_timeout(now);
                 }
             }
+        }
+        // A sealed space keeps its replay window across restarts (spec §12).
+        let now = self.now();
+        if let Err(e) = self.node.save_seal_state(now) {
+            warn!(error = %e, "replay window not saved");
         }
         // Pending requests see their reply channel dropped: ClientError::Closed.
         self.waiting.clear();
@@ -271,12 +283,39 @@ impl<S: FrameSink, R: FrameSource> Driver<S, R> {
     fn event(&mut self, ev: Event) {
         match ev {
             Event::Completed { id, op, reply } => {
-                if let Some(w) = self.waiting.remove(&id)
-                    && let Err(Some((tuple, received))) = w.send(reply)
-                {
+                let lost = match self.waiting.remove(&id) {
+                    None => None,
+                    Some(Waiter::Reply(w)) => w.send(reply).err().flatten(),
+                    Some(Waiter::Answer(w)) => w
+                        .send(reply.map(|(tuple, received)| Answer {
+                            tuple,
+                            received: Some(received),
+                        }))
+                        .err()
+                        .flatten()
+                        .and_then(|a| Some((a.tuple, a.received?))),
+                };
+                if let Some((tuple, received)) = lost {
                     // The caller dropped the request just before this reply came.
                     self.node.count_reply_after_cancel();
                     debug!(%op, %tuple, from = %received.from, "reply after the request was cancelled; tuple lost");
+                }
+            }
+            Event::LocalAnswer { id, op, tuple, .. } => {
+                let answer = Some(Answer {
+                    tuple,
+                    received: None,
+                });
+                let unclaimed = match self.waiting.remove(&id) {
+                    Some(Waiter::Answer(w)) => w.send(answer).err().flatten(),
+                    _ => answer,
+                };
+                // The caller went just before: a taken tuple goes back into the local space.
+                if let Some(a) = unclaimed
+                    && op == Op::Inp
+                {
+                    let now = self.now();
+                    let _ = self.node.host_out(now, a.tuple, None);
                 }
             }
             Event::ReplyAfterCancel {
@@ -336,7 +375,7 @@ impl<S: FrameSink, R: FrameSource> Driver<S, R> {
                     Ok(id) => {
                         let (tx, rx) = oneshot::channel();
                         if r.send(Ok((id, rx))).is_ok() {
-                            self.waiting.insert(id, tx);
+                            self.waiting.insert(id, Waiter::Reply(tx));
                         } else {
                             // The caller was gone before the request even started.
                             self.node.cancel(id);
@@ -346,6 +385,46 @@ impl<S: FrameSink, R: FrameSource> Driver<S, R> {
                         let _ = r.send(Err(e.into()));
                     }
                 }
+            }
+            Command::RequestIn(op, template, timeout, scope, r) => {
+                match self.node.request_in(now, op, template, timeout, scope) {
+                    Ok(id) => {
+                        let (tx, rx) = oneshot::channel();
+                        if r.send(Ok((id, rx))).is_ok() {
+                            self.waiting.insert(id, Waiter::Answer(tx));
+                        } else {
+                            self.node.cancel(id);
+                        }
+                    }
+                    Err(e) => {
+                        let _ = r.send(Err(e.into()));
+                    }
+                }
+            }
+            Command::Lease(t, l, r) => {
+                let _ = r.send(self.node.lease(now, t, l).map_err(Into::into));
+            }
+            Command::Renew(id, l, r) => {
+                let res = self.node.renew(now, id, l).map(|_| ());
+                let _ = r.send(res.map_err(Into::into));
+            }
+            Command::CancelLease(id, r) => {
+                let _ = r.send(self.node.cancel_lease(now, id));
+            }
+            Command::HostRdAll(t, r) => {
+                let _ = r.send(self.node.host().rd_all(now, &t));
+            }
+            Command::HostInpAll(t, r) => {
+                let _ = r.send(self.node.host().inp_all(now, &t));
+            }
+            Command::HostRmAll(t, r) => {
+                let _ = r.send(self.node.host().rm_all(now, &t));
+            }
+            Command::SubscribeTo(template, kinds, buffer, r) => {
+                let id = self.node.subscribe_to(template, kinds);
+                let (tx, rx) = mpsc::channel(buffer);
+                self.listeners.insert(id, tx);
+                let _ = r.send(rx);
             }
             Command::Cancel(id) => {
                 if self.waiting.remove(&id).is_some() {

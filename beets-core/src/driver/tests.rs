@@ -114,7 +114,10 @@ async fn a_dropped_request_is_cancelled_and_its_late_reply_counted() {
     let (_, body) = crate::udp::parse_header(&sent).unwrap();
     assert!(matches!(
         Message::parse(body, None).unwrap().message,
-        Message::Inp(_)
+        Message::Waiting {
+            op: crate::message::RequestOp::Inp,
+            ..
+        }
     ));
     request.abort();
     assert!(request.await.unwrap_err().is_cancelled());

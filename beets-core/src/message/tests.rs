@@ -302,10 +302,17 @@ fn parse_rejects_lifetime_flag_off_out() {
         }
     );
     assert_eq!(
-        parse_err("51 40 10 00 01"),
+        parse_err("79 40 10 00 01"),
         DecodeError::FlagNotAllowed {
             flag: Flag::Lifetime,
-            op: Op::Rd
+            op: Op::Where
+        }
+    );
+    assert_eq!(
+        parse_err("71 40 00 01"),
+        DecodeError::FlagNotAllowed {
+            flag: Flag::Lifetime,
+            op: Op::IAmHere
         }
     );
 }
@@ -313,6 +320,89 @@ fn parse_rejects_lifetime_flag_off_out() {
 #[test]
 fn parse_rejects_zero_lifetime() {
     assert_eq!(parse_err("49 40 00 01 00 00"), DecodeError::ZeroLifetime);
+}
+
+#[test]
+fn parse_rejects_zero_wait() {
+    for ctrl in ["51", "59", "61"] {
+        assert_eq!(
+            parse_err(&format!("{ctrl} d0 24 0c 53 45 4e 53 4f 52 00 00")),
+            DecodeError::ZeroLifetime
+        );
+    }
+}
+
+#[test]
+fn parse_rejects_truncated_or_trailing_wait() {
+    assert_eq!(
+        parse_err("51 d0 24 0c 53 45 4e 53 4f 52 00"),
+        DecodeError::Truncated { needed: 12, len: 11 }
+    );
+    assert_eq!(
+        parse_err("51 d0 24 0c 53 45 4e 53 4f 52"),
+        DecodeError::Truncated { needed: 12, len: 10 }
+    );
+    assert_eq!(
+        parse_err("51 d0 24 0c 53 45 4e 53 4f 52 00 1e 00"),
+        DecodeError::TrailingBytes {
+            offset: 12,
+            extra: 1
+        }
+    );
+}
+
+// --- spec §11 --------------------------------------------------------------------------------
+
+#[test]
+fn test_emit_spec_rd_waiting() {
+    let msg = Message::Waiting {
+        op: RequestOp::Rd,
+        template: template(r#"("SENSOR", ?int16)"#),
+        wait: NonZeroU16::new(30).unwrap(),
+    };
+    check_fixture(&msg, "51 d0 24 0c 53 45 4e 53 4f 52 00 1e");
+    assert_eq!(msg.control(false), 0x51);
+    assert_eq!(msg.op(), Op::Rd);
+    assert_eq!(msg.wait(), NonZeroU16::new(30));
+    assert_eq!(msg.to_string(), r#"RD ("SENSOR", ?int16) W=30s"#);
+    assert_eq!(
+        Message::request(RequestOp::Rd, template(r#"("SENSOR", ?int16)"#), NonZeroU16::new(30)),
+        msg
+    );
+}
+
+#[test]
+fn test_emit_spec_rd_waiting_fpe() {
+    // The wait is encrypted with the rest of bytes 1.. (spec §4 E).
+    let key = FpeKey::from_password("secret");
+    let msg = Message::Waiting {
+        op: RequestOp::Rd,
+        template: template(r#"("SENSOR", ?int16)"#),
+        wait: NonZeroU16::new(30).unwrap(),
+    };
+    let expected = hex("55 d1 5d c7 35 aa 09 35 e1 a0 70 31");
+    assert_eq!(msg.to_bytes(Some(&key)), expected);
+    let decoded = Message::parse(&expected, Some(&key)).unwrap();
+    assert_eq!(decoded.message, msg);
+    assert!(decoded.encrypted);
+}
+
+#[test]
+fn test_emit_inp_and_test_waiting() {
+    check_fixture(
+        &Message::request(RequestOp::Inp, template(r#"("SENSOR", ?int16)"#), NonZeroU16::new(65535)),
+        "59 d0 24 0c 53 45 4e 53 4f 52 ff ff",
+    );
+    check_fixture(
+        &Message::request(RequestOp::Test, template("(?)"), NonZeroU16::new(1)),
+        "61 00 18 00 01",
+    );
+    // Without a wait the request is the plain variant (one representation per message).
+    assert_eq!(
+        Message::request(RequestOp::Test, template("(?)"), None),
+        Message::Test(template("(?)"))
+    );
+    assert_eq!(Message::Test(template("(?)")).wait(), None);
 }
 
 #[test]
@@ -484,6 +574,22 @@ fn from_parts_checks_body_and_flags() {
         Message::from_parts(Op::Tuple, t, lifetime(1), false),
         Err(BodyMismatch::Flag(Flag::Lifetime, Op::Tuple))
     );
+    assert_eq!(
+        Message::from_parts(Op::Where, p.clone(), lifetime(1), false),
+        Err(BodyMismatch::Flag(Flag::Lifetime, Op::Where))
+    );
+    assert_eq!(
+        Message::from_parts(Op::Inp, p.clone(), lifetime(9), false),
+        Ok(Message::Waiting {
+            op: RequestOp::Inp,
+            template: template("(?)"),
+            wait: NonZeroU16::new(9).unwrap()
+        })
+    );
+    assert_eq!(
+        Message::from_parts(Op::Inp, p, None, false),
+        Ok(Message::Inp(template("(?)")))
+    );
 }
 
 // --- properties -----------------------------------------------------------------------------
@@ -500,6 +606,16 @@ pub(crate) fn arb_message() -> impl Strategy<Value = Message> {
         arb_template().prop_map(Message::Inp),
         arb_template().prop_map(Message::Test),
         arb_template().prop_map(Message::Where),
+        (
+            prop::sample::select(vec![RequestOp::Rd, RequestOp::Inp, RequestOp::Test]),
+            arb_template(),
+            1u16..
+        )
+            .prop_map(|(op, template, w)| Message::Waiting {
+                op,
+                template,
+                wait: NonZeroU16::new(w).unwrap()
+            }),
         (arb_tuple(), any::<bool>()).prop_map(|(tuple, reply)| Message::Tuple { tuple, reply }),
         (arb_tuple(), any::<bool>()).prop_map(|(tuple, reply)| Message::IAmHere { tuple, reply }),
     ]

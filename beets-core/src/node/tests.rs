@@ -841,3 +841,439 @@ fn deliveries_say_where_and_when_a_tuple_came_from() {
         ]
     );
 }
+
+// --- requests that wait (spec §11), scopes, leases, removals --------------------------------
+
+fn tpl(s: &str) -> Template {
+    parse_template(s).unwrap()
+}
+
+fn tup(s: &str) -> Tuple {
+    parse_tuple(s).unwrap()
+}
+
+/// The message of the one transmit `node` has queued.
+fn sent_message(node: &mut Node) -> Message {
+    let Some(Transmit::Datagram(d)) = node.poll_transmit() else {
+        panic!("one datagram queued")
+    };
+    Message::parse(udp::parse_header(&d).unwrap().1, None)
+        .unwrap()
+        .message
+}
+
+/// Runs `node`'s timers up to `until` (each due time in turn), pumping its transmits to `peers`.
+fn run_until(until: Time, nodes: &mut [&mut Node]) {
+    loop {
+        let next = nodes.iter().filter_map(|n| n.poll_timeout()).min();
+        match next {
+            Some(at) if at <= until => {
+                for i in 0..nodes.len() {
+                    nodes[i].handle_timeout(at);
+                    pump(at, nodes, i);
+                }
+            }
+            _ => break,
+        }
+    }
+}
+
+fn completed(node: &mut Node) -> Vec<(RequestId, Option<Tuple>)> {
+    events(node)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Completed { id, reply, .. } => Some((id, reply.map(|r| r.0))),
+            Event::LocalAnswer { id, tuple, .. } => Some((id, Some(tuple))),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn requester_sends_its_timeout_as_the_wait() {
+    let mut a = udp_node("a", 1);
+    let sensor = tpl(r#"("SENSOR", ?int16)"#);
+    a.rd(t(0), sensor.clone(), Duration::from_millis(30_999))
+        .unwrap();
+    assert_eq!(
+        sent_message(&mut a).to_bytes(None),
+        [0x51, 0xd0, 0x24, 0x0c, b'S', b'E', b'N', b'S', b'O', b'R', 0x00, 0x1e]
+    );
+    a.inp(t(0), sensor.clone(), Duration::from_secs(1_000_000))
+        .unwrap();
+    assert_eq!(sent_message(&mut a).wait(), NonZeroU16::new(65535));
+    // Less than a second: no L (a wait of 0 s, spec §9 as before).
+    a.test(t(0), sensor.clone(), Duration::from_millis(999))
+        .unwrap();
+    assert_eq!(sent_message(&mut a), Message::Test(sensor.clone()));
+    // WHERE never waits.
+    a.r#where(t(0), sensor.clone(), Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(sent_message(&mut a), Message::Where(sensor.clone()));
+    // Off for revision-1 peers.
+    let mut cfg = NodeConfig::new(Transport::Udp, "old").unwrap();
+    cfg.send_waits = false;
+    let mut old = Node::new(cfg, 3, t(0));
+    old.rd(t(0), sensor.clone(), Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(sent_message(&mut old), Message::Rd(sensor));
+}
+
+#[test]
+fn a_wait_that_would_not_fit_ble_is_sent_without_l() {
+    let mut a = ble_node("a", 1);
+    // 1 + 29 bytes: the template fits, the two wait bytes would not.
+    let long = tpl(r#"("SENSOR-LONG-NAME", "ABCDEFGHI", ?)"#);
+    assert_eq!(long.wire_len(), 29);
+    a.rd(t(0), long, Duration::from_secs(10)).unwrap();
+    let Some(Transmit::Advertisement(adv)) = a.poll_transmit() else {
+        panic!("an advertisement")
+    };
+    let f = ble::unpack(&adv.local_name, &adv.service_uuids, None).unwrap();
+    assert!(matches!(f.decoded.message, Message::Rd(_)));
+}
+
+/// The issue's scenario: a mobile's `rd` with a 10 s wait reaches the beacon before the beacon
+/// holds the tuple; the tuple arrives 3 s later and the beacon answers within its back-off.
+#[test]
+fn a_waiting_rd_is_answered_within_the_backoff_after_the_tuple_arrives() {
+    let (mut mobile, mut beacon, mut sensor) =
+        (udp_node("mobile", 1), udp_node("beacon", 2), udp_node("sensor", 3));
+    let id = mobile
+        .rd(t(0), tpl(r#"("LIGHT", ?)"#), Duration::from_secs(10))
+        .unwrap();
+    pump(t(0), &mut [&mut mobile, &mut beacon], 0);
+    assert_eq!(beacon.waiting_requests(), 1);
+    assert_eq!(beacon.stats().waits_accepted, 1);
+    run_until(t(3000), &mut [&mut mobile, &mut beacon]);
+    assert!(completed(&mut mobile).is_empty());
+    // The sensor's OUT reaches the beacon (not the mobile) at 3 s.
+    sensor.out(t(3000), tup(r#"("LIGHT", 512)"#), None).unwrap();
+    pump(t(3000), &mut [&mut sensor, &mut beacon], 0);
+    run_until(t(3000) + beacon.config().reply_backoff, &mut [&mut beacon, &mut mobile]);
+    assert_eq!(completed(&mut mobile), vec![(id, Some(tup(r#"("LIGHT", 512)"#)))]);
+    assert_eq!(beacon.stats().replies_sent, 1);
+    assert_eq!(beacon.waiting_requests(), 0, "the reply it sent finished the wait");
+    assert_eq!(beacon.host().count(t(3100), &tpl("(?, ?)")), 1, "RD leaves the tuple");
+}
+
+#[test]
+fn a_pending_request_expires_and_is_not_answered_after() {
+    let (mut a, mut b) = (udp_node("a", 1), udp_node("b", 2));
+    a.rd(t(0), tpl("(\"X\", ?)"), Duration::from_millis(2500))
+        .unwrap();
+    pump(t(0), &mut [&mut a, &mut b], 0);
+    assert_eq!(b.waiting_requests(), 1);
+    // Wait = ⌊2.5⌋ = 2 s, timed by the receiver from arrival.
+    assert_eq!(b.poll_timeout(), Some(t(2000)));
+    b.handle_timeout(t(2000));
+    assert_eq!(b.waiting_requests(), 0);
+    assert_eq!(b.stats().waits_expired, 1);
+    assert_eq!(b.stats().waits_dropped, 0, "expiry is not a drop");
+    b.host_out(t(2100), tup("(\"X\", 1)"), None).unwrap();
+    run_until(t(3000), &mut [&mut b]);
+    assert_eq!(b.stats().replies_sent, 0);
+}
+
+#[test]
+fn a_flood_of_waiting_requests_stays_bounded_and_drops_the_first_to_expire() {
+    let mut b = udp_node("b", 2);
+    let mut cfg = NodeConfig::new(Transport::Udp, "a").unwrap();
+    cfg.max_pending = 1000;
+    let mut requester = Node::new(cfg, 1, t(0));
+    // 300 distinct waiting requests, waits 1..=300 s in a shuffled order.
+    for i in 0..300u32 {
+        let wait = (i * 7) % 300 + 1;
+        requester
+            .rd(t(0), tpl(&format!("({i}, ?)")), Duration::from_secs(u64::from(wait)))
+            .unwrap();
+        pump(t(0), &mut [&mut requester, &mut b], 0);
+    }
+    assert_eq!(b.waiting_requests(), 256);
+    let s = b.stats();
+    assert_eq!((s.waits_accepted, s.waits_dropped), (300, 44), "each new one was accepted, 44 dropped");
+    // The survivors are the 256 that expire last: waits 45..=300 s.
+    assert_eq!(b.poll_timeout(), Some(t(45_000)));
+    b.handle_timeout(t(300_000));
+    assert_eq!(b.waiting_requests(), 0);
+    assert_eq!(b.stats().waits_expired, 256);
+}
+
+#[test]
+fn a_repeat_of_a_waiting_request_adds_nothing_even_after_the_dedup_window() {
+    let (a, mut b) = (udp_node("a", 1), udp_node("b", 2));
+    let msg = Message::request(RequestOp::Rd, tpl("(\"R\", ?)"), NonZeroU16::new(60));
+    let h = DatagramHeader {
+        node_id: a.node_id(),
+        seq: 77,
+    };
+    let d = udp::encode(&h, &msg, None).unwrap();
+    b.handle_frame(t(0), addr(1), Frame::Datagram(&d), None);
+    // Past the §8 window (10 s) the same key is no longer a duplicate for the cache...
+    b.handle_frame(t(20_000), addr(1), Frame::Datagram(&d), None);
+    assert_eq!(b.stats().duplicates, 0);
+    // ... but the pending table recognises it: no second entry, no restarted wait.
+    assert_eq!(b.waiting_requests(), 1);
+    assert_eq!(b.stats().waits_repeated, 1);
+    assert_eq!(b.poll_timeout(), Some(t(60_000)));
+}
+
+/// Two pending INPs and one OUT give one answer: the oldest INP holds the tuple, its reply goes
+/// on the air once and finishes the other INP too (requesters match replies by pattern).
+#[test]
+fn two_pending_inps_and_one_out_give_one_answer() {
+    let (mut a1, mut a2, mut b) = (udp_node("a1", 1), udp_node("a2", 3), udp_node("b", 2));
+    let take = tpl("(\"T\", ?)");
+    a1.inp(t(0), take.clone(), Duration::from_secs(10)).unwrap();
+    pump(t(0), &mut [&mut a1, &mut b], 0);
+    a2.inp(t(1), take.clone(), Duration::from_secs(10)).unwrap();
+    pump(t(1), &mut [&mut a2, &mut b], 0);
+    assert_eq!(b.waiting_requests(), 2);
+    b.host_out(t(1000), tup("(\"T\", 1)"), None).unwrap();
+    run_until(t(2000), &mut [&mut b, &mut a1, &mut a2]);
+    assert_eq!(b.stats().replies_sent, 1, "one reply on the air");
+    assert_eq!(b.host().count(t(2000), &take), 0, "the tuple was taken once");
+    assert_eq!(b.waiting_requests(), 0);
+    assert_eq!(b.stats().waits_finished, 2);
+    // A second tuple is kept: nobody waits any more.
+    b.host_out(t(2000), tup("(\"T\", 2)"), None).unwrap();
+    run_until(t(3000), &mut [&mut b]);
+    assert_eq!(b.stats().replies_sent, 1);
+    assert_eq!(b.host().count(t(3000), &take), 1);
+}
+
+#[test]
+fn a_reply_heard_finishes_a_pending_request_and_releases_its_tuple() {
+    let (mut a, mut c) = (udp_node("a", 1), udp_node("c", 3));
+    let mut cfg = NodeConfig::new(Transport::Udp, "b").unwrap();
+    cfg.reply_backoff = Duration::from_millis(500);
+    let mut b = Node::new(cfg, 2, t(0));
+    a.inp(t(0), tpl("(\"Q\", ?)"), Duration::from_secs(10))
+        .unwrap();
+    pump(t(0), &mut [&mut a, &mut b, &mut c], 0);
+    assert_eq!((b.waiting_requests(), c.waiting_requests()), (1, 1));
+    // Both store a match; c answers at once (back-off 30 ms), b would answer later.
+    c.host_out(t(100), tup("(\"Q\", 1)"), None).unwrap();
+    b.host_out(t(100), tup("(\"Q\", 2)"), None).unwrap();
+    run_until(t(200), &mut [&mut c, &mut a, &mut b]);
+    assert_eq!(c.stats().replies_sent, 1);
+    assert_eq!(b.waiting_requests(), 0, "c's reply finished b's wait");
+    run_until(t(2000), &mut [&mut b]);
+    assert_eq!(b.stats().replies_sent, 0);
+    assert_eq!(b.host().count(t(2000), &tpl("(\"Q\", ?)")), 1, "b keeps its tuple");
+}
+
+#[test]
+fn an_out_from_the_air_wakes_a_waiting_request_after_the_hooks() {
+    struct Consume;
+    impl Hooks for Consume {
+        fn decide(&mut self, _: DecisionToken, q: &Question<'_>) -> Verdict {
+            match q {
+                Question::Out { tuple, .. } if tuple.values()[1] == Value::Int16(0) => {
+                    Verdict::Now(Decision::Stop)
+                }
+                _ => Verdict::Now(Decision::Proceed),
+            }
+        }
+    }
+    let (mut a, mut b, mut s) = (udp_node("a", 1), udp_node("b", 2), udp_node("s", 3));
+    b.set_hooks(Box::new(Consume));
+    let id = a
+        .rd(t(0), tpl("(\"W\", ?)"), Duration::from_secs(5))
+        .unwrap();
+    pump(t(0), &mut [&mut a, &mut b], 0);
+    s.out(t(10), tup("(\"W\", 0)"), None).unwrap();
+    pump(t(10), &mut [&mut s, &mut b], 0);
+    run_until(t(500), &mut [&mut b, &mut a]);
+    assert!(completed(&mut a).is_empty(), "a consumed OUT is not offered");
+    s.out(t(600), tup("(\"W\", 1)"), None).unwrap();
+    pump(t(600), &mut [&mut s, &mut b], 0);
+    run_until(t(1000), &mut [&mut b, &mut a]);
+    assert_eq!(completed(&mut a), vec![(id, Some(tup("(\"W\", 1)")))]);
+}
+
+#[test]
+fn a_request_without_a_wait_still_does_not_wait() {
+    let (mut a, mut b) = (udp_node("a", 1), udp_node("b", 2));
+    a.rd(t(0), tpl("(\"N\", ?)"), Duration::from_millis(900))
+        .unwrap();
+    pump(t(0), &mut [&mut a, &mut b], 0);
+    assert_eq!(b.waiting_requests(), 0);
+}
+
+#[test]
+fn local_scope_answers_at_once_or_waits_for_a_later_store() {
+    let mut a = udp_node("a", 1);
+    a.host_out(t(0), tup("(\"L\", 1)"), None).unwrap();
+    let now = a
+        .request_in(t(0), RequestOp::Rd, tpl("(\"L\", ?)"), Duration::ZERO, Scope::Local)
+        .unwrap();
+    assert_eq!(completed(&mut a), vec![(now, Some(tup("(\"L\", 1)")))]);
+    assert_eq!(a.poll_transmit(), None, "a local request sends nothing");
+    let later = a
+        .request_in(t(0), RequestOp::Rd, tpl("(\"M\", ?)"), Duration::from_secs(5), Scope::Local)
+        .unwrap();
+    assert!(completed(&mut a).is_empty());
+    a.host_out(t(1000), tup("(\"M\", 2)"), None).unwrap();
+    assert_eq!(completed(&mut a), vec![(later, Some(tup("(\"M\", 2)")))]);
+    assert_eq!(a.host().count(t(1000), &tpl("(\"M\", ?)")), 1, "rd leaves it");
+    // Nothing comes: None at the timeout.
+    let none = a
+        .request_in(t(1000), RequestOp::Test, tpl("(\"Z\")"), Duration::from_secs(1), Scope::Local)
+        .unwrap();
+    a.handle_timeout(t(2000));
+    assert_eq!(completed(&mut a), vec![(none, None)]);
+}
+
+#[test]
+fn local_inps_take_atomically_oldest_first() {
+    let mut a = udp_node("a", 1);
+    let take = tpl("(\"J\", ?)");
+    let first = a
+        .request_in(t(0), RequestOp::Inp, take.clone(), Duration::from_secs(9), Scope::Local)
+        .unwrap();
+    let reader = a
+        .request_in(t(0), RequestOp::Rd, take.clone(), Duration::from_secs(9), Scope::Local)
+        .unwrap();
+    let second = a
+        .request_in(t(1), RequestOp::Inp, take.clone(), Duration::from_secs(9), Scope::Local)
+        .unwrap();
+    a.host_out(t(10), tup("(\"J\", 1)"), None).unwrap();
+    assert_eq!(
+        completed(&mut a),
+        vec![(reader, Some(tup("(\"J\", 1)"))), (first, Some(tup("(\"J\", 1)")))]
+    );
+    assert_eq!(a.host().count(t(10), &take), 0);
+    a.host_out(t(20), tup("(\"J\", 2)"), None).unwrap();
+    assert_eq!(completed(&mut a), vec![(second, Some(tup("(\"J\", 2)")))]);
+    assert_eq!(a.host().count(t(20), &take), 0);
+    assert_eq!(a.stats().local_answers, 3);
+}
+
+#[test]
+fn both_scope_tries_local_then_network_and_a_local_store_ends_it() {
+    let (mut a, mut b) = (udp_node("a", 1), udp_node("b", 2));
+    a.host_out(t(0), tup("(\"B\", 1)"), None).unwrap();
+    let local = a
+        .request_in(t(0), RequestOp::Inp, tpl("(\"B\", ?)"), Duration::from_secs(5), Scope::Both)
+        .unwrap();
+    assert_eq!(completed(&mut a), vec![(local, Some(tup("(\"B\", 1)")))]);
+    assert_eq!(a.poll_transmit(), None, "found locally: nothing sent");
+    // Nothing local: the request goes on the air too, with its wait.
+    let both = a
+        .request_in(t(0), RequestOp::Rd, tpl("(\"C\", ?)"), Duration::from_secs(5), Scope::Both)
+        .unwrap();
+    pump(t(0), &mut [&mut a, &mut b], 0);
+    assert_eq!(b.waiting_requests(), 1);
+    a.host_out(t(100), tup("(\"C\", 3)"), None).unwrap();
+    assert_eq!(completed(&mut a), vec![(both, Some(tup("(\"C\", 3)")))]);
+    // b's later answer reaches a request that is over: counted as after a cancel.
+    b.host_out(t(200), tup("(\"C\", 4)"), None).unwrap();
+    run_until(t(400), &mut [&mut b, &mut a]);
+    assert_eq!(a.stats().replies_after_cancel, 1);
+    // A network reply completes a Both request that found nothing locally.
+    let net = a
+        .request_in(t(500), RequestOp::Rd, tpl("(\"D\", ?)"), Duration::from_secs(5), Scope::Both)
+        .unwrap();
+    b.host_out(t(500), tup("(\"D\", 5)"), None).unwrap();
+    pump(t(500), &mut [&mut a, &mut b], 0);
+    run_until(t(700), &mut [&mut b, &mut a]);
+    assert_eq!(completed(&mut a), vec![(net, Some(tup("(\"D\", 5)")))]);
+}
+
+#[test]
+fn a_local_only_request_ignores_replies_from_the_air() {
+    let (mut a, mut c) = (udp_node("a", 1), udp_node("c", 3));
+    let id = a
+        .request_in(t(0), RequestOp::Rd, tpl("(\"E\", ?)"), Duration::from_secs(1), Scope::Local)
+        .unwrap();
+    c.host_out(t(0), tup("(\"E\", 1)"), None).unwrap();
+    // A reply from the air (to somebody else's request).
+    c.send(&Message::Tuple {
+        tuple: tup("(\"E\", 1)"),
+        reply: true,
+    })
+    .unwrap();
+    pump(t(10), &mut [&mut c, &mut a], 0);
+    a.handle_timeout(t(1000));
+    assert_eq!(completed(&mut a), vec![(id, None)]);
+}
+
+#[test]
+fn own_local_waits_are_offered_a_tuple_before_remote_ones() {
+    let (mut a, mut b) = (udp_node("a", 1), udp_node("b", 2));
+    a.inp(t(0), tpl("(\"O\", ?)"), Duration::from_secs(10))
+        .unwrap();
+    pump(t(0), &mut [&mut a, &mut b], 0);
+    let mine = b
+        .request_in(t(0), RequestOp::Inp, tpl("(\"O\", ?)"), Duration::from_secs(10), Scope::Local)
+        .unwrap();
+    b.host_out(t(100), tup("(\"O\", 1)"), None).unwrap();
+    assert_eq!(completed(&mut b), vec![(mine, Some(tup("(\"O\", 1)")))]);
+    run_until(t(500), &mut [&mut b]);
+    assert_eq!(b.stats().replies_sent, 0, "taken locally, nothing left to answer");
+    assert_eq!(b.waiting_requests(), 1, "the remote INP still waits");
+}
+
+#[test]
+fn leases_renew_and_cancel_and_a_zero_lifetime_is_refused() {
+    let mut a = udp_node("a", 1);
+    let gone = a.subscribe_to(tpl("(\"LZ\", ?)"), crate::space::DeliveryKinds::REMOVALS);
+    let id = a
+        .lease(t(0), tup("(\"LZ\", 1)"), Some(Duration::from_secs(2)))
+        .unwrap();
+    assert_eq!(a.renew(t(1500), id, Some(Duration::from_secs(2))), Ok(t(3500)));
+    a.handle_timeout(t(2500));
+    assert_eq!(a.host().count(t(2500), &tpl("(\"LZ\", ?)")), 1, "renewed: still there");
+    assert_eq!(
+        a.renew(t(2500), id, Some(Duration::ZERO)),
+        Err(SpaceError::ZeroLifetime {
+            lifetime: Duration::ZERO
+        })
+    );
+    assert_eq!(a.cancel_lease(t(2600), id), Some(tup("(\"LZ\", 1)")));
+    assert_eq!(a.cancel_lease(t(2600), id), None);
+    assert_eq!(a.renew(t(2600), id, None), Err(SpaceError::Gone));
+    let expiring = a
+        .lease(t(3000), tup("(\"LZ\", 2)"), Some(Duration::from_secs(1)))
+        .unwrap();
+    a.handle_timeout(t(4000));
+    assert_eq!(a.renew(t(4000), expiring, None), Err(SpaceError::Gone));
+    let kinds: Vec<_> = events(&mut a)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Delivered { listener, delivery } if listener == gone => Some(delivery.kind),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(kinds, vec![DeliveryKind::Rm, DeliveryKind::Expired]);
+    assert_eq!(
+        a.lease(t(5000), tup("(1)"), Some(Duration::ZERO)),
+        Err(SpaceError::ZeroLifetime {
+            lifetime: Duration::ZERO
+        })
+    );
+}
+
+#[test]
+fn listeners_hear_a_remote_inp_take_a_tuple() {
+    let (mut a, mut b) = (udp_node("a", 1), udp_node("b", 2));
+    let removals = b.subscribe_to(tpl("(\"K\", ?)"), crate::space::DeliveryKinds::REMOVALS);
+    let stores = b.subscribe(tpl("(\"K\", ?)"));
+    b.host_out(t(0), tup("(\"K\", 1)"), None).unwrap();
+    a.inp(t(0), tpl("(\"K\", ?)"), Duration::from_secs(1))
+        .unwrap();
+    pump(t(0), &mut [&mut a, &mut b], 0);
+    run_until(t(100), &mut [&mut b, &mut a]);
+    let got: Vec<_> = events(&mut b)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Delivered { listener, delivery } => Some((listener, delivery.kind)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![(stores, DeliveryKind::Out), (removals, DeliveryKind::Inp)]
+    );
+}

@@ -199,6 +199,18 @@ pub enum Event {
         /// How it arrived.
         received: Received,
     },
+    /// A request with a local scope ([`Node::request_in`]) found its tuple in the local space:
+    /// a copy for RD and TEST, the tuple itself (taken out of the space) for INP.
+    LocalAnswer {
+        /// The request.
+        id: RequestId,
+        /// The op asked (RD, INP or TEST).
+        op: Op,
+        /// The tuple.
+        tuple: Tuple,
+        /// When (the node's clock).
+        at: Time,
+    },
     /// An incoming frame was dropped (duplicates are only counted, not reported).
     Dropped {
         /// Sender address.
@@ -297,6 +309,14 @@ pub struct NodeConfig {
     /// Most messages parked for a decision at once (default 1024). One more makes the oldest
     /// take its fail-closed default at once (counted as expired).
     pub max_awaiting_decisions: usize,
+    /// Most remote requests waiting in this space (spec §11 P, default 256). One more drops the
+    /// one that would expire first — possibly the new one — counted in
+    /// [`NodeStats::waits_dropped`]; 0 keeps none.
+    pub max_waits: usize,
+    /// Whether this node's RD, INP and TEST carry its remaining timeout as their wait (spec §11
+    /// L; default `true`). Turn it off only for peers whose decoder predates wire revision 2:
+    /// they drop a request with L as malformed.
+    pub send_waits: bool,
 }
 
 impl NodeConfig {
@@ -332,6 +352,8 @@ impl NodeConfig {
             decision_deadline: Duration::from_millis(150),
             allow_on_deadline: false,
             max_awaiting_decisions: 1024,
+            max_waits: 256,
+            send_waits: true,
         })
     }
 
@@ -397,6 +419,18 @@ pub struct NodeStats {
     pub events_dropped: u64,
     /// Transmits dropped because the transmit queue was full.
     pub transmits_dropped: u64,
+    /// Remote requests that became pending here (spec §11: they waited, nothing matched).
+    pub waits_accepted: u64,
+    /// Repeats of a pending request (same §8 key) that added nothing (spec §11).
+    pub waits_repeated: u64,
+    /// Pending requests dropped by the bound [`NodeConfig::max_waits`] (spec §11 "Bounds").
+    pub waits_dropped: u64,
+    /// Pending requests whose wait ended unanswered (dropped without being "dropped").
+    pub waits_expired: u64,
+    /// Pending requests finished by a matching reply, sent by this node or heard (spec §11).
+    pub waits_finished: u64,
+    /// This node's own requests answered from its local space ([`Scope::Local`], [`Scope::Both`]).
+    pub local_answers: u64,
 }
 
 /// A node heard recently.
@@ -406,4 +440,84 @@ pub struct Neighbour {
     pub identity: Tuple,
     /// When and how it was last heard.
     pub last: Received,
+}
+
+/// Where a request looks ([`Node::request_in`]): the spaces in range, this node's own space, or
+/// both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// The spaces in range, by a broadcast request (the paper's `rd`; the default).
+    #[default]
+    Network,
+    /// This node's local space only: answered at once when it holds a match, else woken by the
+    /// first matching tuple stored later (a local out or an OUT from the air), or `None` at the
+    /// timeout. A local INP takes its tuple atomically.
+    Local,
+    /// The local space first; without a match there, a broadcast request too, and whichever
+    /// answers first wins (a later local match ends the network request).
+    Both,
+}
+
+impl Scope {
+    /// Whether the local space is looked at.
+    pub const fn local(self) -> bool {
+        matches!(self, Scope::Local | Scope::Both)
+    }
+
+    /// Whether a request goes on the air.
+    pub const fn network(self) -> bool {
+        matches!(self, Scope::Network | Scope::Both)
+    }
+}
+
+/// How the pending-request table (spec §11) recognises one request: by the message's §8 key —
+/// the same request repeated (BLE repeats a frame for Δt; UDP may repeat) adds no entry and does
+/// not restart the wait, even after the §8 window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PendingKey {
+    /// BLE (spec §8): (sender address, frame seq, frame crc).
+    Ble {
+        /// The sender.
+        from: PeerAddr,
+        /// The frame's sequence number.
+        seq: u8,
+        /// The frame's CRC.
+        crc: u8,
+    },
+    /// UDP (spec §8): (node id, seq).
+    Udp {
+        /// The sender's node id.
+        node: crate::udp::NodeId,
+        /// The datagram's sequence number.
+        seq: u32,
+    },
+    /// A sealed message (spec §11, §12): (transport, source id, counter).
+    Sealed {
+        /// The transport.
+        transport: Transport,
+        /// The sender's source id.
+        source: u16,
+        /// The message's counter.
+        counter: u32,
+    },
+    /// A message dispatched without a key: never a repeat of another.
+    Unkeyed(u64),
+}
+
+/// What a request with a scope ([`Node::request_in`]) found.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Answer {
+    /// The tuple.
+    pub tuple: Tuple,
+    /// How the reply arrived; `None` when it came from the local space.
+    pub received: Option<Received>,
+}
+
+impl Answer {
+    /// Whether the tuple came from this node's own space.
+    pub fn is_local(&self) -> bool {
+        self.received.is_none()
+    }
 }
