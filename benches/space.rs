@@ -17,11 +17,18 @@
 //!   100k on nearly every pair misses the caches: memory latency, not the index, sets the pace.
 //! - `space/rd_first_actual/100000`: `rd` by a first-field actual, keys over all 100k tuples; the
 //!   result is a copy, so it includes cloning the tuple.
+//! - `space/pending_check/<case>`: the `out_inp` pair on a 10k space, stored through the engine
+//!   (`Node::host_out`, then `inp` on the local space), which offers each stored tuple to the
+//!   remote requests waiting there (spec §11): `space` is the bare `Space` for reference, `none`
+//!   the node with no request waiting, `256` the node with 256 waiting RDs (the default bound)
+//!   of other keys, so each `out` is checked against all 256 and answers none.
 
 use std::hint::black_box;
 
 use beets::core::space::{Space, SpaceConfig};
-use beets::core::{Field, Template, Time, Tuple, Value};
+use beets::core::{
+    Field, Frame, Node, NodeConfig, PeerAddr, Template, Time, Transmit, Transport, Tuple, Value,
+};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 const SIZES: [usize; 4] = [1_000, 10_000, 100_000, 1_000_000];
@@ -119,5 +126,73 @@ fn rd_first_actual(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, out_inp, out_inp_random, rd_first_actual);
+/// A UDP node whose space holds `n` tuples, with `waiting` remote RDs pending (templates
+/// `(<j>, "w", ?)`: arity 3, so they never match the stored 2-tuples — the check still runs).
+fn node_with_waits(n: usize, waiting: usize) -> Node {
+    let mut cfg = NodeConfig::new(Transport::Udp, "beacon").unwrap();
+    cfg.space.capacity = n + 16;
+    let mut node = Node::new(cfg, 1, Time::ZERO);
+    for i in 0..n {
+        node.host_out(Time::ZERO, tuple(i), None).unwrap();
+    }
+    let mut cfg = NodeConfig::new(Transport::Udp, "mobile").unwrap();
+    cfg.max_pending = waiting.max(1);
+    let mut mobile = Node::new(cfg, 2, Time::ZERO);
+    let from = PeerAddr::Ip(([127, 0, 0, 2], 49737).into());
+    for j in 0..waiting {
+        let t = Template::new([
+            Field::Actual(Value::Int16(j as i16)),
+            Field::Actual(Value::Str("w".into())),
+            Field::ANY,
+        ])
+        .unwrap();
+        mobile
+            .rd(Time::ZERO, t, std::time::Duration::from_secs(3600))
+            .unwrap();
+        while let Some(Transmit::Datagram(d)) = mobile.poll_transmit() {
+            node.handle_frame(Time::ZERO, from, Frame::Datagram(&d), None);
+        }
+    }
+    assert_eq!(node.waiting_requests(), waiting);
+    node
+}
+
+fn pending_check(c: &mut Criterion) {
+    let mut group = c.benchmark_group("space/pending_check");
+    group.throughput(Throughput::Elements(1));
+    let n = 10_000;
+    let pick = |iteration: usize| (iteration % HOT_KEYS) * STRIDE % HOT_KEYS * (n / HOT_KEYS);
+    let mut space = filled(n);
+    let mut iteration = 0usize;
+    group.bench_function("space", |b| {
+        b.iter(|| {
+            iteration = iteration.wrapping_add(1);
+            let i = pick(iteration);
+            space.out(Time::ZERO, tuple(i), None).unwrap();
+            black_box(space.inp(Time::ZERO, &template(i)))
+        });
+    });
+    for (name, waiting) in [("none", 0), ("256", 256)] {
+        let mut node = node_with_waits(n, waiting);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                iteration = iteration.wrapping_add(1);
+                let i = pick(iteration);
+                node.host_out(Time::ZERO, tuple(i), None).unwrap();
+                black_box(node.host().inp(Time::ZERO, &template(i)))
+            });
+        });
+        assert_eq!(node.waiting_requests(), waiting);
+        assert!(node.poll_transmit().is_none(), "nothing answered");
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    out_inp,
+    out_inp_random,
+    rd_first_actual,
+    pending_check
+);
 criterion_main!(benches);

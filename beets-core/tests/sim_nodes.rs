@@ -788,3 +788,75 @@ fn same_seed_same_run() {
     let (s3, _) = busy_run(43);
     assert_ne!(s1, s3, "another seed gives another run");
 }
+
+// --- requests that wait (spec §11) -------------------------------------------------------------
+
+/// The issue's scenario on both media: a mobile's `rd` with a 10 s timeout (so a 10 s wait) is
+/// sent before the beacon holds a match; a sensor's OUT reaches the beacon 3 s later and the
+/// beacon answers within its back-off (BLE: Δt of back-off plus the frame's time on the air).
+#[test]
+fn a_waiting_rd_is_answered_when_the_tuple_arrives_later() {
+    for transport in BOTH {
+        let mut sim = Sim::new(SimConfig::ideal(21));
+        let mobile = sim.add_node(cfg(transport, "mobile"), (0.0, 0.0));
+        let beacon = sim.add_node(cfg(transport, "beacon"), (10.0, 0.0));
+        let req = sim
+            .with_node(mobile, |n, now| {
+                n.rd(now, template(r#"("LIGHT", ?)"#), Duration::from_secs(10))
+            })
+            .unwrap();
+        sim.run_until(Time::from_millis(3000));
+        assert_eq!(sim.node_mut(beacon).waiting_requests(), 1, "{transport:?}");
+        assert!(completions(&sim, mobile, req).is_empty());
+        // The tuple reaches the beacon's space at 3 s (stored through the node).
+        sim.with_node(beacon, |n, now| {
+            n.host_out(now, tuple(r#"("LIGHT", 300)"#), None)
+        })
+        .unwrap();
+        let backoff = sim.node_mut(beacon).config().reply_backoff;
+        assert!(sim.run_until_quiet(Time::from_millis(20_000)));
+        let done = completions(&sim, mobile, req);
+        assert_eq!(done.len(), 1, "{transport:?}: {done:?}");
+        assert_eq!(
+            done[0].1,
+            Some((tuple(r#"("LIGHT", 300)"#), Some(beacon))),
+            "{transport:?}"
+        );
+        // Within the back-off plus one advertising period (BLE) after the store.
+        let bound = Time::from_millis(3000) + backoff + Duration::from_millis(600);
+        assert!(
+            done[0].0 <= bound,
+            "{transport:?}: {:?} > {bound:?}",
+            done[0].0
+        );
+        assert_eq!(sim.node_mut(beacon).waiting_requests(), 0);
+    }
+}
+
+/// Two waiting INPs from two mobiles and one OUT: one reply on the air, one tuple removed.
+#[test]
+fn two_waiting_inps_and_one_out_give_one_answer() {
+    for transport in BOTH {
+        let mut sim = Sim::new(SimConfig::ideal(22));
+        let m1 = sim.add_node(cfg(transport, "m1"), (0.0, 0.0));
+        let m2 = sim.add_node(cfg(transport, "m2"), (0.0, 10.0));
+        let beacon = sim.add_node(cfg(transport, "beacon"), (10.0, 0.0));
+        let sensor = sim.add_node(cfg(transport, "sensor"), (10.0, 10.0));
+        for m in [m1, m2] {
+            sim.with_node(m, |n, now| {
+                n.inp(now, template("(\"JOB\", ?)"), Duration::from_secs(10))
+            })
+            .unwrap();
+            sim.run_for(Duration::from_millis(1500));
+        }
+        assert_eq!(sim.node_mut(beacon).waiting_requests(), 2, "{transport:?}");
+        sim.with_node(sensor, |n, now| n.out(now, tuple("(\"JOB\", 1)"), None))
+            .unwrap();
+        assert!(sim.run_until_quiet(Time::from_millis(30_000)));
+        let (b, s) = (sim.node_mut(beacon).stats(), sim.node_mut(sensor).stats());
+        assert_eq!(b.stored, 1, "{transport:?}");
+        // The sensor too heard both INPs and stores nothing itself; only the beacon answers.
+        assert_eq!((b.replies_sent, s.replies_sent), (1, 0), "{transport:?}");
+        assert_eq!(count(&mut sim, beacon, &template("(\"JOB\", ?)")), 0);
+    }
+}

@@ -74,7 +74,11 @@ pub(super) enum Command {
     ),
     /// The caller dropped a request's future: the engine forgets the request.
     Cancel(RequestId),
-    Lease(Tuple, Option<Duration>, Respond<Result<TupleId, ClientError>>),
+    Lease(
+        Tuple,
+        Option<Duration>,
+        Respond<Result<TupleId, ClientError>>,
+    ),
     Renew(TupleId, Option<Duration>, Respond<Result<(), ClientError>>),
     CancelLease(TupleId, Respond<Option<Tuple>>),
     HostRdAll(Template, Respond<Vec<Tuple>>),

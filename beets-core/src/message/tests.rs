@@ -336,11 +336,17 @@ fn parse_rejects_zero_wait() {
 fn parse_rejects_truncated_or_trailing_wait() {
     assert_eq!(
         parse_err("51 d0 24 0c 53 45 4e 53 4f 52 00"),
-        DecodeError::Truncated { needed: 12, len: 11 }
+        DecodeError::Truncated {
+            needed: 12,
+            len: 11
+        }
     );
     assert_eq!(
         parse_err("51 d0 24 0c 53 45 4e 53 4f 52"),
-        DecodeError::Truncated { needed: 12, len: 10 }
+        DecodeError::Truncated {
+            needed: 12,
+            len: 10
+        }
     );
     assert_eq!(
         parse_err("51 d0 24 0c 53 45 4e 53 4f 52 00 1e 00"),
@@ -366,7 +372,11 @@ fn test_emit_spec_rd_waiting() {
     assert_eq!(msg.wait(), NonZeroU16::new(30));
     assert_eq!(msg.to_string(), r#"RD ("SENSOR", ?int16) W=30s"#);
     assert_eq!(
-        Message::request(RequestOp::Rd, template(r#"("SENSOR", ?int16)"#), NonZeroU16::new(30)),
+        Message::request(
+            RequestOp::Rd,
+            template(r#"("SENSOR", ?int16)"#),
+            NonZeroU16::new(30)
+        ),
         msg
     );
 }
@@ -390,7 +400,11 @@ fn test_emit_spec_rd_waiting_fpe() {
 #[test]
 fn test_emit_inp_and_test_waiting() {
     check_fixture(
-        &Message::request(RequestOp::Inp, template(r#"("SENSOR", ?int16)"#), NonZeroU16::new(65535)),
+        &Message::request(
+            RequestOp::Inp,
+            template(r#"("SENSOR", ?int16)"#),
+            NonZeroU16::new(65535),
+        ),
         "59 d0 24 0c 53 45 4e 53 4f 52 ff ff",
     );
     check_fixture(

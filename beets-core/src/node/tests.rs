@@ -897,7 +897,9 @@ fn requester_sends_its_timeout_as_the_wait() {
         .unwrap();
     assert_eq!(
         sent_message(&mut a).to_bytes(None),
-        [0x51, 0xd0, 0x24, 0x0c, b'S', b'E', b'N', b'S', b'O', b'R', 0x00, 0x1e]
+        [
+            0x51, 0xd0, 0x24, 0x0c, b'S', b'E', b'N', b'S', b'O', b'R', 0x00, 0x1e
+        ]
     );
     a.inp(t(0), sensor.clone(), Duration::from_secs(1_000_000))
         .unwrap();
@@ -937,8 +939,11 @@ fn a_wait_that_would_not_fit_ble_is_sent_without_l() {
 /// holds the tuple; the tuple arrives 3 s later and the beacon answers within its back-off.
 #[test]
 fn a_waiting_rd_is_answered_within_the_backoff_after_the_tuple_arrives() {
-    let (mut mobile, mut beacon, mut sensor) =
-        (udp_node("mobile", 1), udp_node("beacon", 2), udp_node("sensor", 3));
+    let (mut mobile, mut beacon, mut sensor) = (
+        udp_node("mobile", 1),
+        udp_node("beacon", 2),
+        udp_node("sensor", 3),
+    );
     let id = mobile
         .rd(t(0), tpl(r#"("LIGHT", ?)"#), Duration::from_secs(10))
         .unwrap();
@@ -950,11 +955,25 @@ fn a_waiting_rd_is_answered_within_the_backoff_after_the_tuple_arrives() {
     // The sensor's OUT reaches the beacon (not the mobile) at 3 s.
     sensor.out(t(3000), tup(r#"("LIGHT", 512)"#), None).unwrap();
     pump(t(3000), &mut [&mut sensor, &mut beacon], 0);
-    run_until(t(3000) + beacon.config().reply_backoff, &mut [&mut beacon, &mut mobile]);
-    assert_eq!(completed(&mut mobile), vec![(id, Some(tup(r#"("LIGHT", 512)"#)))]);
+    run_until(
+        t(3000) + beacon.config().reply_backoff,
+        &mut [&mut beacon, &mut mobile],
+    );
+    assert_eq!(
+        completed(&mut mobile),
+        vec![(id, Some(tup(r#"("LIGHT", 512)"#)))]
+    );
     assert_eq!(beacon.stats().replies_sent, 1);
-    assert_eq!(beacon.waiting_requests(), 0, "the reply it sent finished the wait");
-    assert_eq!(beacon.host().count(t(3100), &tpl("(?, ?)")), 1, "RD leaves the tuple");
+    assert_eq!(
+        beacon.waiting_requests(),
+        0,
+        "the reply it sent finished the wait"
+    );
+    assert_eq!(
+        beacon.host().count(t(3100), &tpl("(?, ?)")),
+        1,
+        "RD leaves the tuple"
+    );
 }
 
 #[test]
@@ -985,13 +1004,21 @@ fn a_flood_of_waiting_requests_stays_bounded_and_drops_the_first_to_expire() {
     for i in 0..300u32 {
         let wait = (i * 7) % 300 + 1;
         requester
-            .rd(t(0), tpl(&format!("({i}, ?)")), Duration::from_secs(u64::from(wait)))
+            .rd(
+                t(0),
+                tpl(&format!("({i}, ?)")),
+                Duration::from_secs(u64::from(wait)),
+            )
             .unwrap();
         pump(t(0), &mut [&mut requester, &mut b], 0);
     }
     assert_eq!(b.waiting_requests(), 256);
     let s = b.stats();
-    assert_eq!((s.waits_accepted, s.waits_dropped), (300, 44), "each new one was accepted, 44 dropped");
+    assert_eq!(
+        (s.waits_accepted, s.waits_dropped),
+        (300, 44),
+        "each new one was accepted, 44 dropped"
+    );
     // The survivors are the 256 that expire last: waits 45..=300 s.
     assert_eq!(b.poll_timeout(), Some(t(45_000)));
     b.handle_timeout(t(300_000));
@@ -1032,7 +1059,11 @@ fn two_pending_inps_and_one_out_give_one_answer() {
     b.host_out(t(1000), tup("(\"T\", 1)"), None).unwrap();
     run_until(t(2000), &mut [&mut b, &mut a1, &mut a2]);
     assert_eq!(b.stats().replies_sent, 1, "one reply on the air");
-    assert_eq!(b.host().count(t(2000), &take), 0, "the tuple was taken once");
+    assert_eq!(
+        b.host().count(t(2000), &take),
+        0,
+        "the tuple was taken once"
+    );
     assert_eq!(b.waiting_requests(), 0);
     assert_eq!(b.stats().waits_finished, 2);
     // A second tuple is kept: nobody waits any more.
@@ -1060,7 +1091,11 @@ fn a_reply_heard_finishes_a_pending_request_and_releases_its_tuple() {
     assert_eq!(b.waiting_requests(), 0, "c's reply finished b's wait");
     run_until(t(2000), &mut [&mut b]);
     assert_eq!(b.stats().replies_sent, 0);
-    assert_eq!(b.host().count(t(2000), &tpl("(\"Q\", ?)")), 1, "b keeps its tuple");
+    assert_eq!(
+        b.host().count(t(2000), &tpl("(\"Q\", ?)")),
+        1,
+        "b keeps its tuple"
+    );
 }
 
 #[test]
@@ -1085,7 +1120,10 @@ fn an_out_from_the_air_wakes_a_waiting_request_after_the_hooks() {
     s.out(t(10), tup("(\"W\", 0)"), None).unwrap();
     pump(t(10), &mut [&mut s, &mut b], 0);
     run_until(t(500), &mut [&mut b, &mut a]);
-    assert!(completed(&mut a).is_empty(), "a consumed OUT is not offered");
+    assert!(
+        completed(&mut a).is_empty(),
+        "a consumed OUT is not offered"
+    );
     s.out(t(600), tup("(\"W\", 1)"), None).unwrap();
     pump(t(600), &mut [&mut s, &mut b], 0);
     run_until(t(1000), &mut [&mut b, &mut a]);
@@ -1106,20 +1144,42 @@ fn local_scope_answers_at_once_or_waits_for_a_later_store() {
     let mut a = udp_node("a", 1);
     a.host_out(t(0), tup("(\"L\", 1)"), None).unwrap();
     let now = a
-        .request_in(t(0), RequestOp::Rd, tpl("(\"L\", ?)"), Duration::ZERO, Scope::Local)
+        .request_in(
+            t(0),
+            RequestOp::Rd,
+            tpl("(\"L\", ?)"),
+            Duration::ZERO,
+            Scope::Local,
+        )
         .unwrap();
     assert_eq!(completed(&mut a), vec![(now, Some(tup("(\"L\", 1)")))]);
     assert_eq!(a.poll_transmit(), None, "a local request sends nothing");
     let later = a
-        .request_in(t(0), RequestOp::Rd, tpl("(\"M\", ?)"), Duration::from_secs(5), Scope::Local)
+        .request_in(
+            t(0),
+            RequestOp::Rd,
+            tpl("(\"M\", ?)"),
+            Duration::from_secs(5),
+            Scope::Local,
+        )
         .unwrap();
     assert!(completed(&mut a).is_empty());
     a.host_out(t(1000), tup("(\"M\", 2)"), None).unwrap();
     assert_eq!(completed(&mut a), vec![(later, Some(tup("(\"M\", 2)")))]);
-    assert_eq!(a.host().count(t(1000), &tpl("(\"M\", ?)")), 1, "rd leaves it");
+    assert_eq!(
+        a.host().count(t(1000), &tpl("(\"M\", ?)")),
+        1,
+        "rd leaves it"
+    );
     // Nothing comes: None at the timeout.
     let none = a
-        .request_in(t(1000), RequestOp::Test, tpl("(\"Z\")"), Duration::from_secs(1), Scope::Local)
+        .request_in(
+            t(1000),
+            RequestOp::Test,
+            tpl("(\"Z\")"),
+            Duration::from_secs(1),
+            Scope::Local,
+        )
         .unwrap();
     a.handle_timeout(t(2000));
     assert_eq!(completed(&mut a), vec![(none, None)]);
@@ -1130,18 +1190,39 @@ fn local_inps_take_atomically_oldest_first() {
     let mut a = udp_node("a", 1);
     let take = tpl("(\"J\", ?)");
     let first = a
-        .request_in(t(0), RequestOp::Inp, take.clone(), Duration::from_secs(9), Scope::Local)
+        .request_in(
+            t(0),
+            RequestOp::Inp,
+            take.clone(),
+            Duration::from_secs(9),
+            Scope::Local,
+        )
         .unwrap();
     let reader = a
-        .request_in(t(0), RequestOp::Rd, take.clone(), Duration::from_secs(9), Scope::Local)
+        .request_in(
+            t(0),
+            RequestOp::Rd,
+            take.clone(),
+            Duration::from_secs(9),
+            Scope::Local,
+        )
         .unwrap();
     let second = a
-        .request_in(t(1), RequestOp::Inp, take.clone(), Duration::from_secs(9), Scope::Local)
+        .request_in(
+            t(1),
+            RequestOp::Inp,
+            take.clone(),
+            Duration::from_secs(9),
+            Scope::Local,
+        )
         .unwrap();
     a.host_out(t(10), tup("(\"J\", 1)"), None).unwrap();
     assert_eq!(
         completed(&mut a),
-        vec![(reader, Some(tup("(\"J\", 1)"))), (first, Some(tup("(\"J\", 1)")))]
+        vec![
+            (reader, Some(tup("(\"J\", 1)"))),
+            (first, Some(tup("(\"J\", 1)")))
+        ]
     );
     assert_eq!(a.host().count(t(10), &take), 0);
     a.host_out(t(20), tup("(\"J\", 2)"), None).unwrap();
@@ -1155,13 +1236,25 @@ fn both_scope_tries_local_then_network_and_a_local_store_ends_it() {
     let (mut a, mut b) = (udp_node("a", 1), udp_node("b", 2));
     a.host_out(t(0), tup("(\"B\", 1)"), None).unwrap();
     let local = a
-        .request_in(t(0), RequestOp::Inp, tpl("(\"B\", ?)"), Duration::from_secs(5), Scope::Both)
+        .request_in(
+            t(0),
+            RequestOp::Inp,
+            tpl("(\"B\", ?)"),
+            Duration::from_secs(5),
+            Scope::Both,
+        )
         .unwrap();
     assert_eq!(completed(&mut a), vec![(local, Some(tup("(\"B\", 1)")))]);
     assert_eq!(a.poll_transmit(), None, "found locally: nothing sent");
     // Nothing local: the request goes on the air too, with its wait.
     let both = a
-        .request_in(t(0), RequestOp::Rd, tpl("(\"C\", ?)"), Duration::from_secs(5), Scope::Both)
+        .request_in(
+            t(0),
+            RequestOp::Rd,
+            tpl("(\"C\", ?)"),
+            Duration::from_secs(5),
+            Scope::Both,
+        )
         .unwrap();
     pump(t(0), &mut [&mut a, &mut b], 0);
     assert_eq!(b.waiting_requests(), 1);
@@ -1173,7 +1266,13 @@ fn both_scope_tries_local_then_network_and_a_local_store_ends_it() {
     assert_eq!(a.stats().replies_after_cancel, 1);
     // A network reply completes a Both request that found nothing locally.
     let net = a
-        .request_in(t(500), RequestOp::Rd, tpl("(\"D\", ?)"), Duration::from_secs(5), Scope::Both)
+        .request_in(
+            t(500),
+            RequestOp::Rd,
+            tpl("(\"D\", ?)"),
+            Duration::from_secs(5),
+            Scope::Both,
+        )
         .unwrap();
     b.host_out(t(500), tup("(\"D\", 5)"), None).unwrap();
     pump(t(500), &mut [&mut a, &mut b], 0);
@@ -1185,7 +1284,13 @@ fn both_scope_tries_local_then_network_and_a_local_store_ends_it() {
 fn a_local_only_request_ignores_replies_from_the_air() {
     let (mut a, mut c) = (udp_node("a", 1), udp_node("c", 3));
     let id = a
-        .request_in(t(0), RequestOp::Rd, tpl("(\"E\", ?)"), Duration::from_secs(1), Scope::Local)
+        .request_in(
+            t(0),
+            RequestOp::Rd,
+            tpl("(\"E\", ?)"),
+            Duration::from_secs(1),
+            Scope::Local,
+        )
         .unwrap();
     c.host_out(t(0), tup("(\"E\", 1)"), None).unwrap();
     // A reply from the air (to somebody else's request).
@@ -1206,12 +1311,22 @@ fn own_local_waits_are_offered_a_tuple_before_remote_ones() {
         .unwrap();
     pump(t(0), &mut [&mut a, &mut b], 0);
     let mine = b
-        .request_in(t(0), RequestOp::Inp, tpl("(\"O\", ?)"), Duration::from_secs(10), Scope::Local)
+        .request_in(
+            t(0),
+            RequestOp::Inp,
+            tpl("(\"O\", ?)"),
+            Duration::from_secs(10),
+            Scope::Local,
+        )
         .unwrap();
     b.host_out(t(100), tup("(\"O\", 1)"), None).unwrap();
     assert_eq!(completed(&mut b), vec![(mine, Some(tup("(\"O\", 1)")))]);
     run_until(t(500), &mut [&mut b]);
-    assert_eq!(b.stats().replies_sent, 0, "taken locally, nothing left to answer");
+    assert_eq!(
+        b.stats().replies_sent,
+        0,
+        "taken locally, nothing left to answer"
+    );
     assert_eq!(b.waiting_requests(), 1, "the remote INP still waits");
 }
 
@@ -1222,9 +1337,16 @@ fn leases_renew_and_cancel_and_a_zero_lifetime_is_refused() {
     let id = a
         .lease(t(0), tup("(\"LZ\", 1)"), Some(Duration::from_secs(2)))
         .unwrap();
-    assert_eq!(a.renew(t(1500), id, Some(Duration::from_secs(2))), Ok(t(3500)));
+    assert_eq!(
+        a.renew(t(1500), id, Some(Duration::from_secs(2))),
+        Ok(t(3500))
+    );
     a.handle_timeout(t(2500));
-    assert_eq!(a.host().count(t(2500), &tpl("(\"LZ\", ?)")), 1, "renewed: still there");
+    assert_eq!(
+        a.host().count(t(2500), &tpl("(\"LZ\", ?)")),
+        1,
+        "renewed: still there"
+    );
     assert_eq!(
         a.renew(t(2500), id, Some(Duration::ZERO)),
         Err(SpaceError::ZeroLifetime {
