@@ -100,6 +100,8 @@ mod medium;
 mod stale;
 mod stats;
 
+pub mod plan;
+
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
