@@ -32,6 +32,12 @@ pub struct DriverStats {
     pub deliveries_dropped: u64,
     /// Dedup keys remembered now (bounded by `NodeConfig::dedup_capacity`, spec §8).
     pub dedup_len: usize,
+    /// Nodes heard recently (IAMHERE), now ([`Node::neighbours`](crate::Node::neighbours)).
+    pub neighbours: usize,
+    /// Frames waiting for the backend's answer now (an `out` whose send would block).
+    pub queued: usize,
+    /// Requests waiting for a reply or their timeout now.
+    pub pending_requests: usize,
 }
 
 /// Most queued commands or frames taken per wake-up before sending what they produced.
@@ -198,6 +204,9 @@ impl<S: FrameSink, R: FrameSource> Driver<S, R> {
         let mut s = self.stats;
         s.node = self.node.stats();
         s.dedup_len = self.node.dedup_len();
+        s.neighbours = self.node.neighbours().count();
+        s.queued = self.outbox.len();
+        s.pending_requests = self.node.pending_requests();
         if let Some(d) = &self.direct {
             s.send_errors += d.send_errors.load(Ordering::Relaxed);
         }
