@@ -10,6 +10,9 @@ use beets_udp::{UdpConfig, UdpSpace};
 use clap::Args;
 use tracing::{info, warn};
 
+#[path = "stats.rs"]
+mod stats;
+
 /// Options of `beets node`.
 #[derive(Args, Debug)]
 pub(crate) struct NodeArgs {
@@ -68,6 +71,13 @@ pub(crate) struct NodeArgs {
     /// Stop after this many seconds instead of waiting for Ctrl-C.
     #[arg(long, value_name = "SECS")]
     exit_after: Option<u64>,
+    /// Print (and log) one line per space every SECS seconds, and once at stop: frames,
+    /// messages, drops by reason, queue depth, pending requests and neighbours.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    stats: Option<u64>,
+    /// With --stats: one JSON object per line instead of text.
+    #[arg(long, requires = "stats")]
+    stats_json: bool,
 }
 
 pub(crate) fn run(args: NodeArgs) -> Result<(), String> {
@@ -216,6 +226,19 @@ async fn node(args: NodeArgs) -> Result<(), String> {
                 .map_err(|e| format!("--out {text}: {e}"))?;
         }
     }
+    // --- stats (--stats / --stats-json): a task of its own, stopped before the spaces close ---
+    let stats_spaces: Vec<(&'static str, beets::core::driver::SpaceHandle)> =
+        named.iter().map(|(n, h)| (*n, h.clone())).collect();
+    let stats_started = tokio::time::Instant::now();
+    let stats_task = args.stats.map(|secs| {
+        tokio::spawn(stats::task(
+            stats_spaces.clone(),
+            Duration::from_secs(secs),
+            stats_started,
+            args.stats_json,
+        ))
+    });
+    // --- end stats ---
     println!(
         "node {} running ({} agents); Ctrl-C stops it",
         args.name,
@@ -229,6 +252,12 @@ async fn node(args: NodeArgs) -> Result<(), String> {
             }
         }
     }
+    // --- stats: the last line, from the same counters the stop summary prints ---
+    if let Some(task) = stats_task {
+        task.abort();
+        stats::report(&stats_spaces, stats_started, args.stats_json).await;
+    }
+    // --- end stats ---
     println!("node {} stopping", args.name);
     if let Some(space) = udp_space {
         let (stats, _) = space.close().await;
