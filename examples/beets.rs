@@ -31,6 +31,11 @@ mod runner;
 #[path = "common/seal_cli.rs"]
 mod seal_cli;
 
+#[path = "common/plan.rs"]
+mod plan;
+#[path = "common/plot.rs"]
+mod plot;
+
 /// BeeTS wire-format tool (spec wire-v1).
 #[derive(Parser)]
 #[command(name = "beets", version, about)]
@@ -101,6 +106,9 @@ enum Command {
     },
     /// Run one node with agents loaded from files, until Ctrl-C.
     Node(runner::NodeArgs),
+    /// Plan a BLE deployment on the simulated medium: delivery ratio, tuples/s per receiver,
+    /// queue drops and latency, for one set-up or a sweep; `--plot FILE.svg` draws it.
+    Plan(plan::PlanArgs),
 }
 
 fn parse_uuid16(s: &str) -> Result<u16, String> {
@@ -119,6 +127,7 @@ fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
 fn run(cli: Cli) -> Result<String, String> {
     match cli.command {
         Command::Node(args) => runner::run(args).map(|()| String::new()),
+        Command::Plan(args) => plan::run(&args),
         Command::Encode {
             op,
             body,
