@@ -31,6 +31,9 @@ use clap::{Parser, ValueEnum};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 
+#[path = "common/plot.rs"]
+mod plot;
+
 /// The router agent every beacon runs.
 const BEACON_AGENT: &str = include_str!("agents/beacon.js");
 
@@ -69,6 +72,10 @@ pub struct Args {
     /// Print every forwarded tuple, not only the summary.
     #[arg(long)]
     pub verbose: bool,
+    /// Write an SVG timeline: published versus delivered tuples per second, and the survey
+    /// round trips.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<std::path::PathBuf>,
 }
 
 /// Which BLE radio.
@@ -89,6 +96,8 @@ struct ServerLog {
     answer_copies: u64,
     survey_sent: BTreeMap<i16, Instant>,
     first_answer: BTreeMap<i16, Duration>,
+    /// For --plot: when each distinct light tag first reached the server.
+    light_first_at: Vec<Instant>,
 }
 
 /// The UDP destination of the demo's configuration: never the limited broadcast unless asked.
@@ -180,8 +189,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             let tag = t.get(3).and_then(Value::as_i16).unwrap_or(-1);
             let mut g = l.lock().expect("log lock");
             g.light_copies += 1;
-            if g.light_tags.insert(tag) && verbose {
-                println!("  server  ← {t}");
+            if g.light_tags.insert(tag) {
+                g.light_first_at.push(Instant::now());
+                if verbose {
+                    println!("  server  ← {t}");
+                }
             }
         }
     });
@@ -240,6 +252,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let publish_until = started + Duration::from_secs(args.duration);
     let published = Arc::new(Mutex::new(0u64));
+    // For --plot: when each light tuple was published.
+    let published_at = Arc::new(Mutex::new(Vec::<Instant>::new()));
     let mut mobiles = Vec::new();
     let mut tasks = Vec::new();
     for m in 0..args.mobiles {
@@ -256,6 +270,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .await?;
         let mut rng = SmallRng::seed_from_u64(args.seed.wrapping_mul(31).wrapping_add(m as u64));
         let published = published.clone();
+        let published_at = published_at.clone();
         tasks.push(tokio::spawn(async move {
             let mut lux: i16 = rng.random_range(100..800);
             let mut last_sent: Option<i16> = None;
@@ -274,6 +289,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                                 count += 1;
                                 last_sent = Some(lux);
                                 *published.lock().expect("lock") += 1;
+                                published_at.lock().expect("lock").push(Instant::now());
                             }
                         }
                     }
@@ -391,6 +407,38 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         g.survey_sent.len(),
         g.first_answer.len()
     );
+    if let Some(path) = &args.plot {
+        let secs = |t: &Instant| t.saturating_duration_since(started).as_secs_f64();
+        let published_at: Vec<f64> = published_at
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(secs)
+            .collect();
+        let delivered_at: Vec<f64> = g.light_first_at.iter().map(secs).collect();
+        let surveys: Vec<(f64, Option<f64>)> = g
+            .survey_sent
+            .iter()
+            .map(|(id, t)| {
+                (
+                    secs(t),
+                    g.first_answer.get(id).map(|d| d.as_secs_f64() * 1e3),
+                )
+            })
+            .collect();
+        let figure = plot::timeline_figure(
+            &format!(
+                "BeeTS demo: {} mobiles, {} beacons, Δt {} ms, seed {} (simulated BLE air, UDP on loopback)",
+                args.mobiles, args.beacons, args.delta_t, args.seed
+            ),
+            &published_at,
+            &delivered_at,
+            &surveys,
+            args.duration + 3,
+        );
+        plot::write(path, &figure)?;
+        println!("  plot written to {}", path.display());
+    }
     for m in mobiles {
         m.close().await;
     }
