@@ -57,6 +57,10 @@ enum Command {
         /// Lifetime in seconds (OUT only, 1..=65535).
         #[arg(long, value_name = "SECS")]
         lifetime: Option<NonZeroU16>,
+        /// Wait in seconds (RD, INP, TEST only, 1..=65535; spec §11): receivers without a match
+        /// keep the request pending this long.
+        #[arg(long, value_name = "SECS", conflicts_with = "lifetime")]
+        wait: Option<NonZeroU16>,
         /// Set the reply flag (TUPLE and IAMHERE only).
         #[arg(long)]
         reply: bool,
@@ -132,6 +136,7 @@ fn run(cli: Cli) -> Result<String, String> {
             op,
             body,
             lifetime,
+            wait,
             reply,
             key,
             seal,
@@ -141,7 +146,11 @@ fn run(cli: Cli) -> Result<String, String> {
             } else {
                 Body::Tuple(text::parse_tuple(&body).map_err(|e| e.to_string())?)
             };
-            let msg = Message::from_parts(op, body, lifetime, reply).map_err(|e| e.to_string())?;
+            if wait.is_some() && !matches!(op, Op::Rd | Op::Inp | Op::Test) {
+                return Err(format!("--wait is for RD, INP and TEST, not {op}"));
+            }
+            let msg = Message::from_parts(op, body, lifetime.or(wait), reply)
+                .map_err(|e| e.to_string())?;
             if let Some(k) = seal.key()? {
                 return seal.encode(&k, &msg);
             }
@@ -168,6 +177,9 @@ fn run(cli: Cli) -> Result<String, String> {
                     tuple,
                     lifetime: Some(l),
                 } => out += &format!("lifetime: {l} s\ntuple: {tuple}"),
+                Message::Waiting { template, wait, .. } => {
+                    out += &format!("wait: {wait} s\ntemplate: {template}")
+                }
                 m => {
                     if let Some(t) = m.tuple() {
                         out += &format!("tuple: {t}");
