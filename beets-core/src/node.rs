@@ -50,15 +50,17 @@ use crate::tuple::{Template, Tuple};
 use crate::udp::{self, DatagramError, DatagramHeader, NodeId};
 
 pub mod hooks;
+pub mod seal;
 mod types;
 mod waits;
-pub use types::{Answer, PendingKey, Scope};
-pub use waits::wait_secs;
 pub use hooks::{Decision, DecisionSender, DecisionToken, Hooks, Question, SpaceInfo, Verdict};
+pub use seal::{SealConfig, SealedDrops};
+pub use types::{Answer, PendingKey, Scope};
 pub use types::{
     Delivery, DropReason, Event, Frame, IncomingRequest, MAX_NODE_NAME, Neighbour, NodeConfig,
     NodeError, NodeStats, PeerAddr, Received, RequestId, Transmit, Transport,
 };
+pub use waits::wait_secs;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum DedupKey {
@@ -157,6 +159,8 @@ pub struct Node {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     hooks: Option<Box<dyn Hooks>>,
+    /// Sealed spaces (spec §12): the sealer and the replay window.
+    seal: Option<seal::SealState>,
     /// Where hooks that answer later send their decisions (set by the runner).
     decisions: Option<DecisionSender>,
     /// Messages waiting for a decision, in arrival order (see [`hooks`]).
@@ -216,8 +220,22 @@ impl Node {
         let next_announce = config.announce_interval.map(|_| now);
         // Every stored tuple must fit one reply (a TUPLE with R = 1: the control byte and the
         // tuple), or a remote INP would remove a tuple that can never be sent.
+        let mut config = config;
+        let seal_state = config
+            .seal
+            .clone()
+            .map(|s| seal::SealState::new(s, config.transport, now));
+        if seal_state.is_some() {
+            // A sealed space has no FPE key (spec §4 "Keys": one key per space).
+            config.key = None;
+        }
         let mut space = config.space.clone();
-        let reply_max = config.transport.max_message_len() - 1;
+        let reply_max = if seal_state.is_some() {
+            // The reply's body is the tuple, sealed (spec §12: ≤ 20 bytes on BLE).
+            config.transport.sealed_max_body_len()
+        } else {
+            config.transport.max_message_len() - 1
+        };
         space.max_tuple_len = Some(space.max_tuple_len.map_or(reply_max, |m| m.min(reply_max)));
         Node {
             space: Space::new(space),
@@ -237,6 +255,7 @@ impl Node {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             hooks: None,
+            seal: seal_state,
             decisions: None,
             awaiting: VecDeque::new(),
             next_token: 0,
@@ -269,7 +288,7 @@ impl Node {
     /// handles, so that an `out` is encoded and sent from the caller's task without a hop to the
     /// driver. `None` on a BLE node (BLE frames are paced by the advertising scheduler).
     pub fn datagram_encoder(&self) -> Option<DatagramEncoder> {
-        (self.config.transport == Transport::Udp).then(|| DatagramEncoder {
+        (self.config.transport == Transport::Udp && self.seal.is_none()).then(|| DatagramEncoder {
             node_id: self.node_id,
             key: self.config.key.clone().map(Arc::new),
             seq: Arc::clone(&self.seq),
@@ -293,6 +312,7 @@ impl Node {
         hooks.bind(SpaceInfo {
             transport: self.config.transport,
             keyed: self.config.key.is_some(),
+            sealed: self.seal.is_some(),
         });
         if let Some(d) = &self.decisions {
             hooks.attach(d.clone());
@@ -605,6 +625,9 @@ impl Node {
 
     /// Encodes and queues a message.
     fn send(&mut self, msg: &Message) -> Result<(), NodeError> {
+        if self.seal.is_some() {
+            return self.send_sealed(msg);
+        }
         let transport = self.config.transport;
         let len = msg.buffer_len();
         let max = transport.max_message_len();
@@ -636,6 +659,71 @@ impl Node {
         self.stats.transmits += 1;
         self.push_transmit(transmit);
         Ok(())
+    }
+
+    /// Seals `msg` with the next counter (spec §12) and queues it in its frame or datagram.
+    fn send_sealed(&mut self, msg: &Message) -> Result<(), NodeError> {
+        let transport = self.config.transport;
+        let body_len = msg.buffer_len() - 1;
+        let max_body_len = transport.sealed_max_body_len();
+        if body_len > max_body_len {
+            return Err(NodeError::SealedTooLong {
+                op: msg.op(),
+                body_len,
+                max_body_len,
+                transport: transport.name(),
+            });
+        }
+        let Some(state) = self.seal.as_mut() else {
+            return Err(NodeError::SealCounter("not a sealed space".into()));
+        };
+        let sealed = state.seal(msg).map_err(|e| match e {
+            crate::sealed::SealerError::Seal(crate::sealed::SealError::TooLong { .. }) => {
+                NodeError::SealedTooLong {
+                    op: msg.op(),
+                    body_len,
+                    max_body_len,
+                    transport: transport.name(),
+                }
+            }
+            other => NodeError::SealCounter(other.to_string()),
+        })?;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let transmit = match transport {
+            Transport::Udp => {
+                let header = DatagramHeader {
+                    node_id: self.node_id,
+                    seq,
+                };
+                let mut d = vec![0; udp::HEADER_LEN + sealed.len()];
+                header.emit(
+                    (&mut d[..udp::HEADER_LEN])
+                        .try_into()
+                        .expect("header length"),
+                );
+                d[udp::HEADER_LEN..].copy_from_slice(&sealed);
+                Transmit::Datagram(d)
+            }
+            Transport::Ble => Transmit::Advertisement(
+                ble::pack(seq as u8, &sealed)
+                    .map_err(|e| NodeError::SealCounter(format!("BLE frame: {e}")))?,
+            ),
+        };
+        self.stats.transmits += 1;
+        self.push_transmit(transmit);
+        Ok(())
+    }
+
+    /// Persists the replay window of a sealed space now (the runner calls it on shutdown; the
+    /// node also does every [`SealConfig::save_every`]). Nothing to do in other spaces.
+    ///
+    /// # Errors
+    /// The store's error (see [`FileCounterStore`](crate::sealed::FileCounterStore)).
+    pub fn save_seal_state(&mut self, now: Time) -> Result<(), crate::sealed::StoreError> {
+        match self.seal.as_mut() {
+            Some(s) => s.save(now),
+            None => Ok(()),
+        }
     }
 
     /// Queues a transmit already encoded — by a [`DatagramEncoder`] whose direct send could not
@@ -674,6 +762,13 @@ impl Node {
                     self.stats.dropped_own += 1;
                     return;
                 }
+                if self.seal.is_some() {
+                    // §12: the replay window, not the §8 cache, filters sealed messages.
+                    return self.receive_sealed_datagram(now, from, message);
+                }
+                if crate::sealed::is_sealed(message) {
+                    return self.drop_sealed_no_key(from);
+                }
                 let dedup_key = DedupKey::Udp(header.node_id, header.seq);
                 // Only valid messages are remembered, so a remembered key is a repeat of one
                 // already processed: skip decoding it again (floods of replays stay cheap).
@@ -699,6 +794,21 @@ impl Node {
                     local_name,
                     service_uuids,
                 },
+            ) if self.seal.is_some() => {
+                return self.receive_sealed_advertisement(
+                    now,
+                    from,
+                    local_name,
+                    service_uuids,
+                    rssi,
+                );
+            }
+            (
+                Transport::Ble,
+                Frame::Advertisement {
+                    local_name,
+                    service_uuids,
+                },
             ) => match ble::unpack(local_name, service_uuids, key) {
                 Ok(f) => {
                     let k = match from {
@@ -710,6 +820,9 @@ impl Node {
                 Err(FrameError::Message(DecodeError::EncryptedNoKey)) => {
                     return self.drop_key_mismatch(from, true);
                 }
+                Err(FrameError::Message(DecodeError::NotV1 {
+                    version: crate::sealed::SEALED_VERSION,
+                })) => return self.drop_sealed_no_key(from),
                 Err(e) => return self.drop_malformed(from, DropReason::BadFrame(e)),
             },
             (expected, frame) => {
@@ -755,6 +868,68 @@ impl Node {
         self.push_event(Event::Dropped {
             from,
             reason: DropReason::KeyMismatch { encrypted, keyed },
+        });
+    }
+
+    /// Spec §12 steps 1–4 in order for a datagram's message in a sealed space.
+    fn receive_sealed_datagram(&mut self, now: Time, from: PeerAddr, message: &[u8]) {
+        let Some(state) = self.seal.as_mut() else {
+            return;
+        };
+        match state.receive(Transport::Udp, message) {
+            Ok(msg) => self.accept_sealed(now, from, msg, None),
+            Err(e) => self.drop_sealed(from, &e),
+        }
+    }
+
+    /// Spec §6 "Receiving" with §12: candidates tried with steps 1, 2 and 4, step 3 once.
+    fn receive_sealed_advertisement(
+        &mut self,
+        now: Time,
+        from: PeerAddr,
+        local_name: &str,
+        service_uuids: &[u16],
+        rssi: Option<i16>,
+    ) {
+        let Some(state) = self.seal.as_mut() else {
+            return;
+        };
+        match ble::unpack_sealed(local_name, service_uuids, state.key()) {
+            Ok(f) => match state.accept(&f.opened) {
+                Ok(()) => self.accept_sealed(now, from, f.message, rssi),
+                Err(e) => self.drop_sealed(from, &e),
+            },
+            Err(FrameError::Sealed(e)) => self.drop_sealed(from, &e),
+            Err(e) => self.drop_malformed(from, DropReason::BadFrame(e)),
+        }
+    }
+
+    fn accept_sealed(&mut self, now: Time, from: PeerAddr, message: Message, rssi: Option<i16>) {
+        self.stats.messages_in += 1;
+        let received = Received {
+            from,
+            at: now,
+            rssi,
+        };
+        self.dispatch(now, message, received);
+        self.drain_deliveries();
+    }
+
+    fn drop_sealed(&mut self, from: PeerAddr, e: &crate::sealed::OpenError) {
+        self.stats.sealed.count(e);
+        self.push_event(Event::Dropped {
+            from,
+            reason: DropReason::Sealed { reason: e.reason() },
+        });
+    }
+
+    fn drop_sealed_no_key(&mut self, from: PeerAddr) {
+        self.stats.sealed.sealed_no_key += 1;
+        self.push_event(Event::Dropped {
+            from,
+            reason: DropReason::Sealed {
+                reason: "sealed but no key",
+            },
         });
     }
 
@@ -1037,9 +1212,7 @@ impl Node {
         let mut done: Vec<RequestId> = self
             .pending
             .iter()
-            .filter(|(_, p)| {
-                p.scope.network() && ops.contains(&p.op) && p.template.matches(tuple)
-            })
+            .filter(|(_, p)| p.scope.network() && ops.contains(&p.op) && p.template.matches(tuple))
             .map(|(id, _)| *id)
             .collect();
         if done.is_empty() {
@@ -1149,6 +1322,12 @@ impl Node {
             let _ = self.announce(now);
             self.next_announce = Some(now + every.max(Duration::from_millis(1)));
         }
+        if let Some(state) = self.seal.as_mut()
+            && state.next_save() <= now
+            && state.save(now).is_err()
+        {
+            self.stats.seal_store_errors += 1;
+        }
         self.space.expire(now);
         self.dedup.expire(now);
         self.drain_deliveries();
@@ -1184,6 +1363,7 @@ impl Node {
             .chain(deadlines)
             .chain(decision)
             .chain(self.next_wait_timeout())
+            .chain(self.seal.as_ref().map(seal::SealState::next_save))
             .chain(self.next_announce)
             .chain(self.space.next_expiry())
             .min()

@@ -1,6 +1,7 @@
 //! Tuples per second node → node over loopback UDP, against a raw tokio send/recv loop of the
-//! same datagrams in the same run, and the receive path alone (a raw socket sending node-format
-//! OUTs to a node). Loopback (127.0.0.1) only.
+//! same datagrams in the same run, the receive path alone (a raw socket sending node-format
+//! OUTs to a node), and node → node in a sealed space (spec §12; goal ≥ 0.8× the plain one).
+//! Loopback (127.0.0.1) only.
 //!
 //! Run: `cargo bench -p beets-udp --bench udp`. Both sides keep at most `WINDOW` datagrams in
 //! flight (the receiver's count is the credit), so neither overruns the socket buffer: UDP has no
@@ -11,6 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use beets_core::node::SealConfig;
+use beets_core::sealed::{MemoryCounterStore, SealKey};
 use beets_core::udp::{self, DatagramHeader, NodeId};
 use beets_core::{Message, NodeConfig, Transport, Tuple, Value};
 use beets_udp::{UdpConfig, UdpSpace};
@@ -137,8 +140,28 @@ struct Nodes {
     raw_dest: SocketAddr,
 }
 
+/// A sealed space's config for `name` (spec §12), counters in memory (a bench, not a device).
+fn sealed(name: &str, source: u16) -> NodeConfig {
+    let key = SealKey::from_hex("000102030405060708090a0b0c0d0e0f").unwrap();
+    let seal = SealConfig::new(
+        key,
+        std::num::NonZeroU16::new(source).unwrap(),
+        MemoryCounterStore::default(),
+    );
+    NodeConfig::new(Transport::Udp, name)
+        .unwrap()
+        .with_seal(seal)
+}
+
 impl Nodes {
-    async fn new() -> Nodes {
+    async fn new(seal: bool) -> Nodes {
+        let config = |name: &str, source| {
+            if seal {
+                sealed(name, source)
+            } else {
+                NodeConfig::new(Transport::Udp, name).unwrap()
+            }
+        };
         let probe = std::net::UdpSocket::bind(localhost(0)).unwrap();
         let pb = probe.local_addr().unwrap().port();
         drop(probe);
@@ -148,14 +171,14 @@ impl Nodes {
             recv_buffer_size: Some(1 << 20),
             ..UdpConfig::default()
         };
-        let b = UdpSpace::spawn(b_cfg, NodeConfig::new(Transport::Udp, "b").unwrap(), 2).unwrap();
+        let b = UdpSpace::spawn(b_cfg, config("b", 2), 2).unwrap();
         let a_cfg = UdpConfig {
             bind: localhost(0),
             broadcast: None,
             peers: vec![localhost(pb)],
             ..UdpConfig::default()
         };
-        let a = UdpSpace::spawn(a_cfg, NodeConfig::new(Transport::Udp, "a").unwrap(), 1).unwrap();
+        let a = UdpSpace::spawn(a_cfg, config("a", 1), 1).unwrap();
         let mut sub = b
             .handle()
             .subscribe("(\"BENCH\", ?)".parse().unwrap(), 4096)
@@ -245,7 +268,7 @@ fn bench(c: &mut Criterion) {
             })
         });
 
-        let mut nodes = rt.block_on(Nodes::new());
+        let mut nodes = rt.block_on(Nodes::new(false));
         group.bench_function("node_to_node_out", |bch| {
             bch.iter_custom(|iters| {
                 rt.block_on(async {
@@ -263,6 +286,19 @@ fn bench(c: &mut Criterion) {
                     let start = Instant::now();
                     for _ in 0..iters {
                         nodes.batch_from_raw().await;
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        // Sealed spaces (spec §12): every OUT sealed by a and opened (MIC, replay window) by b.
+        let mut sealed_nodes = rt.block_on(Nodes::new(true));
+        group.bench_function("sealed_node_to_node_out", |bch| {
+            bch.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        sealed_nodes.batch().await;
                     }
                     start.elapsed()
                 })

@@ -675,7 +675,12 @@ fn flood_of_garbage_and_replays_keeps_node_bounded_and_answering() {
     assert_eq!(s.frames_in, 100_000);
     assert_eq!(
         s.frames_in,
-        s.messages_in + s.duplicates + s.dropped_malformed + s.dropped_key + s.dropped_own
+        s.messages_in
+            + s.duplicates
+            + s.dropped_malformed
+            + s.dropped_key
+            + s.dropped_own
+            + s.sealed.total()
     );
     assert!(s.duplicates > 30_000);
     assert!(

@@ -159,6 +159,14 @@ pub enum DropReason {
     /// This node's own datagram looping back (spec §7).
     #[error("own datagram")]
     Own,
+    /// A sealed-space filter (spec §12): the named receiving step failed, or the message is
+    /// not sealed in a sealed space, or sealed in a space without K. Counted in
+    /// [`NodeStats::sealed`].
+    #[error("sealed space: {reason}")]
+    Sealed {
+        /// The reason as spec §12 names it (`"bad MIC"`, `"replay"`, `"not sealed"`, …).
+        reason: &'static str,
+    },
 }
 
 /// What happened, from [`Node::poll_event`].
@@ -245,6 +253,25 @@ pub enum NodeError {
         /// [`NodeConfig::max_pending`].
         max: usize,
     },
+    /// A sealed message's body is over the transport's sealed limit (spec §12: 20 bytes on BLE,
+    /// 1206 on UDP).
+    #[error(
+        "{op} needs a sealed body of {body_len} bytes, a sealed {transport} carries at most {max_body_len} (spec §12)"
+    )]
+    SealedTooLong {
+        /// The op.
+        op: Op,
+        /// The body's length (the message less its control byte).
+        body_len: usize,
+        /// The limit.
+        max_body_len: usize,
+        /// The transport.
+        transport: &'static str,
+    },
+    /// The sealing counter cannot go on: exhausted (after 2^32 − 1 messages the key must be
+    /// changed) or its store failed (the text says which; a counter must be durable before use).
+    #[error("cannot seal: {0}")]
+    SealCounter(String),
     /// A node name outside 1..=16 bytes.
     #[error("node name of {len} bytes is outside 1..={max}")]
     BadName {
@@ -276,7 +303,12 @@ pub struct NodeConfig {
     /// The identity tuple WHERE patterns are matched against (default `("NODE", name)`).
     pub identity: Tuple,
     /// The space key: `Some` makes a keyed space (accepts and sends only E = 1 messages).
+    /// Obfuscation only (spec §5); for authentication use [`seal`](Self::seal).
     pub key: Option<FpeKey>,
+    /// Seals the space (spec §12): AES-128-CCM on every message, a replay window per source,
+    /// header privacy. Takes precedence over [`key`](Self::key), which must be `None` (set it
+    /// with [`with_seal`](Self::with_seal)).
+    pub seal: Option<super::seal::SealConfig>,
     /// The local space (capacity, default lifetime, policy).
     pub space: SpaceConfig,
     /// Dedup window W (spec §8, default 10 s).
@@ -337,6 +369,7 @@ impl NodeConfig {
             transport,
             identity,
             key: None,
+            seal: None,
             space: SpaceConfig::default(),
             dedup_window: crate::dedup::DEFAULT_WINDOW,
             dedup_capacity: crate::dedup::DEFAULT_CAPACITY,
@@ -360,6 +393,15 @@ impl NodeConfig {
     /// Sets the space key from a password (FPE, spec §5).
     pub fn with_password(mut self, password: &str) -> NodeConfig {
         self.key = Some(FpeKey::from_password(password));
+        self.seal = None;
+        self
+    }
+
+    /// Seals the space (spec §12) instead of an FPE key: every message authenticated and
+    /// encrypted with AES-128-CCM, replays dropped. Clears [`key`](Self::key).
+    pub fn with_seal(mut self, seal: super::seal::SealConfig) -> NodeConfig {
+        self.key = None;
+        self.seal = Some(seal);
         self
     }
 }
@@ -388,6 +430,12 @@ pub struct NodeStats {
     pub not_stored: u64,
     /// Requests refused by a hook.
     pub filtered: u64,
+    /// Sealed-space drops by reason (spec §12), all zero in other spaces except
+    /// [`SealedDrops::sealed_no_key`](super::SealedDrops::sealed_no_key).
+    pub sealed: super::seal::SealedDrops,
+    /// Replay-window saves that failed (sealed spaces; the store's error is logged by the
+    /// runner through [`Node::save_seal_state`]).
+    pub seal_store_errors: u64,
     /// Messages parked for a hook's later decision ([`Verdict::Later`]).
     ///
     /// [`Verdict::Later`]: crate::node::Verdict::Later
