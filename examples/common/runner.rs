@@ -1,11 +1,17 @@
 //! `beets node`: one real BeeTS node with agents loaded from files (what a Raspberry Pi runs).
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::num::NonZeroU16;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use beets::core::node::SealConfig;
+use beets::core::sealed::{FileCounterStore, SealKey};
 use beets::core::{FpeKey, Node, NodeConfig, Time, Transport, parse_tuple};
-use beets_agents::{AgentEvent, AgentRuntime, HostConfig, RuntimeConfig, SpaceSpec};
+use beets_agents::{
+    AgentEvent, AgentRuntime, HostConfig, Isolation, Protection, RuntimeConfig, SpaceSpec,
+    WorkerCommand,
+};
 use beets_udp::{UdpConfig, UdpSpace};
 use clap::Args;
 use tracing::{info, warn};
@@ -46,9 +52,28 @@ pub(crate) struct NodeArgs {
     /// costs.
     #[arg(long, value_name = "auto|yes|no", default_value = "auto", value_parser = parse_connectable)]
     ble_connectable: beets_ble::Connectable,
-    /// Space password (FPE, spec §5) for every space.
+    /// Space password (FPE, spec §5) for every space: obfuscation only, see --seal-key.
     #[arg(long, value_name = "PASSWORD", allow_hyphen_values = true)]
     key: Option<String>,
+    /// Seal every space (spec §12: authenticated, replay-protected) with this key, 32 hex digits.
+    #[arg(long, value_name = "HEX32", conflicts_with_all = ["seal_password", "key"])]
+    seal_key: Option<String>,
+    /// Seal every space with a key derived from this password (PBKDF2, spec §12).
+    #[arg(
+        long,
+        value_name = "PW",
+        allow_hyphen_values = true,
+        conflicts_with = "key"
+    )]
+    seal_password: Option<String>,
+    /// This node's source id for the sealed spaces, 1..=65535; unique among all nodes of the key.
+    /// Without it the node draws one and keeps it in --state-dir.
+    #[arg(long, value_name = "N")]
+    source_id: Option<u16>,
+    /// Where a sealed node keeps its counters, replay window and source id (required with
+    /// --seal-key/--seal-password: counters must never be reused across restarts).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Load this agent (repeatable). Its name is the file stem.
     #[arg(long = "agent", value_name = "FILE.js")]
     agents: Vec<PathBuf>,
@@ -71,6 +96,30 @@ pub(crate) struct NodeArgs {
     /// Stop after this many seconds instead of waiting for Ctrl-C.
     #[arg(long, value_name = "SECS")]
     exit_after: Option<u64>,
+    /// Start agents received in active tuples ("AGENT", name, version, source) on keyed spaces
+    /// (--key). Each must carry a newer version than the one running; loads are rate-limited.
+    /// FPE keys do not authenticate: anyone who learnt the table can forge one (see the README).
+    #[arg(long)]
+    active: bool,
+    /// Accept active tuples on FPE-keyed spaces explicitly. Today the same as --active; once
+    /// sealed spaces (spec §12) are wired, --active takes them from sealed spaces only and this
+    /// opts in to FPE spaces as well.
+    #[arg(long)]
+    active_fpe: bool,
+    /// Stop with an error when an --agent file does not load (default: report it and go on).
+    #[arg(long)]
+    strict_agents: bool,
+    /// UDP socket receive buffer (SO_RCVBUF) in bytes (default: the OS's; Linux caps it at
+    /// net.core.rmem_max). Datagrams the kernel drops when it is full are counted.
+    #[arg(long, value_name = "BYTES")]
+    recv_buffer: Option<usize>,
+    /// Run agents in this thread instead of a supervised worker process (no protection from
+    /// agents stuck in native code; for measurements).
+    #[arg(long, hide = true)]
+    agents_in_process: bool,
+    /// Internal: be the agent worker process of a node (speaks on stdin/stdout).
+    #[arg(long, hide = true)]
+    agent_worker: bool,
     /// Print (and log) one line per space every SECS seconds, and once at stop: frames,
     /// messages, drops by reason, queue depth, pending requests and neighbours.
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
@@ -81,6 +130,9 @@ pub(crate) struct NodeArgs {
 }
 
 pub(crate) fn run(args: NodeArgs) -> Result<(), String> {
+    if args.agent_worker {
+        return beets_agents::serve_stdio().map_err(|e| format!("agent worker: {e}"));
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -105,6 +157,7 @@ async fn node(args: NodeArgs) -> Result<(), String> {
                 .into(),
         );
     }
+    let seal = seal_config(&args)?;
     let mut specs = Vec::new();
     if args.udp {
         specs.push(SpaceSpec::new("udp-ts", Transport::Udp));
@@ -112,13 +165,30 @@ async fn node(args: NodeArgs) -> Result<(), String> {
     if args.ble {
         specs.push(SpaceSpec::new("ble-ts", Transport::Ble));
     }
-    let (agents, outputs) = AgentRuntime::spawn(HostConfig::new(specs), RuntimeConfig::default())
-        .map_err(|e| e.to_string())?;
+    let mut host = HostConfig::new(specs);
+    if args.active || args.active_fpe {
+        if args.key.is_none() {
+            warn!("--active without --key: active tuples are only taken from keyed spaces");
+        }
+        warn!(
+            "active tuples enabled on FPE-keyed spaces: FPE does not authenticate, whoever \
+             learns the table can forge a newer version (replays of older ones are refused)"
+        );
+        host.active.enabled = true;
+        // The seam for sealed spaces: --active becomes Protection::Sealed, --active-fpe Keyed.
+        host.active.require = Protection::Keyed;
+    }
+    let mut runtime = RuntimeConfig::default();
+    if !args.agents_in_process {
+        let exe = std::env::current_exe().map_err(|e| format!("agent worker: {e}"))?;
+        runtime.isolation = Isolation::Process(WorkerCommand::new(exe, ["node", "--agent-worker"]));
+    }
+    let (agents, outputs) = AgentRuntime::spawn(host, runtime).map_err(|e| e.to_string())?;
     let mut handles = Vec::new();
     let mut named: Vec<(&str, beets::core::driver::SpaceHandle)> = Vec::new();
     let mut udp_space = None;
     if args.udp {
-        let cfg = node_config(&args, Transport::Udp)?;
+        let cfg = node_config(&args, Transport::Udp, seal.as_ref())?;
         let mut node = Node::new(cfg, seed(), Time::ZERO);
         node.set_hooks(Box::new(agents.hooks("udp-ts").map_err(|e| e.to_string())?));
         let udp = UdpConfig {
@@ -126,6 +196,7 @@ async fn node(args: NodeArgs) -> Result<(), String> {
             broadcast: Some(SocketAddr::from((args.broadcast, args.port))),
             peers: args.peers.clone(),
             repeat: args.repeat,
+            recv_buffer_size: args.recv_buffer,
             ..UdpConfig::default()
         };
         let space = UdpSpace::spawn_node(udp, node).map_err(|e| format!("UDP: {e}"))?;
@@ -137,7 +208,7 @@ async fn node(args: NodeArgs) -> Result<(), String> {
     }
     #[cfg(feature = "bluer")]
     let ble_node = if args.ble {
-        let cfg = node_config(&args, Transport::Ble)?;
+        let cfg = node_config(&args, Transport::Ble, seal.as_ref())?;
         let mut node = Node::new(cfg, seed(), Time::ZERO);
         node.set_hooks(Box::new(agents.hooks("ble-ts").map_err(|e| e.to_string())?));
         let session = beets_ble::bluer::Session::new()
@@ -181,18 +252,25 @@ async fn node(args: NodeArgs) -> Result<(), String> {
     } else {
         None
     };
+    let mut loaded = 0;
     for path in &args.agents {
-        let source =
-            std::fs::read_to_string(path).map_err(|e| format!("agent {}: {e}", path.display()))?;
         let name = path
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or("agent")
             .to_owned();
-        agents
-            .load(&name, &source)
-            .await
-            .map_err(|e| format!("agent {}: {e}", path.display()))?;
+        let r = match std::fs::read_to_string(path) {
+            Ok(source) => agents.load(&name, &source).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match r {
+            Ok(_) => loaded += 1,
+            Err(e) if args.strict_agents => return Err(format!("agent {}: {e}", path.display())),
+            Err(e) => {
+                println!("agent {name}: not loaded ({}): {e}", path.display());
+                warn!(agent = %name, error = %e, "agent not loaded; going on without it");
+            }
+        }
     }
     let mut events = outputs.events;
     tokio::spawn(async move {
@@ -204,6 +282,12 @@ async fn node(args: NodeArgs) -> Result<(), String> {
                     println!("agent {name}: disabled after {faults} faults")
                 }
                 AgentEvent::Loaded { name, .. } => println!("agent {name}: loaded"),
+                AgentEvent::ActiveRefused { name, reason, from } => match from {
+                    Some(from) => {
+                        println!("agent {name}: active tuple from {from} refused: {reason}")
+                    }
+                    None => println!("agent {name}: active tuple refused: {reason}"),
+                },
                 _ => {}
             }
         }
@@ -241,8 +325,7 @@ async fn node(args: NodeArgs) -> Result<(), String> {
     // --- end stats ---
     println!(
         "node {} running ({} agents); Ctrl-C stops it",
-        args.name,
-        args.agents.len()
+        args.name, loaded
     );
     match args.exit_after {
         Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
@@ -260,7 +343,11 @@ async fn node(args: NodeArgs) -> Result<(), String> {
     // --- end stats ---
     println!("node {} stopping", args.name);
     if let Some(space) = udp_space {
-        let (stats, _) = space.close().await;
+        let (stats, udp_stats) = space.close().await;
+        match udp_stats.kernel_drops {
+            Some(n) => println!("udp-ts: kernel receive-queue drops {n}"),
+            None => println!("udp-ts: kernel receive-queue drops unknown"),
+        }
         println!(
             "udp-ts: frames in {}, messages {}, stored {}, replies sent {}",
             stats.node.frames_in,
@@ -268,6 +355,21 @@ async fn node(args: NodeArgs) -> Result<(), String> {
             stats.node.stored,
             stats.node.replies_sent
         );
+        let d = stats.node.sealed;
+        if seal.is_some() || d.sealed_no_key > 0 {
+            println!(
+                "udp-ts sealed drops: bad MIC {}, duplicate {}, replay {}, not sealed {}, \
+                 sealed but no key {}, too short {}, too long {}, other {}",
+                d.bad_mic,
+                d.duplicate,
+                d.replay,
+                d.not_sealed,
+                d.sealed_no_key,
+                d.too_short,
+                d.too_long,
+                d.bad_op + d.e_set + d.flag_not_allowed + d.bad_source_id + d.parse
+            );
+        }
     }
     #[cfg(feature = "bluer")]
     if let Some(n) = ble_node {
@@ -297,9 +399,16 @@ fn parse_connectable(s: &str) -> Result<beets_ble::Connectable, String> {
 }
 
 /// The engine settings of one space from the command line.
-fn node_config(args: &NodeArgs, transport: Transport) -> Result<NodeConfig, String> {
+fn node_config(
+    args: &NodeArgs,
+    transport: Transport,
+    seal: Option<&SealConfig>,
+) -> Result<NodeConfig, String> {
     let mut cfg = NodeConfig::new(transport, &args.name).map_err(|e| e.to_string())?;
     cfg.key = args.key.as_deref().map(FpeKey::from_password);
+    if let Some(seal) = seal {
+        cfg = cfg.with_seal(seal.clone());
+    }
     cfg.announce_interval = args.announce.map(Duration::from_secs);
     if let Some(ms) = args.reply_backoff_ms {
         cfg.reply_backoff = Duration::from_millis(ms);
@@ -308,6 +417,44 @@ fn node_config(args: &NodeArgs, transport: Transport) -> Result<NodeConfig, Stri
         cfg.dedup_window = Duration::from_secs(secs);
     }
     Ok(cfg)
+}
+
+/// The sealing of the node's spaces from `--seal-key`/`--seal-password`, `--source-id` and
+/// `--state-dir`; `None` without a seal key.
+fn seal_config(args: &NodeArgs) -> Result<Option<SealConfig>, String> {
+    let key = match (&args.seal_key, &args.seal_password) {
+        (Some(hex), _) => SealKey::from_hex(hex).map_err(|e| format!("--seal-key: {e}"))?,
+        (None, Some(pw)) => SealKey::from_password(pw),
+        (None, None) => return Ok(None),
+    };
+    let dir = args.state_dir.as_ref().ok_or(
+        "a sealed node needs --state-dir DIR: its counters must survive restarts (spec §12)",
+    )?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("--state-dir {}: {e}", dir.display()))?;
+    let id_file = dir.join(format!("source-id-{}", key.id()));
+    let source = match args.source_id {
+        Some(n) => NonZeroU16::new(n).ok_or("--source-id must be 1..=65535")?,
+        None => match std::fs::read_to_string(&id_file) {
+            Ok(text) => text
+                .trim()
+                .parse::<NonZeroU16>()
+                .map_err(|e| format!("{}: {e}", id_file.display()))?,
+            Err(_) => {
+                let n = NonZeroU16::new((seed() % 65535) as u16 + 1).expect("1..=65535");
+                std::fs::write(&id_file, format!("{n}\n"))
+                    .map_err(|e| format!("{}: {e}", id_file.display()))?;
+                warn!(
+                    source_id = n.get(),
+                    "drew a source id for this key and kept it in the state dir; source ids must be \
+                     unique among all nodes of the key: give each node its own with --source-id"
+                );
+                n
+            }
+        },
+    };
+    let store = FileCounterStore::open(dir).map_err(|e| format!("--state-dir: {e}"))?;
+    println!("sealed spaces: key {} source id {source}", key.id());
+    Ok(Some(SealConfig::new(key, source, store)))
 }
 
 /// A fresh seed per start: node id and first sequence numbers must differ between runs (spec §7).

@@ -1,0 +1,122 @@
+//! Helpers of the tests that run the `beets` tool as real processes.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+
+/// The `beets` example binary that `cargo test` builds beside the test.
+pub fn beets_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join("examples").join("beets");
+    assert!(
+        bin.exists(),
+        "{} missing: run through `cargo test`, which builds examples",
+        bin.display()
+    );
+    bin
+}
+
+/// A port reserved for the rest of this test process (see `beets::udp::reserve_port`): no other
+/// test or program is handed it meanwhile.
+pub fn free_port() -> u16 {
+    static HELD: std::sync::Mutex<Vec<beets::udp::PortReservation>> =
+        std::sync::Mutex::new(Vec::new());
+    let r = beets::udp::reserve_port().expect("reserve a port");
+    let port = r.port();
+    HELD.lock().unwrap().push(r);
+    port
+}
+
+/// stdout and stderr of a finished process, together.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A running `beets node` whose stdout is read line by line.
+pub struct NodeProcess {
+    pub child: Child,
+    out: BufReader<ChildStdout>,
+    pub seen: String,
+}
+
+impl NodeProcess {
+    /// Starts `beets node ARGS` (stdout piped, stderr discarded unless `RUST_LOG` asks).
+    pub fn start(args: &[&str]) -> NodeProcess {
+        let mut child = Command::new(beets_bin())
+            .arg("node")
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start beets node");
+        let out = BufReader::new(child.stdout.take().expect("piped stdout"));
+        NodeProcess {
+            child,
+            out,
+            seen: String::new(),
+        }
+    }
+
+    /// Reads stdout until a line contains `what` (panics if the process ends first); returns
+    /// that line.
+    pub fn wait_for(&mut self, what: &str) -> String {
+        loop {
+            let mut line = String::new();
+            let n = self.out.read_line(&mut line).expect("read node output");
+            assert!(n > 0, "node ended before printing {what:?}:\n{}", self.seen);
+            self.seen += &line;
+            if line.contains(what) {
+                return line;
+            }
+        }
+    }
+
+    /// Stops the node as Ctrl-C does (SIGINT: a clean stop that prints the final counters) and
+    /// returns the rest of its output.
+    pub fn stop(mut self) -> String {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut self.out, &mut rest);
+        let _ = self.child.wait();
+        self.seen + &rest
+    }
+
+    /// Kills the node at once (SIGKILL: no clean shutdown, nothing saved).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The process's resident memory in KiB (Linux `/proc/PID/status` `VmRSS`).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+}
+
+/// The number after `label` in `text` (e.g. `count(out, "stored ")`).
+pub fn number_after(text: &str, label: &str) -> u64 {
+    let at = text
+        .rfind(label)
+        .unwrap_or_else(|| panic!("{label:?} not in:\n{text}"));
+    text[at + label.len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after {label:?} in:\n{text}"))
+}
