@@ -877,7 +877,7 @@ impl Node {
             return;
         };
         match state.receive(Transport::Udp, message) {
-            Ok(msg) => self.accept_sealed(now, from, msg, None),
+            Ok((opened, msg)) => self.accept_sealed(now, from, &opened, msg, None),
             Err(e) => self.drop_sealed(from, &e),
         }
     }
@@ -896,7 +896,7 @@ impl Node {
         };
         match ble::unpack_sealed(local_name, service_uuids, state.key()) {
             Ok(f) => match state.accept(&f.opened) {
-                Ok(()) => self.accept_sealed(now, from, f.message, rssi),
+                Ok(()) => self.accept_sealed(now, from, &f.opened, f.message, rssi),
                 Err(e) => self.drop_sealed(from, &e),
             },
             Err(FrameError::Sealed(e)) => self.drop_sealed(from, &e),
@@ -904,14 +904,27 @@ impl Node {
         }
     }
 
-    fn accept_sealed(&mut self, now: Time, from: PeerAddr, message: Message, rssi: Option<i16>) {
+    fn accept_sealed(
+        &mut self,
+        now: Time,
+        from: PeerAddr,
+        opened: &crate::sealed::Opened,
+        message: Message,
+        rssi: Option<i16>,
+    ) {
         self.stats.messages_in += 1;
         let received = Received {
             from,
             at: now,
             rssi,
         };
-        self.dispatch(now, message, received);
+        // §11: a waiting request's repeat is recognised by (transport, source id, counter).
+        let key = PendingKey::Sealed {
+            transport: opened.transport(),
+            source: opened.source_id().get(),
+            counter: opened.counter(),
+        };
+        self.dispatch_keyed(now, message, received, Some(key));
         self.drain_deliveries();
     }
 

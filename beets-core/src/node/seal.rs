@@ -265,13 +265,10 @@ impl SealState {
         &mut self,
         transport: Transport,
         message: &[u8],
-    ) -> Result<Message, OpenError> {
+    ) -> Result<(Opened, Message), OpenError> {
         let mut w = self.config.window.lock().unwrap_or_else(|p| p.into_inner());
         let window = w.get_or_insert_with(|| ReplayWindow::new(self.config.window_sources));
-        self.config
-            .key
-            .receive(window, transport, message)
-            .map(|(_, m)| m)
+        self.config.key.receive(window, transport, message)
     }
 
     /// Step 3 for an opened message: `Ok` if its counter is new.

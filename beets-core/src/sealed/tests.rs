@@ -148,24 +148,16 @@ fn test_vector_c_sealed_rd_with_wait_ble() {
         plain,
         "91 b2 19 25 fe 76 49 cc df 13 0d a2 e6 da bd 26 11 fd 43 fd e7 30",
     );
-    // Step 4 is the v1 codec's. Until it parses waits (§11), an RD with L is refused there; once
-    // it does, the message is the RD of ("SENSOR", ?int16).
-    match key().open_message(
-        Transport::Ble,
-        &hex("91 b2 19 25 fe 76 49 cc df 13 0d a2 e6 da bd 26 11 fd 43 fd e7 30"),
-    ) {
-        Ok((opened, m)) => {
-            assert_eq!(opened.counter(), 8);
-            assert_eq!(m.op(), Op::Rd);
-        }
-        Err(e) => assert_eq!(
-            e,
-            OpenError::Parse(DecodeError::FlagNotAllowed {
-                flag: Flag::Lifetime,
-                op: Op::Rd
-            })
-        ),
-    }
+    // Step 4: the RD of ("SENSOR", ?int16) waiting 30 s (spec §11).
+    let (opened, m) = key()
+        .open_message(
+            Transport::Ble,
+            &hex("91 b2 19 25 fe 76 49 cc df 13 0d a2 e6 da bd 26 11 fd 43 fd e7 30"),
+        )
+        .unwrap();
+    assert_eq!((opened.source_id().get(), opened.counter()), (0x0102, 8));
+    assert_eq!(m.op(), Op::Rd);
+    assert_eq!(m.wait(), Some(std::num::NonZeroU16::new(30).unwrap()));
 }
 
 #[test]
