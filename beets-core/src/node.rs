@@ -951,12 +951,6 @@ impl Node {
         self.push_event(Event::Dropped { from, reason });
     }
 
-    /// [`dispatch_keyed`](Self::dispatch_keyed) without a §8 key: a request that waits is then
-    /// never recognised as a repeat.
-    fn dispatch(&mut self, now: Time, message: Message, received: Received) {
-        self.dispatch_keyed(now, message, received, None);
-    }
-
     /// Spec §9 (and §11), one arm per message type. `key` is the message's §8 key, by which a
     /// waiting request is recognised when repeated (sealed messages: [`PendingKey::Sealed`]).
     fn dispatch_keyed(
