@@ -57,10 +57,10 @@ use std::io;
 use std::pin::Pin;
 use std::time::Duration;
 
+use beets_core::Time;
 use beets_core::ble::BleAdvertisement;
 use beets_core::driver::ReceivedFrame;
 use beets_core::node::{Node, Transport};
-use beets_core::{FpeKey, Time};
 use bluer::adv::{Advertisement, AdvertisementHandle, PlatformFeature, Type};
 use bluer::{
     Adapter, AdapterEvent, Address, DeviceEvent, DeviceProperty, DiscoveryFilter,
@@ -477,7 +477,7 @@ impl Radio for BluezRadio {
 /// program's discovery session holds a different filter …).
 pub async fn scanner(
     adapter: &Adapter,
-    key: Option<FpeKey>,
+    key: impl Into<crate::scan::FrameKey>,
     config: &BleConfig,
 ) -> Result<Reception, BluezError> {
     adapter
@@ -513,7 +513,7 @@ pub async fn spawn(
 ) -> Result<BleNode, BluezError> {
     check_transport(&node)?;
     let radio = BluezRadio::new(adapter, config).await?;
-    let reception = scanner(adapter, node.config().key.clone(), config).await?;
+    let reception = scanner(adapter, crate::scan::FrameKey::of(node.config()), config).await?;
     Ok(BleNode::spawn(name, node, config, radio, reception)?)
 }
 
@@ -536,7 +536,7 @@ pub async fn spawn_listener(
     config: &BleConfig,
 ) -> Result<BleNode, BluezError> {
     check_transport(&node)?;
-    let reception = scanner(adapter, node.config().key.clone(), config).await?;
+    let reception = scanner(adapter, crate::scan::FrameKey::of(node.config()), config).await?;
     Ok(BleNode::spawn(
         name,
         node,

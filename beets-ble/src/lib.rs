@@ -133,7 +133,7 @@ pub use beets_core::ble::scheduler;
 pub use bluer;
 pub use node::{BleConfig, BleNode, BleStats, Connectable, Reception, SpawnError};
 pub use radio::{AdvertisingStatus, Radio, RadioStats, ReceiveOnly, SharedScanStats};
-pub use scan::{DeviceUpdate, ScanConfig, ScanOutcome, ScanStats, ScanTracker};
+pub use scan::{DeviceUpdate, FrameKey, ScanConfig, ScanOutcome, ScanStats, ScanTracker};
 pub use scheduler::{
     AdvertisingLimits, InstanceAction, QueuePolicy, Scheduler, SchedulerConfig, SchedulerError,
     SchedulerStats,

@@ -197,11 +197,52 @@ struct Device {
     touched: Time,
 }
 
+/// What a scanner checks frames with before it forgets a device (a frame it can read is
+/// complete, so the device's stale UUIDs can go): the space's FPE key (spec §5) or sealing key
+/// (spec §12), or none for an open space. Build it from a node's configuration with
+/// [`FrameKey::of`]; `Option<FpeKey>` converts too.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub enum FrameKey {
+    /// An open space.
+    #[default]
+    Open,
+    /// An FPE-keyed space.
+    Fpe(FpeKey),
+    /// A sealed space: frames are checked with spec §12 steps 1, 2 and 4.
+    Sealed(beets_core::sealed::SealKey),
+}
+
+impl FrameKey {
+    /// The key of the space `config` describes.
+    pub fn of(config: &beets_core::NodeConfig) -> FrameKey {
+        match (&config.seal, &config.key) {
+            (Some(seal), _) => FrameKey::Sealed(seal.key().clone()),
+            (None, Some(k)) => FrameKey::Fpe(k.clone()),
+            (None, None) => FrameKey::Open,
+        }
+    }
+
+    fn check(&self, name: &str, uuids: &[u16]) -> Result<(), FrameError> {
+        match self {
+            FrameKey::Sealed(k) => ble::unpack_sealed(name, uuids, k).map(|_| ()),
+            FrameKey::Fpe(k) => ble::unpack(name, uuids, Some(k)).map(|_| ()),
+            FrameKey::Open => ble::unpack(name, uuids, None).map(|_| ()),
+        }
+    }
+}
+
+impl From<Option<FpeKey>> for FrameKey {
+    fn from(key: Option<FpeKey>) -> FrameKey {
+        key.map_or(FrameKey::Open, FrameKey::Fpe)
+    }
+}
+
 /// Per-device state between reports. See the [module docs](self).
 #[derive(Clone)]
 pub struct ScanTracker {
     config: ScanConfig,
-    key: Option<FpeKey>,
+    key: FrameKey,
     devices: HashMap<[u8; 6], Device>,
     /// Address → (name hash, when) of the last frame the device was forgotten for.
     forgotten: HashMap<[u8; 6], (u32, Time)>,
@@ -218,12 +259,12 @@ impl std::fmt::Debug for ScanTracker {
 }
 
 impl ScanTracker {
-    /// A tracker; `key` is the space key (to recognise encrypted frames as valid before
-    /// forgetting a device), `None` for an unkeyed space.
-    pub fn new(config: ScanConfig, key: Option<FpeKey>) -> ScanTracker {
+    /// A tracker; `key` is the space's key (to recognise encrypted or sealed frames as valid
+    /// before forgetting a device): a [`FrameKey`], or `None` / `Some(FpeKey)`.
+    pub fn new(config: ScanConfig, key: impl Into<FrameKey>) -> ScanTracker {
         ScanTracker {
             config,
-            key,
+            key: key.into(),
             devices: HashMap::new(),
             forgotten: HashMap::new(),
             stats: ScanStats::default(),
@@ -323,7 +364,7 @@ impl ScanTracker {
             self.stats.not_beets += 1;
             return ScanOutcome::default();
         }
-        let checked = ble::unpack(name, &dev.uuids, self.key.as_ref());
+        let checked = self.key.check(name, &dev.uuids);
         let forget_now = match &checked {
             Err(FrameError::MissingSlot { .. }) => {
                 self.stats.incomplete += 1;

@@ -51,11 +51,11 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use beets_core::Time;
 use beets_core::ble::BleAdvertisement;
 use beets_core::driver::ReceivedFrame;
 use beets_core::node::{Node, Transport};
 use beets_core::sim::{StaleUuidConfig, StaleUuids};
-use beets_core::{FpeKey, Time};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
 use tokio::sync::mpsc;
@@ -176,7 +176,7 @@ impl SimAir {
     pub fn join(
         &self,
         addr: [u8; 6],
-        key: Option<FpeKey>,
+        key: impl Into<crate::scan::FrameKey>,
         scan: ScanConfig,
         frame_channel: usize,
     ) -> (SimRadio, Reception) {
@@ -241,7 +241,7 @@ impl SimAir {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(SpawnError::NoRuntime);
         }
-        let key = node.config().key.clone();
+        let key = crate::scan::FrameKey::of(node.config());
         let (radio, reception) = self.join(addr, key, config.scan, config.frame_channel);
         BleNode::spawn(name, node, config, radio, reception)
     }

@@ -379,3 +379,72 @@ fn spawn_outside_a_runtime_is_an_error() {
     .unwrap_err();
     assert_eq!(err, beets_ble::SpawnError::NoRuntime);
 }
+
+/// Sealed spaces on the simulated air (spec §12 on BLE): key holders exchange an OUT and an RD
+/// through the scheduler and the BlueZ-model scanner (which recognises sealed frames as complete
+/// and forgets the device), while an open node in range stores nothing and its OUT is dropped as
+/// "not sealed".
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn sealed_nodes_exchange_and_strangers_are_dropped() {
+    use beets_core::node::SealConfig;
+    use beets_core::sealed::{MemoryCounterStore, SealKey};
+    let sealed = |name: &str, source: u16, seed: u64| {
+        let key = SealKey::from_password("hive");
+        let seal = SealConfig::new(
+            key,
+            std::num::NonZeroU16::new(source).unwrap(),
+            MemoryCounterStore::default(),
+        );
+        let cfg = NodeConfig::new(Transport::Ble, name)
+            .unwrap()
+            .with_seal(seal);
+        Node::new(cfg, seed, Time::ZERO)
+    };
+    let air = SimAir::new(SimAirConfig::default());
+    let cfg = BleConfig::default();
+    let a = air.spawn_node("a", sealed("a", 1, 1), A, &cfg);
+    let b = air.spawn_node("b", sealed("b", 2, 2), B, &cfg);
+    let x = air.spawn_node("x", node("x", 3), [0xC0, 0xBE, 0x75, 0, 0, 3], &cfg);
+    a.space()
+        .out(tuple(r#"("SENSOR", "LIGHT", 512, 1.5)"#), None)
+        .await
+        .unwrap();
+    x.space().out(tuple(r#"("OPEN", 1)"#), None).await.unwrap();
+    let got = b
+        .space()
+        .rd(template(r#"("SENSOR", ?, ?, ?)"#), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(got.is_none(), "b holds it; a and x do not answer for it");
+    let got = a
+        .space()
+        .rd(template(r#"("SENSOR", ?, ?, ?)"#), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        got.map(|(t, _)| t),
+        Some(tuple(r#"("SENSOR", "LIGHT", 512, 1.5)"#))
+    );
+    let sb = b.space().stats().await.unwrap().node;
+    assert!(sb.sealed.not_sealed >= 1, "{:?}", sb.sealed);
+    assert_eq!(
+        b.space()
+            .host_count(template("(\"OPEN\", ?)"))
+            .await
+            .unwrap(),
+        0
+    );
+    let sx = x.space().stats().await.unwrap().node;
+    assert!(sx.sealed.sealed_no_key >= 1, "{:?}", sx.sealed);
+    assert_eq!(
+        x.space()
+            .host_count(template("(?, ?, ?, ?)"))
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(
+        b.stats().scan.decoded > 0,
+        "sealed frames recognised by the scanner"
+    );
+}
