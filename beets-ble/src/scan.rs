@@ -210,14 +210,14 @@ pub enum FrameKey {
     /// An FPE-keyed space.
     Fpe(FpeKey),
     /// A sealed space: frames are checked with spec §12 steps 1, 2 and 4.
-    Sealed(beets_core::sealed::SealKey),
+    Sealed(Box<beets_core::sealed::SealKey>),
 }
 
 impl FrameKey {
     /// The key of the space `config` describes.
     pub fn of(config: &beets_core::NodeConfig) -> FrameKey {
         match (&config.seal, &config.key) {
-            (Some(seal), _) => FrameKey::Sealed(seal.key().clone()),
+            (Some(seal), _) => FrameKey::Sealed(Box::new(seal.key().clone())),
             (None, Some(k)) => FrameKey::Fpe(k.clone()),
             (None, None) => FrameKey::Open,
         }
