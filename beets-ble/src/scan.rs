@@ -203,6 +203,8 @@ struct Device {
 /// [`FrameKey::of`]; `Option<FpeKey>` converts too.
 #[derive(Clone, Debug, Default)]
 #[non_exhaustive]
+// One per scanner, built once: the size of the key schedules does not matter here.
+#[allow(clippy::large_enum_variant)]
 pub enum FrameKey {
     /// An open space.
     #[default]
@@ -210,14 +212,14 @@ pub enum FrameKey {
     /// An FPE-keyed space.
     Fpe(FpeKey),
     /// A sealed space: frames are checked with spec §12 steps 1, 2 and 4.
-    Sealed(Box<beets_core::sealed::SealKey>),
+    Sealed(beets_core::sealed::SealKey),
 }
 
 impl FrameKey {
     /// The key of the space `config` describes.
     pub fn of(config: &beets_core::NodeConfig) -> FrameKey {
         match (&config.seal, &config.key) {
-            (Some(seal), _) => FrameKey::Sealed(Box::new(seal.key().clone())),
+            (Some(seal), _) => FrameKey::Sealed(seal.key().clone()),
             (None, Some(k)) => FrameKey::Fpe(k.clone()),
             (None, None) => FrameKey::Open,
         }
