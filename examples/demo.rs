@@ -241,7 +241,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         tokio::spawn(rt.serve(
             outputs.actions,
             [
-                ("ble-ts", ble_node.space().clone()),
+                ("ble-ts", ble_node.handle().clone()),
                 ("udp-ts", udp_space.handle().clone()),
             ],
         )?);
@@ -264,7 +264,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             Time::ZERO,
         );
         let mobile = air.spawn_node(&name, node, [0x0b, 0x11, 0, 0, 0, m as u8], &ble);
-        let space = mobile.space().clone();
+        let space = mobile.handle().clone();
         let mut surveys = space
             .subscribe(parse_template(r#"("SURVEY", ?int16, ?str)"#)?, 64)
             .await?;
@@ -365,7 +365,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let published = *published.lock().expect("lock");
     println!("\nsummary");
     for (name, rt, ble_node, udp_space) in &beacons {
-        let ble = ble_node.space().stats().await?.node;
+        let ble = ble_node.handle().stats().await?.node;
         let udpst = udp_space.handle().stats().await?.node;
         let hs = rt.stats().await?;
         println!(

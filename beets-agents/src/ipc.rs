@@ -128,6 +128,7 @@ impl W {
         match p {
             PeerAddr::Ble(a) => self.u8(0).bytes(a),
             PeerAddr::Ip(a) => self.u8(1).str(&a.to_string()),
+            PeerAddr::Mqtt(id) => self.u8(2).u32(id.get()),
         }
     }
     pub(crate) fn opt_peer(&mut self, p: Option<&PeerAddr>) -> &mut Self {
@@ -455,6 +456,7 @@ impl R<'_> {
         Ok(match self.u8()? {
             0 => PeerAddr::Ble(self.bytes()?.try_into().map_err(|_| bad())?),
             1 => PeerAddr::Ip(self.str()?.parse::<SocketAddr>().map_err(|_| bad())?),
+            2 => PeerAddr::Mqtt(beets_core::udp::NodeId::new(self.u32()?).ok_or_else(bad)?),
             _ => return Err(bad()),
         })
     }
@@ -717,5 +719,25 @@ impl R<'_> {
             requests,
             notify_templates,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_of_sender_crosses_to_the_worker() {
+        let id = beets_core::udp::NodeId::new(0x1a2b_3c4d).unwrap();
+        for p in [
+            PeerAddr::Ble([0xAA, 0xBB, 0xCC, 0xDD, 0xEE, 0x01]),
+            PeerAddr::Ip("127.0.0.1:49737".parse().unwrap()),
+            PeerAddr::Mqtt(id),
+        ] {
+            let mut w = W::default();
+            w.peer(&p);
+            assert_eq!(R(&w.0).peer().unwrap(), p);
+        }
+        assert_eq!(PeerAddr::Mqtt(id).to_string(), "mqtt:1a2b3c4d");
     }
 }

@@ -65,7 +65,7 @@ fn run(delta_ms: u64, instances: usize, lossy: bool, secs: u64) -> Row {
             );
             let n = air.spawn_node(&name, node, [0xC0, 0xBE, 0x75, 0, 0, i as u8 + 1], &cfg);
             let mut rx = n
-                .space()
+                .handle()
                 .subscribe(
                     "(?int16, ?int16)".parse::<Template>().expect("template"),
                     4096,
@@ -84,7 +84,7 @@ fn run(delta_ms: u64, instances: usize, lossy: bool, secs: u64) -> Row {
             });
             nodes.push(n);
         }
-        let handles: Vec<_> = nodes.iter().map(|n| n.space().clone()).collect();
+        let handles: Vec<_> = nodes.iter().map(|n| n.handle().clone()).collect();
         let offer = tokio::spawn(async move {
             let mut k: i16 = 0;
             let mut tick = tokio::time::interval(OFFER_EVERY);

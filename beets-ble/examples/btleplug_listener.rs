@@ -32,7 +32,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     for text in ["(?)", "(?, ?)", "(?, ?, ?)", "(?, ?, ?, ?)"] {
         let template: Template = text.parse()?;
-        let mut sub = ble.space().subscribe(template, 64).await?;
+        let mut sub = ble.handle().subscribe(template, 64).await?;
         let tx = tx.clone();
         tokio::spawn(async move {
             while let Some(t) = sub.recv().await {

@@ -34,7 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let lux_template: Template = r#"("LUX", ?, ?)"#.parse()?;
-    let mut heard = ble.space().subscribe(lux_template, 16).await?;
+    let mut heard = ble.handle().subscribe(lux_template, 16).await?;
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut lux: i16 = 480;
     loop {
@@ -43,8 +43,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 lux = (lux + 37) % 1000; // stand-in for reading a light sensor
                 let reading: Tuple = format!(r#"("LUX", "{name}", {lux})"#).parse()?;
                 let keep = Some(Duration::from_secs(60));
-                ble.space().host_out(reading.clone(), keep).await?; // answers remote rd
-                ble.space().out(reading, keep).await?; // broadcast to every space in range
+                ble.handle().host_out(reading.clone(), keep).await?; // answers remote rd
+                ble.handle().out(reading, keep).await?; // broadcast to every space in range
             }
             Some(d) = heard.recv() => println!("heard {} from {:?} at {:?} dBm", d.tuple, d.from, d.rssi),
         }

@@ -42,23 +42,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     for lux in [512, 530, 555] {
         let reading: Tuple = format!(r#"("SENSOR", "LIGHT", {lux})"#).parse()?;
-        sensor.space().out(reading, None).await?;
+        sensor.handle().out(reading, None).await?;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let all: Template = r#"("SENSOR", "LIGHT", ?int16)"#.parse()?;
     println!(
         "collector stored {} of 3 readings",
-        collector.space().host_count(all.clone()).await?
+        collector.handle().host_count(all.clone()).await?
     );
 
     // The collector asks the sensor's space: it answers after a random back-off ≤ Δt.
     sensor
-        .space()
+        .handle()
         .host_out(r#"("CONFIG", "interval", 60)"#.parse()?, None)
         .await?;
     let started = tokio::time::Instant::now();
     match collector
-        .space()
+        .handle()
         .rd(
             r#"("CONFIG", "interval", ?)"#.parse()?,
             Duration::from_secs(3),

@@ -236,7 +236,7 @@ async fn run_burst(
             ));
         }
         sent.push(hex(&msg.to_bytes(None)));
-        tx.space().out(tuple, None).await?;
+        tx.handle().out(tuple, None).await?;
     }
     if let Some(path) = o.get("sent") {
         let mut f = std::fs::OpenOptions::new()
@@ -283,13 +283,13 @@ async fn run_burst(
     };
     let target = expect_delivered.unwrap_or(want).max(1);
     wait_for(settle, async || {
-        rx.space()
+        rx.handle()
             .host_count(template.clone())
             .await
             .is_ok_and(|n| n as u64 >= target)
     })
     .await;
-    let delivered = rx.space().host_count(template).await? as u64;
+    let delivered = rx.handle().host_count(template).await? as u64;
     let st = tx.stats();
     let rs = rx.stats();
     println!(
@@ -349,10 +349,10 @@ async fn run_burst(
     }
     if o.flag("rd") {
         let held: Tuple = r#"("T3RD", "rx", 7)"#.parse()?;
-        rx.space().host_out(held.clone(), None).await?;
+        rx.handle().host_out(held.clone(), None).await?;
         let t = Instant::now();
         let got = tx
-            .space()
+            .handle()
             .rd(
                 r#"("T3RD", ?str, ?int16)"#.parse()?,
                 Duration::from_secs(15),

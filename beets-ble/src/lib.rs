@@ -83,9 +83,9 @@
 //! let node = |name: &str, seed| Node::new(NodeConfig::new(Transport::Ble, name).unwrap(), seed, Time::ZERO);
 //! let pi = air.spawn_node("pi", node("pi", 1), [0xC0, 0, 0, 0, 0, 1], &cfg);
 //! let phone = air.spawn_node("phone", node("phone", 2), [0xC0, 0, 0, 0, 0, 2], &cfg);
-//! pi.space().host_out(r#"("LUX", "pi", 480)"#.parse()?, None).await?;
+//! pi.handle().host_out(r#"("LUX", "pi", 480)"#.parse()?, None).await?;
 //! let (reading, how) = phone
-//!     .space()
+//!     .handle()
 //!     .rd(r#"("LUX", ?, ?int16)"#.parse()?, Duration::from_secs(3))
 //!     .await?
 //!     .expect("the pi answers");
@@ -117,6 +117,7 @@
 pub mod bluez;
 #[cfg(feature = "btleplug")]
 pub mod btle;
+mod builder;
 pub mod node;
 pub mod radio;
 pub mod scan;
@@ -131,6 +132,7 @@ pub use beets_core::ble::scheduler;
 /// The `bluer` crate this backend is built on (to open a `Session` and pick an `Adapter`).
 #[cfg(feature = "bluer")]
 pub use bluer;
+pub use builder::BleNodeBuilder;
 pub use node::{BleConfig, BleNode, BleStats, Connectable, Reception, SpawnError};
 pub use radio::{AdvertisingStatus, Radio, RadioStats, ReceiveOnly, SharedScanStats};
 pub use scan::{DeviceUpdate, FrameKey, ScanConfig, ScanOutcome, ScanStats, ScanTracker};

@@ -171,7 +171,7 @@ pub struct BleStats {
 }
 
 /// Why [`BleNode::spawn`] refused to start a node.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SpawnError {
     /// The node was built for another transport: its frames could not be sent as BLE
@@ -181,9 +181,15 @@ pub enum SpawnError {
     /// Called outside a tokio runtime.
     #[error("BleNode::spawn must be called inside a tokio runtime")]
     NoRuntime,
+    /// The node configuration was refused (e.g. a name outside 1..=16 bytes).
+    #[error(transparent)]
+    BadConfig(beets_core::NodeError),
+    /// No seed was given and the OS gave no randomness.
+    #[error("no OS randomness for the node seed: {0}")]
+    NoRandomness(String),
 }
 
-/// A running BeeTS node on BLE. Use [`BleNode::space`] for `out`/`rd`/`inp`/`test`/`notify`.
+/// A running BeeTS node on BLE. Use [`BleNode::handle`] for `out`/`rd`/`inp`/`test`/`notify`.
 ///
 /// Keep it alive while the node should run: dropping it stops the scanner and, once every
 /// [`SpaceHandle`] clone is gone, the engine and the advertiser. [`BleNode::close`] stops
@@ -198,6 +204,12 @@ pub struct BleNode {
 }
 
 impl BleNode {
+    /// A builder for a BLE node: the name, then what differs from the defaults, then
+    /// [`spawn_sim`](crate::BleNodeBuilder::spawn_sim) or `spawn_bluez` (feature `bluer`).
+    pub fn builder(name: &str) -> crate::BleNodeBuilder {
+        crate::BleNodeBuilder::new(name)
+    }
+
     /// Runs `node` (built for `Transport::Ble`) with `radio` sending and `reception` receiving,
     /// on the current tokio runtime. `name` labels the logs.
     ///
@@ -246,8 +258,9 @@ impl BleNode {
         })
     }
 
-    /// The space: async `out`, `notify`, `rd`, `inp`, `test`, `where`, `host_*`, `subscribe`.
-    pub fn space(&self) -> &SpaceHandle {
+    /// The handle for `out`, `notify`, `rd`, `inp`, `test`, `where`, `host_*`, `subscribe`
+    /// (the same [`SpaceHandle`] as every backend's `handle()`; clone it to share).
+    pub fn handle(&self) -> &SpaceHandle {
         &self.space
     }
 

@@ -40,9 +40,9 @@
 //! let a = air.spawn_node("a", node("a", 1), [0xC0, 0, 0, 0, 0, 1], &cfg);
 //! let b = air.spawn_node("b", node("b", 2), [0xC0, 0, 0, 0, 0, 2], &cfg);
 //! let reading: Tuple = r#"("SENSOR", "LIGHT", 512)"#.parse()?;
-//! a.space().out(reading.clone(), None).await?;
+//! a.handle().out(reading.clone(), None).await?;
 //! tokio::time::sleep(Duration::from_secs(1)).await;
-//! assert_eq!(b.space().host_count(Template::exact(&reading)).await?, 1);
+//! assert_eq!(b.handle().host_count(Template::exact(&reading)).await?, 1);
 //! # Ok(()) }
 //! ```
 

@@ -39,7 +39,7 @@ fn pair(air: &SimAir, cfg: &BleConfig) -> (BleNode, BleNode) {
 async fn two_nodes_exchange_out_rd_inp_test_notify() {
     let air = SimAir::new(SimAirConfig::default());
     let (a, b) = pair(&air, &BleConfig::default());
-    let (sa, sb) = (a.space(), b.space());
+    let (sa, sb) = (a.handle(), b.handle());
     let mut notes = sb.subscribe(template(r#"("NOTE", ?)"#), 8).await.unwrap();
 
     // out: b stores a's tuple.
@@ -131,10 +131,10 @@ async fn scheduler_rotates_queued_frames_every_delta_t() {
         ..BleConfig::default()
     };
     let (a, b) = pair(&air, &cfg);
-    let mut rx = b.space().subscribe(template("(?int16)"), 16).await.unwrap();
+    let mut rx = b.handle().subscribe(template("(?int16)"), 16).await.unwrap();
     let t0 = Instant::now();
     for i in 0..4 {
-        a.space().out(tuple(&format!("({i})")), None).await.unwrap();
+        a.handle().out(tuple(&format!("({i})")), None).await.unwrap();
     }
     let mut arrivals = Vec::new();
     for i in 0..4 {
@@ -169,10 +169,10 @@ async fn several_instances_advertise_in_parallel() {
     });
     let (a, b) = pair(&air, &BleConfig::default());
     assert_eq!(a.stats().instances, 3);
-    let mut rx = b.space().subscribe(template("(?int16)"), 16).await.unwrap();
+    let mut rx = b.handle().subscribe(template("(?int16)"), 16).await.unwrap();
     let t0 = Instant::now();
     for i in 0..3 {
-        a.space().out(tuple(&format!("({i})")), None).await.unwrap();
+        a.handle().out(tuple(&format!("({i})")), None).await.unwrap();
     }
     for _ in 0..3 {
         tokio::time::timeout(Duration::from_secs(1), rx.recv())
@@ -207,9 +207,9 @@ async fn full_queue_drops_the_oldest_waiting_frame() {
         ..BleConfig::default()
     };
     let (a, b) = pair(&air, &cfg);
-    let mut rx = b.space().subscribe(template("(?int16)"), 16).await.unwrap();
+    let mut rx = b.handle().subscribe(template("(?int16)"), 16).await.unwrap();
     for i in 0..6 {
-        a.space().out(tuple(&format!("({i})")), None).await.unwrap();
+        a.handle().out(tuple(&format!("({i})")), None).await.unwrap();
     }
     // Each `out` returns once its frame is in the scheduler; the advertiser may put the first
     // on air at once, the rest wait in 2 places, each newcomer dropping the oldest waiting one:
@@ -223,7 +223,7 @@ async fn full_queue_drops_the_oldest_waiting_frame() {
     assert_eq!((st.queued, st.refused), (6, 0));
     assert_eq!(st.started as usize, got.len());
     assert_eq!(st.started + st.dropped_oldest, 6);
-    assert_eq!(a.space().stats().await.unwrap().send_errors, 0);
+    assert_eq!(a.handle().stats().await.unwrap().send_errors, 0);
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -235,7 +235,7 @@ async fn full_queue_refuses_new_frames_with_refuse_policy() {
         ..BleConfig::default()
     };
     let (a, b) = pair(&air, &cfg);
-    let mut rx = b.space().subscribe(template("(?int16)"), 16).await.unwrap();
+    let mut rx = b.handle().subscribe(template("(?int16)"), 16).await.unwrap();
     // Each `out` returns once the scheduler took its frame or refused it, and says which: the
     // queue's 2 places (plus the instance the advertiser may already have given the first frame)
     // take the first frames, the rest are refused with the reason. Δt has not passed, so no
@@ -243,7 +243,7 @@ async fn full_queue_refuses_new_frames_with_refuse_policy() {
     let mut accepted = Vec::new();
     for i in 0..6 {
         let t = tuple(&format!("({i})"));
-        match a.space().out(t.clone(), None).await {
+        match a.handle().out(t.clone(), None).await {
             Ok(()) => {
                 assert_eq!(accepted.len(), i, "a refusal came before an acceptance");
                 accepted.push(t);
@@ -264,7 +264,7 @@ async fn full_queue_refuses_new_frames_with_refuse_policy() {
     let refused = 6 - accepted.len() as u64;
     assert_eq!((st.refused, st.dropped_oldest), (refused, 0));
     // The engine's driver counted the refusals as send errors too.
-    assert_eq!(a.space().stats().await.unwrap().send_errors, refused);
+    assert_eq!(a.handle().stats().await.unwrap().send_errors, refused);
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -277,14 +277,14 @@ async fn lossy_air_and_lost_scan_responses_still_decode_each_frame_once() {
     });
     let (a, b) = pair(&air, &BleConfig::default());
     let mut rx = b
-        .space()
+        .handle()
         .subscribe(template(r#"("R", ?, ?)"#), 64)
         .await
         .unwrap();
     let n = 20;
     for i in 0..n {
         // 27-byte messages: the tail rides in UUIDs, so name/UUID mixtures are exercised.
-        a.space()
+        a.handle()
             .out(tuple(&format!(r#"("R", "reading-number", {i})"#)), None)
             .await
             .unwrap();
@@ -302,7 +302,7 @@ async fn lossy_air_and_lost_scan_responses_still_decode_each_frame_once() {
         "5 packets per frame at 30 % loss: got {}",
         got.len()
     );
-    let eb = b.space().stats().await.unwrap().node;
+    let eb = b.handle().stats().await.unwrap().node;
     assert_eq!(eb.messages_in as usize, got.len());
     assert!(air.stats().scan_responses_lost > 0);
 }
@@ -311,7 +311,7 @@ async fn lossy_air_and_lost_scan_responses_still_decode_each_frame_once() {
 async fn close_withdraws_every_advertisement() {
     let air = SimAir::new(SimAirConfig::default());
     let (a, b) = pair(&air, &BleConfig::default());
-    a.space().out(tuple("(1)"), None).await.unwrap();
+    a.handle().out(tuple("(1)"), None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let stats = a.close().await.expect("driver stats");
     assert_eq!(stats.node.transmits, 1);
@@ -353,7 +353,7 @@ async fn a_udp_node_is_refused_with_a_typed_error() {
     assert!(err.to_string().contains("Transport::Ble"), "{err}");
     // The medium was not joined: a BLE node alone on it hears nothing and sends to no one.
     let b = air.spawn_node("b", node("b", 2), B, &BleConfig::default());
-    b.space().out(tuple("(1)"), None).await.unwrap();
+    b.handle().out(tuple("(1)"), None).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while b.stats().radio.stops < 1 {
         assert!(Instant::now() < deadline, "b's frame never left the air");
@@ -405,19 +405,19 @@ async fn sealed_nodes_exchange_and_strangers_are_dropped() {
     let a = air.spawn_node("a", sealed("a", 1, 1), A, &cfg);
     let b = air.spawn_node("b", sealed("b", 2, 2), B, &cfg);
     let x = air.spawn_node("x", node("x", 3), [0xC0, 0xBE, 0x75, 0, 0, 3], &cfg);
-    a.space()
+    a.handle()
         .out(tuple(r#"("SENSOR", "LIGHT", 512, 1.5)"#), None)
         .await
         .unwrap();
-    x.space().out(tuple(r#"("OPEN", 1)"#), None).await.unwrap();
+    x.handle().out(tuple(r#"("OPEN", 1)"#), None).await.unwrap();
     let got = b
-        .space()
+        .handle()
         .rd(template(r#"("SENSOR", ?, ?, ?)"#), Duration::from_secs(5))
         .await
         .unwrap();
     assert!(got.is_none(), "b holds it; a and x do not answer for it");
     let got = a
-        .space()
+        .handle()
         .rd(template(r#"("SENSOR", ?, ?, ?)"#), Duration::from_secs(5))
         .await
         .unwrap();
@@ -425,19 +425,19 @@ async fn sealed_nodes_exchange_and_strangers_are_dropped() {
         got.map(|(t, _)| t),
         Some(tuple(r#"("SENSOR", "LIGHT", 512, 1.5)"#))
     );
-    let sb = b.space().stats().await.unwrap().node;
+    let sb = b.handle().stats().await.unwrap().node;
     assert!(sb.sealed.not_sealed >= 1, "{:?}", sb.sealed);
     assert_eq!(
-        b.space()
+        b.handle()
             .host_count(template("(\"OPEN\", ?)"))
             .await
             .unwrap(),
         0
     );
-    let sx = x.space().stats().await.unwrap().node;
+    let sx = x.handle().stats().await.unwrap().node;
     assert!(sx.sealed.sealed_no_key >= 1, "{:?}", sx.sealed);
     assert_eq!(
-        x.space()
+        x.handle()
             .host_count(template("(?, ?, ?, ?)"))
             .await
             .unwrap(),

@@ -370,7 +370,10 @@ impl Node {
     ) -> Result<crate::space::OutReport, crate::SpaceError> {
         self.clock = now;
         self.drain_deliveries();
-        let report = self.space.out(now, tuple, lifetime)?;
+        let report = self.space.out(now, tuple, lifetime);
+        // This out's deliveries carry its lifetime.
+        self.drain_deliveries_from(None, lifetime);
+        let report = report?;
         self.stored(now, report.id);
         Ok(report)
     }
@@ -1119,7 +1122,7 @@ impl Node {
                         None
                     }
                 };
-                self.drain_deliveries_from(Some(&received));
+                self.drain_deliveries_from(Some(&received), lifetime);
                 if let Some(id) = stored {
                     self.stored(now, id);
                 }
@@ -1128,7 +1131,7 @@ impl Node {
             (Parked::Notify { tuple, received }, Decision::Proceed) => {
                 self.drain_deliveries();
                 self.space.notify(&tuple);
-                self.drain_deliveries_from(Some(&received));
+                self.drain_deliveries_from(Some(&received), None);
             }
             (Parked::Notify { .. }, Decision::Stop) => {}
             (
@@ -1385,8 +1388,10 @@ impl Node {
     }
 
     /// Turns the space's pending deliveries into events: `received` is the message they came
-    /// from (`None`: a local out, stamped with the node's latest time).
-    fn drain_deliveries_from(&mut self, received: Option<&Received>) {
+    /// from (`None`: a local out, stamped with the node's latest time), `lifetime` the lifetime
+    /// of the out that stored them (given to [`DeliveryKind::Out`](crate::DeliveryKind::Out)
+    /// deliveries only).
+    fn drain_deliveries_from(&mut self, received: Option<&Received>, lifetime: Option<Duration>) {
         while let Some(space::Delivery {
             listener,
             tuple,
@@ -1399,13 +1404,14 @@ impl Node {
                 from: received.map(|r| r.from),
                 rssi: received.and_then(|r| r.rssi),
                 at: received.map_or(self.clock, |r| r.at),
+                lifetime: lifetime.filter(|_| kind == crate::DeliveryKind::Out),
             };
             self.push_event(Event::Delivered { listener, delivery });
         }
     }
 
     fn drain_deliveries(&mut self) {
-        self.drain_deliveries_from(None);
+        self.drain_deliveries_from(None, None);
     }
 }
 

@@ -18,7 +18,6 @@ use tracing::{Instrument, debug, info_span, warn};
 use crate::config::MqttConfig;
 use crate::error::MqttError;
 use crate::link::{Link, MqttStats, Route};
-use crate::peer::peer_label;
 
 /// Why a JSON tuple was refused (counted in [`JsonStats::bad_json`] and logged at `warn`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -94,14 +93,15 @@ pub fn delivery_to_json(d: &Delivery, at: SystemTime) -> Json {
     m.insert("op".into(), json!(op));
     m.insert("tuple".into(), tuple);
     m.insert("types".into(), types);
-    // The engine does not hand the stored lifetime to listeners (yet): unknown.
-    m.insert("lifetime".into(), Json::Null);
+    // As the OUT gave it (whole seconds; an OUT carries whole seconds); null: until taken, or
+    // a notification.
+    m.insert(
+        "lifetime".into(),
+        d.lifetime.map_or(Json::Null, |l| json!(l.as_secs())),
+    );
     m.insert(
         "from".into(),
-        json!(
-            d.from
-                .map_or_else(|| "local".to_owned(), |p| peer_label(&p))
-        ),
+        json!(d.from.map_or_else(|| "local".to_owned(), |p| p.to_string())),
     );
     if let Some(rssi) = d.rssi {
         m.insert("rssi".into(), json!(rssi));

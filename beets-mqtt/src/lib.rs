@@ -30,8 +30,8 @@
 //! client's publishes to its own subscription; on MQTT 5 the subscription asks "no local"), the
 //! §8 dedup by (node id, seq), the 1221-byte message limit, and the direct `out` path
 //! (publishing never waits: it goes into rumqttc's queue from the caller's task). No new
-//! transport variant is needed. A datagram heard on MQTT is reported from a synthetic address
-//! carrying its node id (see [`peer`]).
+//! transport variant is needed. A datagram heard on MQTT is reported from
+//! [`PeerAddr::Mqtt`](beets_core::PeerAddr::Mqtt) with its node id (see [`peer`]).
 //!
 //! With MQTT 5, an OUT with a lifetime is published with that lifetime as its **message expiry
 //! interval** ([`out_lifetime`]), so a broker that queues it for a persistent session does not
@@ -51,7 +51,7 @@
 //! | `op` | `"out"` (stored) or `"notify"` (notified, not stored) |
 //! | `tuple` | the values: int16 and float32 as JSON numbers (a float32 in its shortest form, `1.5`, `512.0`; ±∞ as the strings `"inf"`, `"-inf"`), str as a string, bytes as a lowercase hex string |
 //! | `types` | one of `"int16"`, `"float32"`, `"str"`, `"bytes"` per value |
-//! | `lifetime` | seconds, or `null` when unknown (the engine does not hand stored lifetimes to listeners yet: always `null` for now) |
+//! | `lifetime` | seconds, as the OUT gave it (not the time left), or `null`: no lifetime (stored until taken), or a notification |
 //! | `from` | the sender: `"mqtt:<node id>"` for a datagram heard on MQTT, `"ip:port"` on UDP, a BLE address, `"local"` for a local out |
 //! | `rssi` | dBm, BLE only (absent otherwise) |
 //! | `at` | when the mirror handled it, UTC RFC 3339 with milliseconds |

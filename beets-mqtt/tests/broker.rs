@@ -4,127 +4,33 @@
 //! wait has a deadline and waits on an event (a delivery, a state change) or polls counters.
 
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use beets_core::driver::SpaceHandle;
 use beets_core::{Delivery, NodeConfig, Transport};
 use beets_mqtt::peer::mqtt_node_id;
 use beets_mqtt::{
-    ConnectionState, Gateway, GatewayConfig, MqttConfig, MqttError, MqttSpace, Protocol,
+    ConnectionState, Gateway, GatewayConfig, MqttConfig, MqttError, MqttSpace, Protocol, Qos,
 };
 use beets_udp::{UdpConfig, UdpSpace, reserve_port};
 use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A mosquitto child process on 127.0.0.1:`port`.
-struct Mosquitto {
-    bin: PathBuf,
-    conf: PathBuf,
-    port: u16,
-    child: Option<Child>,
+mod mosquitto;
+use mosquitto::Mosquitto;
+
+trait BrokerConfig {
+    fn config(&self, space: &str) -> MqttConfig;
 }
 
-fn find_mosquitto() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
-        .map(|d| d.join("mosquitto"))
-        .find(|p| p.is_file())
-}
-
-impl Mosquitto {
-    /// Starts a broker, `None` (after printing SKIPPED) when there is no mosquitto binary.
-    fn start(test: &str, extra: &str) -> Option<Mosquitto> {
-        let Some(bin) = find_mosquitto() else {
-            assert!(
-                std::env::var("BEETS_REQUIRE_MQTT").as_deref() != Ok("1"),
-                "BEETS_REQUIRE_MQTT=1 but no mosquitto binary (apt-get install mosquitto)"
-            );
-            println!("SKIPPED: {test}: no mosquitto binary (apt-get install mosquitto)");
-            return None;
-        };
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let dir = std::env::temp_dir().join(format!("beets-mqtt-{}-{test}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let conf = dir.join("mosquitto.conf");
-        let text = format!(
-            "listener {port} 127.0.0.1\npersistence false\nlog_dest none\n{extra}\n{}",
-            if extra.contains("allow_anonymous") {
-                ""
-            } else {
-                "allow_anonymous true\n"
-            }
-        );
-        std::fs::write(&conf, text).expect("config");
-        let mut m = Mosquitto {
-            bin,
-            conf,
-            port,
-            child: None,
-        };
-        m.launch();
-        Some(m)
-    }
-
-    fn launch(&mut self) {
-        let child = Command::new(&self.bin)
-            .arg("-c")
-            .arg(&self.conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto starts");
-        self.child = Some(child);
-        // Ready when it accepts TCP connections (polled with a deadline).
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
-        let deadline = Instant::now() + WAIT;
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not listen on {addr}"
-            );
-            if let Some(c) = &mut self.child
-                && let Ok(Some(status)) = c.try_wait()
-            {
-                panic!("mosquitto exited: {status}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
-    }
-
+impl BrokerConfig for Mosquitto {
     fn config(&self, space: &str) -> MqttConfig {
         let mut c = MqttConfig::new(&self.url(), space).expect("config");
         c.reconnect_min = Duration::from_millis(50);
         c.reconnect_max = Duration::from_millis(400);
         c
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        self.stop();
-        if let Some(dir) = self.conf.parent() {
-            let _ = std::fs::remove_dir_all(dir);
-        }
     }
 }
 
@@ -404,7 +310,20 @@ async fn the_json_mirror_publishes_and_outs() {
         serde_json::json!(["str", "str", "int16", "float32"])
     );
     assert_eq!(doc["from"], format!("mqtt:{}", b.node_id()));
+    assert_eq!(doc["lifetime"], 600, "the OUT's lifetime as sent");
     assert!(doc["at"].as_str().unwrap().ends_with('Z'));
+    // A local out without a lifetime: `null`, from "local".
+    a.handle()
+        .host_out(r#"("SENSOR", "DOOR", 1)"#.parse().unwrap(), None)
+        .await
+        .unwrap();
+    let (_, payload) = within("the mirrored local out", dash.next()).await;
+    let doc: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(doc["tuple"], serde_json::json!(["SENSOR", "DOOR", 1]));
+    assert_eq!(
+        (&doc["lifetime"], &doc["from"]),
+        (&serde_json::Value::Null, &serde_json::json!("local"))
+    );
 
     // In: a JSON tuple on json/in is out by a, and b stores it.
     let mut at_b = subscribe(b.handle(), r#"("CMD", ?, ?)"#).await;
@@ -465,6 +384,142 @@ async fn mqtt5_publishes_an_out_lifetime_as_message_expiry() {
     let s = a.handle().stats().await.unwrap();
     assert_eq!(s.node.dropped_own, 0, "{s:?}");
     a.close().await;
+}
+
+/// QoS 1 with a persistent session: the receiving node goes away (a clean disconnect), the
+/// sender keeps publishing, and when a node comes back with the same client id the broker hands
+/// it everything published meanwhile — nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos1_persistent_session_loses_nothing_while_the_node_is_away() {
+    let Some(broker) = Mosquitto::start("qos1", "") else {
+        return;
+    };
+    const N: i16 = 50;
+    let mut sender_cfg = broker.config("hall");
+    sender_cfg.qos = Qos::AtLeastOnce;
+    let mut away_cfg = broker.config("hall");
+    away_cfg.qos = Qos::AtLeastOnce;
+    away_cfg.client_id = Some("beets-qos1-receiver".into());
+    away_cfg.persistent_session = Some(Duration::from_secs(300));
+    let a = MqttSpace::spawn(sender_cfg, node("a"), 41).await.unwrap();
+    let b = MqttSpace::spawn(away_cfg.clone(), node("b"), 42)
+        .await
+        .unwrap();
+    a.wait_connected(WAIT).await.unwrap();
+    b.wait_connected(WAIT).await.unwrap();
+    // Subscribed: one OUT before the outage arrives as usual.
+    let mut at_b = subscribe(b.handle(), r#"("Q", ?int16)"#).await;
+    a.handle()
+        .out(r#"("Q", -1)"#.parse().unwrap(), None)
+        .await
+        .unwrap();
+    next(&mut at_b, "the OUT before b leaves").await;
+    let (_, gone) = b.close().await;
+    assert_eq!(gone.state, ConnectionState::Closed);
+
+    for i in 0..N {
+        a.handle()
+            .out(format!(r#"("Q", {i})"#).parse().unwrap(), None)
+            .await
+            .unwrap();
+    }
+    // All handed to the connection, none dropped at the sender.
+    until("the sender's publishes handed over", async || {
+        a.mqtt_stats().published >= u64::from(N.unsigned_abs()) + 1
+    })
+    .await;
+    assert_eq!(a.mqtt_stats().publish_dropped, 0);
+
+    // b comes back under the same client id: the broker delivers the queued datagrams, and the
+    // node stores every one of them.
+    let b = MqttSpace::spawn(away_cfg, node("b"), 43).await.unwrap();
+    b.wait_connected(WAIT).await.unwrap();
+    let all = r#"("Q", ?int16)"#;
+    until("every OUT published while b was away stored", async || {
+        b.handle().host_count(all.parse().unwrap()).await.unwrap() >= usize::from(N.unsigned_abs())
+    })
+    .await;
+    for i in 0..N {
+        let t = format!(r#"("Q", {i})"#);
+        assert_eq!(
+            b.handle().host_count(t.parse().unwrap()).await.unwrap(),
+            1,
+            "{t} stored once"
+        );
+    }
+    a.close().await;
+    b.close().await;
+}
+
+/// QoS 0 through a broker outage: what the sender publishes while the broker is down is lost,
+/// and every loss is counted (the connection's `publish_dropped`, the node's `send_errors`);
+/// the receiver gets none of them and serves again after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qos0_losses_under_a_broker_outage_are_counted() {
+    let Some(mut broker) = Mosquitto::start("qos0", "") else {
+        return;
+    };
+    const LOST: u64 = 25;
+    let a = MqttSpace::spawn(broker.config("hall"), node("a"), 51)
+        .await
+        .unwrap();
+    let b = MqttSpace::spawn(broker.config("hall"), node("b"), 52)
+        .await
+        .unwrap();
+    a.wait_connected(WAIT).await.unwrap();
+    b.wait_connected(WAIT).await.unwrap();
+    let mut at_b = subscribe(b.handle(), r#"("L", ?int16)"#).await;
+    a.handle()
+        .out(r#"("L", -1)"#.parse().unwrap(), None)
+        .await
+        .unwrap();
+    next(&mut at_b, "the OUT before the outage").await;
+    let (dropped0, errors0) = (
+        a.mqtt_stats().publish_dropped,
+        a.handle().stats().await.unwrap().send_errors,
+    );
+
+    broker.stop();
+    let mut w = a.watch_state();
+    within(
+        "the outage to show at a",
+        w.wait_for(|s| *s == ConnectionState::Disconnected),
+    )
+    .await
+    .unwrap();
+    for i in 0..LOST {
+        a.handle()
+            .out(format!(r#"("L", {i})"#).parse().unwrap(), None)
+            .await
+            .unwrap();
+    }
+    let lost = a.mqtt_stats().publish_dropped - dropped0;
+    let errors = a.handle().stats().await.unwrap().send_errors - errors0;
+    assert_eq!((lost, errors), (LOST, LOST), "every loss counted");
+
+    broker.launch();
+    a.wait_connected(WAIT).await.unwrap();
+    b.wait_connected(WAIT).await.unwrap();
+    a.handle()
+        .out(r#"("L", 1000)"#.parse().unwrap(), None)
+        .await
+        .unwrap();
+    let d = next(&mut at_b, "the OUT after the restart").await;
+    assert_eq!(
+        d.tuple.to_string(),
+        r#"("L", 1000)"#,
+        "none of the lost ones"
+    );
+    assert_eq!(
+        b.handle()
+            .host_count(r#"("L", ?int16)"#.parse().unwrap())
+            .await
+            .unwrap(),
+        2,
+        "b stored the OUTs before and after the outage only"
+    );
+    a.close().await;
+    b.close().await;
 }
 
 /// A plain rumqttc 3.1.1 client: what a dashboard or `mosquitto_sub` is.

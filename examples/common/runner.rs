@@ -246,8 +246,8 @@ async fn node(args: NodeArgs) -> Result<(), String> {
             .await
             .map_err(|e| format!("BLE: {e}"))?;
         info!("BLE space ble-ts up");
-        handles.push(n.space().clone());
-        named.push(("ble-ts", n.space().clone()));
+        handles.push(n.handle().clone());
+        named.push(("ble-ts", n.handle().clone()));
         Some(n)
     } else {
         None

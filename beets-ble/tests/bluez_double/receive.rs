@@ -55,16 +55,16 @@ pub(crate) async fn bluez_quirks_decode_each_frame_once(ctl: Ctl) -> Outcome {
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     wait_until(Duration::from_secs(5), "nine frames", || {
-        let f = r.space().stats();
+        let f = r.handle().stats();
         async { f.await.is_ok_and(|s| s.node.messages_in >= 9) }
     })
     .await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let e = r.space().stats().await?.node;
+    let e = r.handle().stats().await?.node;
     assert_eq!(e.messages_in, 9, "each frame decoded once: {e:?}");
     for i in 0..9 {
         let t = tuple(&format!(r#"("QUIRK", {i}, "padding-padding")"#));
-        assert_eq!(r.space().host_count(Template::exact(&t)).await?, 1);
+        assert_eq!(r.handle().host_count(Template::exact(&t)).await?, 1);
     }
     let sc = r.stats().scan;
     assert!(
@@ -94,12 +94,12 @@ pub(crate) async fn bluez_quirks_decode_each_frame_once(ctl: Ctl) -> Outcome {
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     wait_until(Duration::from_secs(5), "four frames", || {
-        let f = r.space().stats();
+        let f = r.handle().stats();
         async { f.await.is_ok_and(|s| s.node.messages_in >= 4) }
     })
     .await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let e = r.space().stats().await?.node;
+    let e = r.handle().stats().await?.node;
     assert_eq!(e.messages_in, 4, "each frame decoded once: {e:?}");
     let devices = ctl.call("devices", json!({ "adapter": "hci19" })).await?;
     let dev = devices
@@ -167,7 +167,7 @@ pub(crate) async fn real_foreign_advertisements_are_dropped_quietly_and_counted(
     }
     wait_until(Duration::from_secs(30), "all 675 evaluated", || {
         let s = r.stats().scan;
-        let f = r.space().stats();
+        let f = r.handle().stats();
         async move {
             let seen = s.no_name + s.not_beets + s.incomplete + s.forwarded;
             seen >= total && f.await.is_ok_and(|d| d.node.frames_in >= s.forwarded)
@@ -175,7 +175,7 @@ pub(crate) async fn real_foreign_advertisements_are_dropped_quietly_and_counted(
     })
     .await?;
     let s = r.stats().scan;
-    let e = r.space().stats().await?.node;
+    let e = r.handle().stats().await?.node;
     println!(
         "    foreign ads: {} without a name, {} names that cannot be BeeTS, {} held back \
          (incomplete), {} handed to the engine and dropped as malformed",
@@ -192,7 +192,7 @@ pub(crate) async fn real_foreign_advertisements_are_dropped_quietly_and_counted(
     );
     assert_eq!(s.decoded, 0);
     assert_eq!(s.forgets, 0, "foreign devices are never removed from BlueZ");
-    assert_eq!(r.space().host_tuples().await?.len(), 0);
+    assert_eq!(r.handle().host_tuples().await?.len(), 0);
     r.close().await;
     Ok(())
 }
@@ -212,19 +212,19 @@ pub(crate) async fn periodic_discovery_restarts_keep_frames_coming(ctl: Ctl) -> 
     let rx = bluez::spawn_listener("rx", node("rx", 71), &h_rx, &restart).await?;
     let tx = bluez::spawn("tx", node("tx", 72), &h_tx, &BleConfig::default()).await?;
     for i in 0..6 {
-        tx.space()
+        tx.handle()
             .out(tuple(&format!(r#"("R", {i})"#)), None)
             .await?;
     }
     wait_until(Duration::from_secs(8), "six frames across restarts", || {
-        let f = rx.space().host_count(template(r#"("R", ?)"#));
+        let f = rx.handle().host_count(template(r#"("R", ?)"#));
         async { f.await.is_ok_and(|n| n == 6) }
     })
     .await?;
     let sc = rx.stats().scan;
     assert!(sc.discovery_starts >= 5, "restarted: {sc:?}");
     assert_eq!(sc.stack_errors, 0, "{sc:?}");
-    assert_eq!(rx.space().stats().await?.node.messages_in, 6);
+    assert_eq!(rx.handle().stats().await?.node.messages_in, 6);
     tx.close().await;
     rx.close().await;
     Ok(())
@@ -252,17 +252,17 @@ pub(crate) async fn btleplug_listener_receives_through_bluez(ctl: Ctl) -> Outcom
     let sender = bluez::spawn("tx", node("tx", 62), &h, &BleConfig::default()).await?;
     for i in 0..3 {
         sender
-            .space()
+            .handle()
             .out(tuple(&format!("(\"BT\", {i})")), None)
             .await?;
     }
     wait_until(Duration::from_secs(8), "three OUTs via btleplug", || {
-        let f = listener.space().host_count(template(r#"("BT", ?)"#));
+        let f = listener.handle().host_count(template(r#"("BT", ?)"#));
         async { f.await.is_ok_and(|n| n == 3) }
     })
     .await?;
     // Receive-only: a send is refused, counted, and the `out` says so.
-    let refused = listener.space().out(tuple("(1)"), None).await;
+    let refused = listener.handle().out(tuple("(1)"), None).await;
     assert!(
         matches!(&refused, Err(beets_core::driver::ClientError::Refused(_))),
         "{refused:?}"

@@ -202,7 +202,7 @@ async fn registered_advertisement_carries_exactly_the_frame(ctl: Ctl) -> Outcome
     let ble = bluez::spawn("s1", node("s1", 11), &hci, &BleConfig::default()).await?;
     assert_eq!(ble.stats().instances, 1);
     let reading = tuple(r#"("SENSOR", "LIGHT", 512, 1.5)"#);
-    ble.space().out(reading.clone(), None).await?;
+    ble.handle().out(reading.clone(), None).await?;
     wait_until(Duration::from_secs(5), "the advertisement", || {
         let f = advertisements(ctl, "hci10");
         async { f.await.is_ok_and(|a| !a.is_empty()) }
@@ -286,7 +286,7 @@ async fn two_nodes_exchange_through_bluez(ctl: Ctl) -> Outcome {
         2,
         "HardwareOffload: both instances used"
     );
-    let (sa, sb) = (a.space(), b.space());
+    let (sa, sb) = (a.handle(), b.handle());
     let mut notes = sb.subscribe(template(r#"("NOTE", ?)"#), 8).await?;
 
     sa.out(tuple(r#"("SENSOR", "LIGHT", 512)"#), None).await?;
@@ -358,7 +358,7 @@ async fn frame_too_large_for_the_controller_is_refused_before_registering(ctl: C
     assert_eq!((info.max_adv_len, info.max_scan_rsp_len), (31, 20));
     let n = bluez::spawn("small", node("small", 51), &hci, &BleConfig::default()).await?;
     let refused = n
-        .space()
+        .handle()
         .out(tuple(r#"("SENSOR", "LIGHT", 512, 1.5)"#), None)
         .await;
     let Err(beets_core::driver::ClientError::Refused(why)) = refused else {
@@ -367,10 +367,10 @@ async fn frame_too_large_for_the_controller_is_refused_before_registering(ctl: C
     assert!(why.contains("20"), "{why}");
     let st = n.stats().scheduler;
     assert_eq!(st.too_large, 1);
-    assert_eq!(n.space().stats().await?.send_errors, 1);
+    assert_eq!(n.handle().stats().await?.send_errors, 1);
     assert!(advertisements(ctl, "hci15").await?.is_empty());
     // A short frame (15-character name, 17 bytes of scan response) fits.
-    n.space().out(tuple("(1)"), None).await?;
+    n.handle().out(tuple("(1)"), None).await?;
     wait_until(Duration::from_secs(3), "the short frame", || {
         let f = advertisements(ctl, "hci15");
         async { f.await.is_ok_and(|a| a.len() == 1) }

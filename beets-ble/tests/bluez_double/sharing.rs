@@ -79,7 +79,7 @@ async fn registered_type(
         ..BleConfig::default()
     };
     let n = bluez::spawn("c", node("c", seed), hci, &cfg).await?;
-    n.space().out(tuple("(1)"), None).await?;
+    n.handle().out(tuple("(1)"), None).await?;
     let name = hci.name().to_owned();
     wait_until(Duration::from_secs(5), "the advertisement", || {
         let f = registered(ctl, &name);
@@ -136,7 +136,7 @@ pub(crate) async fn connectable_is_chosen_per_controller(ctl: Ctl) -> Outcome {
 async fn send_and_wait(tx: &BleNode, first: i16, n: i16) -> Outcome {
     let stops = tx.stats().radio.stops;
     for i in first..first + n {
-        tx.space()
+        tx.handle()
             .out(tuple(&format!(r#"("S", {i})"#)), None)
             .await?;
     }
@@ -199,7 +199,7 @@ pub(crate) async fn a_foreign_advertiser_is_reported_and_starved_frames_counted(
         .as_u64()
         .unwrap_or(0);
     assert_eq!(never - never_before, 4, "the double aired none of them");
-    assert_eq!(rx.space().host_count(template(r#"("S", ?)"#)).await?, 0);
+    assert_eq!(rx.handle().host_count(template(r#"("S", ?)"#)).await?, 0);
     assert_eq!(
         log_lines(&["adapter=\"hci32\"", "other programs advertise"]).len(),
         1,
@@ -211,7 +211,7 @@ pub(crate) async fn a_foreign_advertiser_is_reported_and_starved_frames_counted(
         .await?;
     send_and_wait(&tx, 10, 3).await?;
     wait_until(Duration::from_secs(5), "the three frames", || {
-        let f = rx.space().host_count(template(r#"("S", ?)"#));
+        let f = rx.handle().host_count(template(r#"("S", ?)"#));
         async { f.await.is_ok_and(|n| n == 3) }
     })
     .await?;
@@ -237,7 +237,7 @@ pub(crate) async fn a_foreign_advertiser_is_reported_and_starved_frames_counted(
     let tx = bluez::spawn("par", node("par", 323), &par, &cfg).await?;
     send_and_wait(&tx, 20, 2).await?;
     wait_until(Duration::from_secs(5), "both frames", || {
-        let f = rx.space().host_count(template(r#"("S", ?)"#));
+        let f = rx.handle().host_count(template(r#"("S", ?)"#));
         async { f.await.is_ok_and(|n| n == 5) }
     })
     .await?;
@@ -299,7 +299,7 @@ pub(crate) async fn a_refused_announced_instance_reduces_instances_and_loses_not
     assert_eq!(tx.stats().instances, 3);
     send_and_wait(&tx, 0, 6).await?;
     wait_until(Duration::from_secs(5), "all six frames", || {
-        let f = rx.space().host_count(template(r#"("S", ?)"#));
+        let f = rx.handle().host_count(template(r#"("S", ?)"#));
         async { f.await.is_ok_and(|n| n == 6) }
     })
     .await?;

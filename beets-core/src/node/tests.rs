@@ -290,6 +290,7 @@ fn notify_reaches_listeners_and_is_not_stored() {
                 from: Some(addr(1)),
                 rssi: None,
                 at: t(0),
+                lifetime: None,
             }
         }]
     );
@@ -584,6 +585,7 @@ fn hooks_see_notifications_before_listeners() {
                 from: Some(addr(1)),
                 rssi: None,
                 at: t(0),
+                lifetime: None,
             }
         }]
     );
@@ -811,14 +813,27 @@ fn reply_after_cancel_is_counted_until_the_timeout() {
 }
 
 /// Deliveries carry their context: the sender and receive time of an OUT from the air (RSSI on
-/// BLE), no sender and the store time for a local out.
+/// BLE), no sender and the store time for a local out; the lifetime each OUT gave its tuple.
 #[test]
 fn deliveries_say_where_and_when_a_tuple_came_from() {
     let (mut a, mut b) = (ble_node("a", 1), ble_node("b", 2));
     let l = b.subscribe(parse_template("(?int16)").unwrap());
-    a.out(t(5), parse_tuple("(1)").unwrap(), None).unwrap();
+    a.out(
+        t(5),
+        parse_tuple("(1)").unwrap(),
+        Some(Duration::from_secs(600)),
+    )
+    .unwrap();
     pump(t(7), &mut [&mut a, &mut b], 0);
     b.host_out(t(9), parse_tuple("(2)").unwrap(), None).unwrap();
+    b.host_out(
+        t(10),
+        parse_tuple("(3)").unwrap(),
+        Some(Duration::from_secs(30)),
+    )
+    .unwrap();
+    a.out(t(11), parse_tuple("(4)").unwrap(), None).unwrap();
+    pump(t(12), &mut [&mut a, &mut b], 0);
     let got: Vec<Delivery> = events(&mut b)
         .into_iter()
         .filter_map(|e| match e {
@@ -835,6 +850,7 @@ fn deliveries_say_where_and_when_a_tuple_came_from() {
                 from: Some(PeerAddr::Ble([0, 0, 0, 0, 0, 0])),
                 rssi: Some(-60),
                 at: t(7),
+                lifetime: Some(Duration::from_secs(600)),
             },
             Delivery {
                 tuple: parse_tuple("(2)").unwrap(),
@@ -842,9 +858,32 @@ fn deliveries_say_where_and_when_a_tuple_came_from() {
                 from: None,
                 rssi: None,
                 at: t(9),
+                lifetime: None,
+            },
+            Delivery {
+                tuple: parse_tuple("(3)").unwrap(),
+                kind: DeliveryKind::Out,
+                from: None,
+                rssi: None,
+                at: t(10),
+                lifetime: Some(Duration::from_secs(30)),
+            },
+            Delivery {
+                tuple: parse_tuple("(4)").unwrap(),
+                kind: DeliveryKind::Out,
+                from: Some(PeerAddr::Ble([0, 0, 0, 0, 0, 0])),
+                rssi: Some(-60),
+                at: t(12),
+                lifetime: None,
             },
         ]
     );
+}
+
+#[test]
+fn mqtt_senders_print_with_their_node_id() {
+    let id = crate::udp::NodeId::new(0xdead_beef).unwrap();
+    assert_eq!(PeerAddr::Mqtt(id).to_string(), "mqtt:deadbeef");
 }
 
 // --- requests that wait (spec §11), scopes, leases, removals --------------------------------

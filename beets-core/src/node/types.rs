@@ -46,13 +46,17 @@ impl Transport {
     }
 }
 
-/// Where a frame came from: a BLE device address or an IP socket address.
+/// Where a frame came from: a BLE device address, an IP socket address, or the node id of a
+/// datagram heard through an MQTT broker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PeerAddr {
     /// A BLE device address (6 bytes, most significant first as printed).
     Ble([u8; 6]),
     /// An IP socket address.
     Ip(SocketAddr),
+    /// A datagram heard through an MQTT broker (`beets-mqtt`), which hides its clients'
+    /// addresses: the sender's spec §7 node id. Printed `mqtt:<node id>` (8 hex digits).
+    Mqtt(udp::NodeId),
 }
 
 impl fmt::Display for PeerAddr {
@@ -64,6 +68,7 @@ impl fmt::Display for PeerAddr {
                 a[0], a[1], a[2], a[3], a[4], a[5]
             ),
             PeerAddr::Ip(a) => a.fmt(f),
+            PeerAddr::Mqtt(id) => write!(f, "mqtt:{id}"),
         }
     }
 }
@@ -117,6 +122,10 @@ pub struct Delivery {
     pub rssi: Option<i16>,
     /// When the node received it (or stored it, for a local out), on the node's clock.
     pub at: Time,
+    /// For a stored tuple ([`DeliveryKind::Out`]): the lifetime its OUT gave it, as sent (or as
+    /// given to a local `host_out`), not the time left; `None` when it lives until taken, and
+    /// for every other kind.
+    pub lifetime: Option<Duration>,
 }
 
 /// A request handle from [`Node::rd`], [`Node::inp`], [`Node::test`] or `Node::r#where`.
