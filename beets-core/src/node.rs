@@ -25,10 +25,12 @@
 //!
 //! # Replies and suppression
 //! A node that can answer an RD, INP or TEST waits a random back-off in
-//! `0..=`[`NodeConfig::reply_backoff`] before answering. If it hears another node's reply (a
-//! TUPLE with R = 1 matching the same template) meanwhile, it stays silent — and for INP it keeps
-//! its tuple. So among nodes that hear each other, an INP removes one tuple, not one per node
-//! (paper §3: operations are not atomic; nodes out of each other's range may still both answer).
+//! `0..=`[`NodeConfig::reply_backoff`] before answering (RD, TEST and WHERE: `1..=` the shorter
+//! [`NodeConfig::read_backoff`], 1 ms on UDP; spec §9 lets B differ per op). If it hears another
+//! node's reply (a TUPLE with R = 1 matching the same template) meanwhile, it stays silent — and
+//! for INP it keeps its tuple. So among nodes that hear each other, an INP removes one tuple, not
+//! one per node (paper §3: operations are not atomic; nodes out of each other's range may still
+//! both answer).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -1001,7 +1003,7 @@ impl Node {
             }
             Message::Where(t) => {
                 if t.matches(&self.config.identity) {
-                    let delay = self.backoff();
+                    let delay = self.backoff(Op::Where);
                     self.schedule(now + delay, Op::Where, t);
                 }
             }
@@ -1168,7 +1170,7 @@ impl Node {
         {
             return;
         }
-        let delay = self.backoff();
+        let delay = self.backoff(op);
         if delay.is_zero() {
             self.answer(now, op, &template);
         } else {
@@ -1176,12 +1178,24 @@ impl Node {
         }
     }
 
-    fn backoff(&mut self) -> Duration {
-        let max = u64::try_from(self.config.reply_backoff.as_millis()).unwrap_or(u64::MAX);
+    /// A random delay for an answer to `op` (spec §9): `0..=B` with the full
+    /// [`NodeConfig::reply_backoff`] for INP; for the ops that take nothing away (RD, TEST,
+    /// WHERE) `1..=B` with the shorter [`NodeConfig::read_backoff`] when it is shorter — at least
+    /// one millisecond, so the answer is still scheduled (a reply heard meanwhile suppresses it)
+    /// rather than sent from inside the request's handling.
+    fn backoff(&mut self, op: Op) -> Duration {
+        let full = self.config.reply_backoff;
+        let read = self.config.read_backoff;
+        let (min, bound) = if op != Op::Inp && read < full {
+            (1, read)
+        } else {
+            (0, full)
+        };
+        let max = u64::try_from(bound.as_millis()).unwrap_or(u64::MAX);
         if max == 0 {
             Duration::ZERO
         } else {
-            Duration::from_millis(self.rng.random_range(0..=max))
+            Duration::from_millis(self.rng.random_range(min..=max))
         }
     }
 

@@ -308,5 +308,77 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// Two UDP nodes on loopback, unicast to each other; `holder` stores `("RTT", 1)`, `asker`
+/// reads it back. `read_backoff`: the holder's bound for RD/TEST answers (spec §9).
+async fn rtt_pair(read_backoff: Duration) -> (UdpSpace, UdpSpace) {
+    let probe = std::net::UdpSocket::bind(localhost(0)).unwrap();
+    let p_holder = probe.local_addr().unwrap().port();
+    let probe2 = std::net::UdpSocket::bind(localhost(0)).unwrap();
+    let p_asker = probe2.local_addr().unwrap().port();
+    drop((probe, probe2));
+    let cfg = |port: u16, peer: u16| UdpConfig {
+        bind: localhost(port),
+        broadcast: None,
+        peers: vec![localhost(peer)],
+        ..UdpConfig::default()
+    };
+    let mut holder_cfg = NodeConfig::new(Transport::Udp, "holder").unwrap();
+    holder_cfg.read_backoff = read_backoff;
+    let holder = UdpSpace::spawn(cfg(p_holder, p_asker), holder_cfg, 11).unwrap();
+    let asker = UdpSpace::spawn(
+        cfg(p_asker, p_holder),
+        NodeConfig::new(Transport::Udp, "asker").unwrap(),
+        12,
+    )
+    .unwrap();
+    holder
+        .handle()
+        .host_out("(\"RTT\", 1)".parse().unwrap(), None)
+        .await
+        .unwrap();
+    (holder, asker)
+}
+
+/// The `rd` / `test` round trip between two nodes when one holds the match: the default policy
+/// (RD/TEST answered after `1..=read_backoff` = 1 ms) beside the full 30 ms bound every op used
+/// before (`read_backoff` = `reply_backoff`), in the same run.
+fn round_trip(c: &mut Criterion) {
+    let rt = runtime(false);
+    let mut group = c.benchmark_group("udp_rd_round_trip");
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(6));
+    for (name, backoff) in [
+        ("read_backoff_1ms", Duration::from_millis(1)),
+        ("full_backoff_30ms", Duration::from_millis(30)),
+    ] {
+        let (holder, asker) = rt.block_on(rtt_pair(backoff));
+        let template: beets_core::Template = "(\"RTT\", ?int16)".parse().unwrap();
+        for op in ["rd", "test"] {
+            group.bench_function(format!("{op}/{name}"), |bch| {
+                bch.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            let t = template.clone();
+                            let got = if op == "rd" {
+                                asker.handle().rd(t, Duration::from_secs(1)).await
+                            } else {
+                                asker.handle().test(t, Duration::from_secs(1)).await
+                            };
+                            assert!(got.unwrap().is_some(), "answered");
+                        }
+                        start.elapsed()
+                    })
+                })
+            });
+        }
+        rt.block_on(async {
+            asker.close().await;
+            holder.close().await;
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, round_trip);
 criterion_main!(benches);

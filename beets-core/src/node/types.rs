@@ -327,8 +327,18 @@ pub struct NodeConfig {
     /// Send an IAMHERE (R = 0) this often; `None` (default) never.
     pub announce_interval: Option<Duration>,
     /// Largest random delay before answering a request (see the module docs). Default 30 ms on
-    /// UDP, 500 ms (one advertising period Δt) on BLE; zero answers at once.
+    /// UDP, 500 ms (one advertising period Δt) on BLE; zero answers at once. INP always uses it;
+    /// RD, TEST and WHERE use the shorter of it and [`read_backoff`](Self::read_backoff).
     pub reply_backoff: Duration,
+    /// Largest random delay before answering an RD, TEST or WHERE (spec §9 lets B differ per
+    /// op): answering these takes nothing away, so a short bound only risks duplicate replies,
+    /// while INP keeps the full [`reply_backoff`](Self::reply_backoff) its suppression needs.
+    /// Default 1 ms on UDP (a round trip on a LAN stays near 1 ms instead of the 15 ms median of
+    /// a 30 ms bound), Δt (500 ms) on BLE, where the air sets the pace anyway. When it is shorter
+    /// than `reply_backoff` the delay is drawn from `1..=read_backoff` (at least one
+    /// millisecond: the answer is still scheduled, and a reply heard meanwhile suppresses it);
+    /// otherwise as for INP. A zero `reply_backoff` answers everything at once.
+    pub read_backoff: Duration,
     /// Most requests pending at once (default 256).
     pub max_pending: usize,
     /// Bound of the event queue (default 4096).
@@ -386,6 +396,10 @@ impl NodeConfig {
             reply_backoff: match transport {
                 Transport::Ble => Duration::from_millis(500),
                 Transport::Udp => Duration::from_millis(30),
+            },
+            read_backoff: match transport {
+                Transport::Ble => Duration::from_millis(500),
+                Transport::Udp => Duration::from_millis(1),
             },
             max_pending: 256,
             event_queue: 4096,

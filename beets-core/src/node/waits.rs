@@ -164,7 +164,7 @@ impl Node {
             }
             match w.op {
                 RequestOp::Rd | RequestOp::Test if w.answer_at.is_none() => {
-                    let at = now + self.backoff();
+                    let at = now + self.backoff(Op::Rd);
                     self.waits[i].answer_at = Some(at);
                 }
                 RequestOp::Inp if inp.is_none() && w.held.is_none() => inp = Some(i),
@@ -173,7 +173,7 @@ impl Node {
         }
         // 2. The oldest matching INP holds the tuple.
         if let Some(i) = inp {
-            let at = now + self.backoff();
+            let at = now + self.backoff(Op::Inp);
             let w = &mut self.waits[i];
             w.held = Some(id);
             w.answer_at = Some(at);
