@@ -10,7 +10,12 @@
 //! cargo run -q --example beets -- unframe --name '#>"Os;ajG[:JqNn8Ol<N!WYI#!!!"' --uuid 1520
 //! cargo run -q --example beets -- fpe-table secret
 //! cargo run -q --example beets -- node --udp --broadcast 127.255.255.255 --agent examples/agents/beacon.js
+//! cargo run -q --example beets -- rd '("EXHIBIT", ?, ?str)' --wait 10
+//! cargo run -q --example beets -- out '("EXHIBIT", 7, "bees")'
 //! ```
+//!
+//! `out`, `rd`, `inp`, `test` and `watch` are one-shot clients of a UDP space (see
+//! `common/client.rs`): tuples on stdout in the text syntax, exit 0 on a match, 1 on none.
 //!
 //! `node` runs one real BeeTS node: a UDP space (`udp-ts`) and, on Linux with BlueZ and the
 //! `bluer` feature, a BLE space (`ble-ts`), with JavaScript agents loaded from files. It logs with
@@ -22,10 +27,12 @@
 use std::num::NonZeroU16;
 use std::process::ExitCode;
 
-use beets::core::message::Body;
+use beets::core::message::{Body, RequestOp};
 use beets::core::{FpeKey, Message, Op, ble, text};
 use clap::{Parser, Subcommand};
 
+#[path = "common/client.rs"]
+mod client;
 #[path = "common/runner.rs"]
 mod runner;
 #[path = "common/seal_cli.rs"]
@@ -110,6 +117,17 @@ enum Command {
     },
     /// Run one node with agents loaded from files, until Ctrl-C.
     Node(runner::NodeArgs),
+    /// Broadcast one OUT to a UDP space (a one-shot client; prints nothing, exits 0 when sent).
+    Out(client::OutArgs),
+    /// Read a matching tuple from a UDP space: prints it and exits 0, or exits 1 on none.
+    Rd(client::RequestArgs),
+    /// Take a matching tuple from a UDP space: prints it and exits 0, or exits 1 on none.
+    Inp(client::RequestArgs),
+    /// Test for a matching tuple in a UDP space: prints it and exits 0, or exits 1 on none.
+    Test(client::RequestArgs),
+    /// Print the tuples a UDP space delivers (KIND TUPLE from ADDR rssi N|none) until Ctrl-C,
+    /// --count or --timeout; exits 0 when at least one was printed.
+    Watch(client::WatchArgs),
     /// Plan a BLE deployment on the simulated medium: delivery ratio, tuples/s per receiver,
     /// queue drops and latency, for one set-up or a sweep; `--plot FILE.svg` draws it.
     Plan(plan::PlanArgs),
@@ -132,6 +150,11 @@ fn run(cli: Cli) -> Result<String, String> {
     match cli.command {
         Command::Node(args) => runner::run(args).map(|()| String::new()),
         Command::Plan(args) => plan::run(&args),
+        Command::Out(args) => client::out(args),
+        Command::Rd(args) => client::request(RequestOp::Rd, args),
+        Command::Inp(args) => client::request(RequestOp::Inp, args),
+        Command::Test(args) => client::request(RequestOp::Test, args),
+        Command::Watch(args) => client::watch(args),
         Command::Encode {
             op,
             body,

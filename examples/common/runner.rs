@@ -19,6 +19,9 @@ use tracing::{info, warn};
 #[path = "stats.rs"]
 mod stats;
 
+#[path = "node_mqtt.rs"]
+mod node_mqtt;
+
 /// Options of `beets node`.
 #[derive(Args, Debug)]
 pub(crate) struct NodeArgs {
@@ -127,6 +130,10 @@ pub(crate) struct NodeArgs {
     /// With --stats: one JSON object per line instead of text.
     #[arg(long, requires = "stats")]
     stats_json: bool,
+    // --- MQTT (--mqtt URL, --mqtt-space, --mqtt-json, ...): options in node_mqtt.rs ---
+    #[command(flatten)]
+    mqtt: node_mqtt::MqttArgs,
+    // --- end MQTT ---
 }
 
 pub(crate) fn run(args: NodeArgs) -> Result<(), String> {
@@ -297,6 +304,19 @@ async fn node(args: NodeArgs) -> Result<(), String> {
             .serve(outputs.actions, named.iter().cloned())
             .map_err(|e| e.to_string())?,
     );
+    // --- MQTT: a gateway beside udp-ts (same port, broadcast and peers; no repeats) and the
+    // JSON mirror of udp-ts (before --out, so those are mirrored too) ---
+    let mqtt_udp = UdpConfig {
+        bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.port)),
+        broadcast: Some(SocketAddr::from((args.broadcast, args.port))),
+        peers: args.peers.clone(),
+        recv_buffer_size: args.recv_buffer,
+        ..UdpConfig::default()
+    };
+    let mqtt_space = named.iter().find(|(n, _)| *n == "udp-ts").map(|(_, h)| h);
+    let mqtt_side =
+        node_mqtt::start(&args.mqtt, &mqtt_udp, args.key.as_deref(), mqtt_space).await?;
+    // --- end MQTT ---
     if let Some(first) = handles.first() {
         for text in &args.outs {
             let tuple = parse_tuple(text).map_err(|e| format!("--out {text}: {e}"))?;
@@ -342,6 +362,11 @@ async fn node(args: NodeArgs) -> Result<(), String> {
     }
     // --- end stats ---
     println!("node {} stopping", args.name);
+    // --- MQTT: stopped before the space it mirrors; prints the gateway's counters ---
+    if let Some(m) = mqtt_side {
+        m.stop().await;
+    }
+    // --- end MQTT ---
     if let Some(space) = udp_space {
         let (stats, udp_stats) = space.close().await;
         match udp_stats.kernel_drops {
@@ -422,17 +447,41 @@ fn node_config(
 /// The sealing of the node's spaces from `--seal-key`/`--seal-password`, `--source-id` and
 /// `--state-dir`; `None` without a seal key.
 fn seal_config(args: &NodeArgs) -> Result<Option<SealConfig>, String> {
-    let key = match (&args.seal_key, &args.seal_password) {
+    let seal = seal_from(
+        args.seal_key.as_deref(),
+        args.seal_password.as_deref(),
+        args.source_id,
+        args.state_dir.as_deref(),
+    )?;
+    if let Some(s) = &seal {
+        println!(
+            "sealed spaces: key {} source id {}",
+            s.key().id(),
+            s.source_id()
+        );
+    }
+    Ok(seal)
+}
+
+/// The sealing from the options `--seal-key`, `--seal-password`, `--source-id` and
+/// `--state-dir` (also the one-shot clients'); `None` without a seal key.
+pub(crate) fn seal_from(
+    seal_key: Option<&str>,
+    seal_password: Option<&str>,
+    source_id: Option<u16>,
+    state_dir: Option<&std::path::Path>,
+) -> Result<Option<SealConfig>, String> {
+    let key = match (seal_key, seal_password) {
         (Some(hex), _) => SealKey::from_hex(hex).map_err(|e| format!("--seal-key: {e}"))?,
         (None, Some(pw)) => SealKey::from_password(pw),
         (None, None) => return Ok(None),
     };
-    let dir = args.state_dir.as_ref().ok_or(
+    let dir = state_dir.ok_or(
         "a sealed node needs --state-dir DIR: its counters must survive restarts (spec §12)",
     )?;
     std::fs::create_dir_all(dir).map_err(|e| format!("--state-dir {}: {e}", dir.display()))?;
     let id_file = dir.join(format!("source-id-{}", key.id()));
-    let source = match args.source_id {
+    let source = match source_id {
         Some(n) => NonZeroU16::new(n).ok_or("--source-id must be 1..=65535")?,
         None => match std::fs::read_to_string(&id_file) {
             Ok(text) => text
@@ -453,12 +502,11 @@ fn seal_config(args: &NodeArgs) -> Result<Option<SealConfig>, String> {
         },
     };
     let store = FileCounterStore::open(dir).map_err(|e| format!("--state-dir: {e}"))?;
-    println!("sealed spaces: key {} source id {source}", key.id());
     Ok(Some(SealConfig::new(key, source, store)))
 }
 
 /// A fresh seed per start: node id and first sequence numbers must differ between runs (spec §7).
-fn seed() -> u64 {
+pub(crate) fn seed() -> u64 {
     use rand::TryRng;
     rand::rngs::SysRng.try_next_u64().unwrap_or_else(|_| {
         let t = std::time::SystemTime::now()

@@ -43,6 +43,9 @@ pub struct DriverStats {
 /// Most queued commands or frames taken per wake-up before sending what they produced.
 const BATCH: usize = 64;
 
+/// How long a closing driver keeps sending the frames queued before the close.
+const CLOSE_FLUSH: Duration = Duration::from_secs(1);
+
 /// Spawns the driver of `node` on the current tokio runtime. `sink` broadcasts frames, `frames`
 /// delivers what the backend's receive tasks heard; `name` labels the tracing span. The task ends
 /// when the space is closed or every handle is dropped.
@@ -185,6 +188,14 @@ impl<S: FrameSink, R: FrameSource> Driver<S, R> {
                     self.node.handle_timeout(now);
                 }
             }
+        }
+        // Frames queued before the close (an `out` whose direct send would have blocked, a
+        // command handled in the last batch) still go out, for at most CLOSE_FLUSH.
+        if tokio::time::timeout(CLOSE_FLUSH, self.flush())
+            .await
+            .is_err()
+        {
+            warn!("frames still queued at close not sent within {CLOSE_FLUSH:?}");
         }
         // A sealed space keeps its replay window across restarts (spec §12).
         let now = self.now();

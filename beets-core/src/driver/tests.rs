@@ -444,3 +444,304 @@ async fn oversize_out_is_refused_with_the_limit() {
         "OUT message needs 1304 bytes, a UDP datagram carries at most 1221"
     );
 }
+
+// --- Requests with a scope, leases and removal listeners through the driver (issue 13) ---
+
+fn tpl(s: &str) -> crate::tuple::Template {
+    parse_template(s).unwrap()
+}
+
+fn tup(s: &str) -> Tuple {
+    parse_tuple(s).unwrap()
+}
+
+/// `rd_in(Local)` is answered at once from the local space, or woken by a later local store;
+/// `inp_in(Local)` takes atomically; without a match it is `None` at the timeout. Nothing goes on
+/// the air.
+#[tokio::test]
+async fn rd_in_local_is_answered_now_or_woken_by_a_later_store() {
+    use crate::node::Scope;
+    let bus = Bus::default();
+    let (a, _) = join(&bus, 1, "a");
+    a.host_out(tup("(\"T\", 1)"), None).await.unwrap();
+    let now = a
+        .rd_in(tpl("(\"T\", ?)"), Duration::from_secs(5), Scope::Local)
+        .await
+        .unwrap()
+        .expect("held locally");
+    assert_eq!(now.tuple, tup("(\"T\", 1)"));
+    assert!(now.is_local());
+
+    // Two waiting readers and one waiting taker of ("W", ?); one store wakes all three, the
+    // taker takes it and the space is empty afterwards.
+    let spawn_in = |op: u8| {
+        let a = a.clone();
+        tokio::spawn(async move {
+            let t = tpl("(\"W\", ?)");
+            let d = Duration::from_secs(30);
+            match op {
+                0 => a.rd_in(t, d, Scope::Local).await,
+                _ => a.inp_in(t, d, Scope::Local).await,
+            }
+        })
+    };
+    let r1 = spawn_in(0);
+    let r2 = spawn_in(0);
+    let taker = spawn_in(1);
+    eventually(|| async { a.stats().await.unwrap().pending_requests == 3 }).await;
+    a.host_out(tup("(\"W\", 9)"), None).await.unwrap();
+    for r in [r1, r2, taker] {
+        let got = r.await.unwrap().unwrap().expect("woken");
+        assert_eq!(got.tuple, tup("(\"W\", 9)"));
+        assert!(got.is_local());
+    }
+    assert_eq!(a.host_count(tpl("(\"W\", ?)")).await.unwrap(), 0);
+
+    let none = a
+        .inp_in(tpl("(\"X\", ?)"), Duration::from_millis(50), Scope::Local)
+        .await
+        .unwrap();
+    assert_eq!(none, None);
+    let stats = a.stats().await.unwrap().node;
+    assert_eq!(stats.requests_sent, 0, "local requests stay off the air");
+    assert_eq!(stats.local_answers, 4);
+}
+
+/// `rd_in(Network)` never looks at the local space; its wait (spec §11) keeps it pending at the
+/// other node, which answers when the tuple is stored there later.
+#[tokio::test]
+async fn rd_in_network_waits_at_the_holder_and_ignores_the_local_space() {
+    use crate::node::Scope;
+    let bus = Bus::default();
+    let (a, _) = join(&bus, 1, "a");
+    let (b, _) = join(&bus, 2, "b");
+    a.host_out(tup("(\"T\", 1)"), None).await.unwrap();
+    let a2 = a.clone();
+    let pending = tokio::spawn(async move {
+        a2.rd_in(tpl("(\"T\", ?)"), Duration::from_secs(30), Scope::Network)
+            .await
+    });
+    eventually(|| async { b.stats().await.unwrap().node.waits_accepted == 1 }).await;
+    b.host_out(tup("(\"T\", 2)"), None).await.unwrap();
+    let got = pending
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("b answers once it holds one");
+    assert_eq!(got.tuple, tup("(\"T\", 2)"));
+    assert!(!got.is_local());
+    assert_eq!(b.stats().await.unwrap().node.replies_sent, 1);
+}
+
+/// `rd_in(Both)`: a local match answers without a request on the air; without one the request
+/// goes out and whichever answers first wins — here a later local store.
+#[tokio::test]
+async fn rd_in_both_prefers_the_local_space_then_takes_the_first_answer() {
+    use crate::node::Scope;
+    let bus = Bus::default();
+    let (a, _) = join(&bus, 1, "a");
+    let (b, _) = join(&bus, 2, "b");
+    a.host_out(tup("(\"L\", 1)"), None).await.unwrap();
+    let got = a
+        .rd_in(tpl("(\"L\", ?)"), Duration::from_secs(5), Scope::Both)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(got.is_local());
+    assert_eq!(a.stats().await.unwrap().node.requests_sent, 0);
+
+    // Nothing anywhere: the request goes out and waits at b too; a local store answers it.
+    let a2 = a.clone();
+    let pending = tokio::spawn(async move {
+        a2.inp_in(tpl("(\"M\", ?)"), Duration::from_secs(30), Scope::Both)
+            .await
+    });
+    eventually(|| async { b.stats().await.unwrap().node.waits_accepted == 1 }).await;
+    a.host_out(tup("(\"M\", 5)"), None).await.unwrap();
+    let got = pending.await.unwrap().unwrap().unwrap();
+    assert!(got.is_local());
+    assert_eq!(got.tuple, tup("(\"M\", 5)"));
+    assert_eq!(a.host_count(tpl("(\"M\", ?)")).await.unwrap(), 0, "taken");
+    assert_eq!(a.stats().await.unwrap().pending_requests, 0);
+
+    // Nothing locally: b's later tuple answers.
+    let a2 = a.clone();
+    let pending = tokio::spawn(async move {
+        a2.rd_in(tpl("(\"N\", ?)"), Duration::from_secs(30), Scope::Both)
+            .await
+    });
+    eventually(|| async { b.stats().await.unwrap().node.waits_accepted == 2 }).await;
+    b.host_out(tup("(\"N\", 6)"), None).await.unwrap();
+    let got = pending.await.unwrap().unwrap().unwrap();
+    assert!(!got.is_local());
+    assert_eq!(got.tuple, tup("(\"N\", 6)"));
+}
+
+/// A lease renews (the tuple outlives its first lifetime), cancels (returns the tuple, listeners
+/// hear `Rm`), and says `Gone` afterwards; a zero lifetime is refused with the reason.
+#[tokio::test(start_paused = true)]
+async fn a_lease_renews_and_cancels() {
+    use crate::space::{DeliveryKinds, SpaceError};
+    let bus = Bus::default();
+    let (a, _) = join(&bus, 1, "a");
+    let mut removals = a
+        .subscribe_to(tpl("(\"L\", ?)"), DeliveryKinds::REMOVALS, 8)
+        .await
+        .unwrap();
+    let lease = a
+        .lease(tup("(\"L\", 1)"), Some(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    lease.renew(Some(Duration::from_secs(60))).await.unwrap();
+    tokio::time::advance(Duration::from_secs(5)).await;
+    assert_eq!(
+        a.host_rd(tpl("(\"L\", ?)")).await.unwrap(),
+        Some(tup("(\"L\", 1)")),
+        "renewed past its first lifetime"
+    );
+    assert!(matches!(
+        lease.renew(Some(Duration::ZERO)).await,
+        Err(ClientError::Space(SpaceError::ZeroLifetime { .. }))
+    ));
+    let again = lease.clone();
+    assert_eq!(lease.cancel().await.unwrap(), Some(tup("(\"L\", 1)")));
+    let d = removals.recv().await.unwrap();
+    assert_eq!(
+        (d.kind, d.tuple),
+        (crate::DeliveryKind::Rm, tup("(\"L\", 1)"))
+    );
+    assert_eq!(a.host_count(tpl("(\"L\", ?)")).await.unwrap(), 0);
+    assert!(matches!(
+        again.renew(None).await,
+        Err(ClientError::Space(SpaceError::Gone))
+    ));
+    assert_eq!(again.cancel().await.unwrap(), None);
+
+    // Not renewed: it expires, and listeners hear it.
+    let short = a
+        .lease(tup("(\"L\", 2)"), Some(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let d = removals.recv().await.unwrap();
+    assert_eq!(
+        (d.kind, d.tuple),
+        (crate::DeliveryKind::Expired, tup("(\"L\", 2)"))
+    );
+    assert!(matches!(
+        short.renew(None).await,
+        Err(ClientError::Space(SpaceError::Gone))
+    ));
+    assert!(matches!(
+        a.lease(tup("(\"L\", 3)"), Some(Duration::ZERO)).await,
+        Err(ClientError::Space(SpaceError::ZeroLifetime { .. }))
+    ));
+}
+
+/// Removal listeners hear each way a tuple leaves, with its kind: a local `inp_all` and a remote
+/// INP (`Inp`), `rm_all` (`Rm`), eviction (`Evicted`); a listener of the default kinds hears
+/// none of them.
+#[tokio::test]
+async fn subscribe_to_removals_says_which_removal() {
+    use crate::DeliveryKind as K;
+    use crate::space::{CapacityPolicy, DeliveryKinds};
+    let bus = Bus::default();
+    let (tx, rx) = mpsc::channel(64);
+    bus.0.lock().unwrap().push((1, tx));
+    let mut cfg = NodeConfig::new(Transport::Udp, "a").unwrap();
+    cfg.reply_backoff = Duration::from_millis(5);
+    cfg.space.capacity = 3;
+    cfg.space.policy = CapacityPolicy::EvictOldest;
+    let node = Node::new(cfg, 1, Time::ZERO);
+    let (a, _) = spawn(
+        "a".into(),
+        node,
+        BusSink {
+            bus: bus.clone(),
+            me: 1,
+        },
+        rx,
+    );
+    let (b, _) = join(&bus, 2, "b");
+    let mut all = a
+        .subscribe_to(tpl("(\"R\", ?)"), DeliveryKinds::REMOVALS, 16)
+        .await
+        .unwrap();
+    let mut outs = a.subscribe(tpl("(\"R\", ?)"), 16).await.unwrap();
+    for i in 1..=3 {
+        a.host_out(tup(&format!("(\"R\", {i})")), None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        a.host_inp_all(tpl("(\"R\", 1)")).await.unwrap(),
+        vec![tup("(\"R\", 1)")]
+    );
+    assert_eq!(
+        a.host_rm_all(tpl("(\"R\", 2)")).await.unwrap(),
+        vec![tup("(\"R\", 2)")]
+    );
+    // Remote INP of ("R", 3).
+    let taken = b
+        .inp(tpl("(\"R\", 3)"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(taken.map(|(t, _)| t), Some(tup("(\"R\", 3)")));
+    // Four stores into three places: the oldest is evicted.
+    for i in 4..=7 {
+        a.host_out(tup(&format!("(\"R\", {i})")), None)
+            .await
+            .unwrap();
+    }
+    let mut heard = Vec::new();
+    for _ in 0..4 {
+        let d = all.recv().await.unwrap();
+        heard.push((d.kind, d.tuple));
+    }
+    assert_eq!(
+        heard,
+        vec![
+            (K::Inp, tup("(\"R\", 1)")),
+            (K::Rm, tup("(\"R\", 2)")),
+            (K::Inp, tup("(\"R\", 3)")),
+            (K::Evicted, tup("(\"R\", 4)")),
+        ]
+    );
+    assert!(all.try_recv().is_err());
+    let mut stored = Vec::new();
+    while let Ok(d) = outs.try_recv() {
+        assert_eq!(d.kind, K::Out, "the default listener hears no removal");
+        stored.push(d.tuple);
+    }
+    assert_eq!(stored.len(), 7);
+}
+
+/// An `out` whose direct send would block goes through the driver; a close right after it
+/// still sends it (the driver flushes before it ends).
+#[tokio::test]
+async fn close_sends_what_was_queued_before_it() {
+    struct Blocked;
+    impl DirectSend for Blocked {
+        fn try_send_now(&self, _: &[u8]) -> Option<io::Result<()>> {
+            None
+        }
+    }
+    struct Sink(Arc<Mutex<usize>>);
+    impl FrameSink for Sink {
+        async fn send(&mut self, _: Transmit) -> Result<(), SendError> {
+            *self.0.lock().unwrap() += 1;
+            Ok(())
+        }
+        fn direct(&self) -> Option<Arc<dyn DirectSend>> {
+            Some(Arc::new(Blocked))
+        }
+    }
+    let sent = Arc::new(Mutex::new(0));
+    let node = Node::new(NodeConfig::new(Transport::Udp, "x").unwrap(), 3, Time::ZERO);
+    let (_frames, rx) = mpsc::channel(1);
+    let (h, task) = spawn("x".into(), node, Sink(Arc::clone(&sent)), rx);
+    h.out(tup("(1)"), None).await.unwrap();
+    h.close().await;
+    task.await.unwrap();
+    assert_eq!(*sent.lock().unwrap(), 1);
+}
