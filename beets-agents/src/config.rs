@@ -48,6 +48,16 @@ impl SpaceSpec {
         }
     }
 
+    /// A BLE space named `name`.
+    pub fn ble(name: impl Into<String>) -> SpaceSpec {
+        SpaceSpec::new(name, Transport::Ble)
+    }
+
+    /// A UDP space named `name`.
+    pub fn udp(name: impl Into<String>) -> SpaceSpec {
+        SpaceSpec::new(name, Transport::Udp)
+    }
+
     /// Marks the space as keyed (FPE, spec §5) or not. Installing the runtime's hooks on a node
     /// sets this from the node's key ([`AgentHost::bind_space`](crate::AgentHost::bind_space)),
     /// so only a bare [`AgentHost`](crate::AgentHost) needs it.
