@@ -1,0 +1,180 @@
+//! `beets node --mqtt URL`: a gateway between the node's UDP space and an MQTT broker (and, with
+//! `--mqtt-json`, the JSON mirror of the UDP space), beside the node (see the README, "Beyond
+//! one LAN").
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use beets::core::driver::SpaceHandle;
+use beets_udp::UdpConfig;
+use clap::Args;
+
+/// The MQTT options of `beets node`.
+#[derive(Args, Debug)]
+pub(crate) struct MqttArgs {
+    /// Join the UDP space to an MQTT broker, `mqtt://[user:pw@]host[:port]` or `mqtts://…`: a
+    /// gateway forwards every datagram between the LAN and the broker topic
+    /// `<prefix>/<space>`, once per (node id, seq). Needs --udp.
+    #[arg(long, value_name = "URL", requires = "udp")]
+    pub mqtt: Option<String>,
+    /// The space name on the broker (one topic level): gateways of one name form one space.
+    #[arg(long, value_name = "NAME", default_value = "udp-ts", requires = "mqtt")]
+    pub mqtt_space: String,
+    /// Topic prefix (default beets/v1).
+    #[arg(long, value_name = "P", requires = "mqtt")]
+    pub mqtt_prefix: Option<String>,
+    /// Also publish every tuple the UDP space stores or is notified of as JSON on
+    /// `<prefix>/<space>/json`, and `out` the JSON tuples published on `…/json/in`.
+    #[arg(long, requires = "mqtt")]
+    pub mqtt_json: bool,
+    /// User name for the broker.
+    #[arg(long, value_name = "U", requires = "mqtt")]
+    pub mqtt_user: Option<String>,
+    /// Password for the broker (visible in `ps`: prefer --mqtt-password-file).
+    #[arg(
+        long,
+        value_name = "PW",
+        requires = "mqtt_user",
+        allow_hyphen_values = true,
+        conflicts_with = "mqtt_password_file"
+    )]
+    pub mqtt_password: Option<String>,
+    /// File holding the broker password (its first line).
+    #[arg(long, value_name = "FILE", requires = "mqtt_user")]
+    pub mqtt_password_file: Option<PathBuf>,
+    /// PEM file of the CA the broker's certificate must chain to (mqtts://; default: the
+    /// system's trust store).
+    #[arg(long, value_name = "FILE", requires = "mqtt")]
+    pub mqtt_ca: Option<PathBuf>,
+}
+
+/// The running gateway and mirror.
+pub(crate) struct MqttSide {
+    #[cfg(feature = "mqtt")]
+    gateway: beets::mqtt::Gateway,
+    #[cfg(feature = "mqtt")]
+    mirror: Option<beets::mqtt::JsonMirror>,
+}
+
+/// How long the start waits for the broker before going on (the connection keeps retrying).
+#[cfg(feature = "mqtt")]
+const FIRST_CONNECT: Duration = Duration::from_secs(5);
+
+#[cfg(feature = "mqtt")]
+fn config(args: &MqttArgs, url: &str) -> Result<beets::mqtt::MqttConfig, String> {
+    let mut c =
+        beets::mqtt::MqttConfig::new(url, &args.mqtt_space).map_err(|e| format!("--mqtt: {e}"))?;
+    if let Some(p) = &args.mqtt_prefix {
+        c.prefix = p.clone();
+    }
+    if let Some(user) = &args.mqtt_user {
+        let password = match (&args.mqtt_password, &args.mqtt_password_file) {
+            (Some(p), _) => p.clone(),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map_err(|e| format!("--mqtt-password-file {}: {e}", f.display()))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            (None, None) => c.broker.password.clone().unwrap_or_default(),
+        };
+        c = c.with_credentials(user, &password);
+    }
+    c.tls.ca_file = args.mqtt_ca.clone();
+    c.validate().map_err(|e| format!("--mqtt: {e}"))?;
+    Ok(c)
+}
+
+/// Starts the gateway beside the UDP space `udp` (the node's own UDP settings) and the JSON
+/// mirror on `space`; `Ok(None)` without `--mqtt`. Waits a few seconds for the broker, then
+/// goes on (the connections keep retrying); a refusal (bad credentials) is an error.
+pub(crate) async fn start(
+    args: &MqttArgs,
+    udp: &UdpConfig,
+    key: Option<&str>,
+    space: Option<&SpaceHandle>,
+) -> Result<Option<MqttSide>, String> {
+    let Some(url) = args.mqtt.as_deref() else {
+        return Ok(None);
+    };
+    #[cfg(not(feature = "mqtt"))]
+    {
+        let _ = (url, udp, key, space);
+        Err(
+            "--mqtt needs the `mqtt` feature (on by default; built with --no-default-features?)"
+                .into(),
+        )
+    }
+    #[cfg(feature = "mqtt")]
+    {
+        use beets::mqtt::{Gateway, GatewayConfig, JsonMirror, MqttError};
+        let c = config(args, url)?;
+        let mut g = GatewayConfig::new(udp.clone(), c.clone());
+        g.key = key.map(beets::core::FpeKey::from_password);
+        let gateway = Gateway::spawn(g).map_err(|e| format!("--mqtt gateway: {e}"))?;
+        println!(
+            "mqtt: gateway {} <-> {} topic {}",
+            gateway.local_addr(),
+            c.broker,
+            c.space_topic()
+        );
+        let mirror = match (args.mqtt_json, space) {
+            (true, Some(space)) => Some(
+                JsonMirror::spawn(space.clone(), &c)
+                    .await
+                    .map_err(|e| format!("--mqtt-json: {e}"))?,
+            ),
+            _ => None,
+        };
+        let connected = async {
+            gateway.wait_connected(FIRST_CONNECT).await?;
+            if let Some(m) = &mirror {
+                m.wait_connected(FIRST_CONNECT).await?;
+                println!("mqtt: json mirror on {}", c.json_topic());
+            }
+            Ok::<(), MqttError>(())
+        };
+        match connected.await {
+            Ok(()) => println!("mqtt: gateway connected to {}", c.broker),
+            Err(e @ MqttError::Refused(_)) => return Err(format!("--mqtt: {e}")),
+            Err(e) => {
+                println!("mqtt: not connected yet ({e}); retrying in the background");
+                tracing::warn!(error = %e, "MQTT broker not reached yet; retrying");
+            }
+        }
+        Ok(Some(MqttSide { gateway, mirror }))
+    }
+}
+
+impl MqttSide {
+    /// Stops the mirror and the gateway and prints their counters.
+    pub(crate) async fn stop(self) {
+        #[cfg(feature = "mqtt")]
+        {
+            if let Some(m) = self.mirror {
+                let s = m.close().await;
+                println!(
+                    "mqtt json: published {}, not published {}, outs {}, bad JSON {}, out errors {}",
+                    s.published, s.publish_dropped, s.outs, s.bad_json, s.out_errors
+                );
+            }
+            let s = self.gateway.close().await;
+            println!(
+                "mqtt gateway: udp in {}, mqtt in {}, udp->mqtt {}, mqtt->udp {}, duplicates {}, \
+                 malformed {}, mqtt dropped {}, udp send errors {}; connects {}, reconnects {}, \
+                 disconnects {}",
+                s.udp_in,
+                s.mqtt_in,
+                s.to_mqtt,
+                s.to_udp,
+                s.duplicates,
+                s.malformed,
+                s.mqtt_dropped,
+                s.udp_send_errors,
+                s.mqtt.connects,
+                s.mqtt.reconnects,
+                s.mqtt.disconnects
+            );
+        }
+    }
+}
