@@ -19,6 +19,9 @@ use tracing::{info, warn};
 #[path = "stats.rs"]
 mod stats;
 
+#[path = "node_mqtt.rs"]
+mod node_mqtt;
+
 /// Options of `beets node`.
 #[derive(Args, Debug)]
 pub(crate) struct NodeArgs {
@@ -127,6 +130,10 @@ pub(crate) struct NodeArgs {
     /// With --stats: one JSON object per line instead of text.
     #[arg(long, requires = "stats")]
     stats_json: bool,
+    // --- MQTT (--mqtt URL, --mqtt-space, --mqtt-json, ...): options in node_mqtt.rs ---
+    #[command(flatten)]
+    mqtt: node_mqtt::MqttArgs,
+    // --- end MQTT ---
 }
 
 pub(crate) fn run(args: NodeArgs) -> Result<(), String> {
@@ -297,6 +304,19 @@ async fn node(args: NodeArgs) -> Result<(), String> {
             .serve(outputs.actions, named.iter().cloned())
             .map_err(|e| e.to_string())?,
     );
+    // --- MQTT: a gateway beside udp-ts (same port, broadcast and peers; no repeats) and the
+    // JSON mirror of udp-ts (before --out, so those are mirrored too) ---
+    let mqtt_udp = UdpConfig {
+        bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.port)),
+        broadcast: Some(SocketAddr::from((args.broadcast, args.port))),
+        peers: args.peers.clone(),
+        recv_buffer_size: args.recv_buffer,
+        ..UdpConfig::default()
+    };
+    let mqtt_space = named.iter().find(|(n, _)| *n == "udp-ts").map(|(_, h)| h);
+    let mqtt_side =
+        node_mqtt::start(&args.mqtt, &mqtt_udp, args.key.as_deref(), mqtt_space).await?;
+    // --- end MQTT ---
     if let Some(first) = handles.first() {
         for text in &args.outs {
             let tuple = parse_tuple(text).map_err(|e| format!("--out {text}: {e}"))?;
@@ -342,6 +362,11 @@ async fn node(args: NodeArgs) -> Result<(), String> {
     }
     // --- end stats ---
     println!("node {} stopping", args.name);
+    // --- MQTT: stopped before the space it mirrors; prints the gateway's counters ---
+    if let Some(m) = mqtt_side {
+        m.stop().await;
+    }
+    // --- end MQTT ---
     if let Some(space) = udp_space {
         let (stats, udp_stats) = space.close().await;
         match udp_stats.kernel_drops {
