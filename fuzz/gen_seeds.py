@@ -25,7 +25,20 @@ MESSAGES = {
     "tuple_reply": "6a dc 0c 53 45 4e 53 4f 52 ff ff 05 01 02",     # TUPLE R=1 ("SENSOR", -1, b"\x01\x02")
     "rd_all_formals": "50 00 2c",                                   # RD (?, ?)
     "tuple_neg_zero": "68 80 80 00 00 00",                          # TUPLE (-0.0f32)
+    # §11 requests that wait (L on RD/INP/TEST; encoded by `beets encode OP … --wait SECS`)
+    "rd_wait_vector": "51 d0 24 0c 53 45 4e 53 4f 52 00 1e",      # §11 vector: RD ("SENSOR", ?int16) waiting 30 s
+    "rd_wait_30": "51 f0 20 0c 53 45 4e 53 4f 52 0a 4c 49 47 48 54 00 1e",
+    "rd_wait_max": "51 f0 20 0c 53 45 4e 53 4f 52 0a 4c 49 47 48 54 ff ff",
+    "inp_wait_30": "59 d0 24 0c 53 45 4e 53 4f 52 00 1e",
+    "test_wait_30": "61 c0 24 08 4e 4f 44 45 00 1e",
+    # …and malformed ones: wait 0, a truncated wait, L on WHERE, a byte after the wait
+    "rd_wait_zero": "51 d0 24 0c 53 45 4e 53 4f 52 00 00",
+    "rd_wait_truncated": "51 d0 24 0c 53 45 4e 53 4f 52 00",
+    "where_with_l": "79 c0 24 08 4e 4f 44 45 00 1e",
+    "inp_wait_trailing": "59 d0 24 0c 53 45 4e 53 4f 52 00 1e 00",
     # E=1 with the key the fuzz entry point uses (FpeKey::from_password("fuzz"))
+    "rd_wait_encrypted_fuzz": "55 a2 1c 97 9d 21 c3 9d a5 02 30 2b 64 01 72 68 4c e1",
+    "inp_wait_encrypted_fuzz": "5d 1e 8a 97 9d 21 c3 9d a5 02 4c e1",
     "out_encrypted_fuzz": "4c b4 97 9d 21 c3 9d a5 02 30 2b 64 01 72 68 9b 4c 9f 28 4c 4c",
     "out_lifetime_encrypted_fuzz": "4d b4 97 9d 21 c3 9d a5 02 30 2b 64 01 72 68 25 aa e3 e4 4c 4c 9b 62",
     "tuple_reply_encrypted_fuzz": "6e 58 97 9d 21 c3 9d a5 02 39 39 74 e1 9b",
@@ -37,6 +50,9 @@ BLE_FRAMES = {
     "tail1": ('#>"Os;ajG[:JqNn8Ol<N!WYI#!!!"', [0x1520]),
     "tail3": ("a@Z(6;ajG[:JqNn8Ol<NrmX6:!!!$", [0x004B, 0x22A4]),
     "tail3_stale_ambiguous": ("a@Z(6;ajG[:JqNn8Ol<NrmX6:!!!$", [0x22A4, 0x1520, 0x004B]),
+    # waiting requests (§11): `beets frame --seq 9|10` of inp_wait_30 and rd_wait_30
+    "inp_wait_30": ('$!GV#$r]Si;bp9k*Z"', []),
+    "rd_wait_30": ("$;p:8$r]Si;bp9u9M%`F;udt#", []),
 }
 
 ASCII85 = {
