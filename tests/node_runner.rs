@@ -83,7 +83,8 @@ fn node_runner_reports_a_missing_agent_file_in_one_line() {
             "--broadcast",
             "127.255.255.255",
         ])
-        .args(["--agent", "/nonexistent/agent.js", "--exit-after", "1"])
+        .args(["--agent", "/nonexistent/agent.js", "--strict-agents"])
+        .args(["--exit-after", "1"])
         .env("RUST_LOG", "off")
         .output()
         .unwrap();
