@@ -113,6 +113,12 @@ pub enum HostQuery {
     Count,
     /// Remove every match; complete with [`Completion::Count`].
     Rm,
+    /// Copies of every match, oldest first (`host.rdAll`); complete with
+    /// [`Completion::Tuples`].
+    RdAll,
+    /// Take every match at once, oldest first (`host.inpAll`); complete with
+    /// [`Completion::Tuples`].
+    InpAll,
 }
 
 /// Something an agent asked to be done on a space. Drain with
@@ -156,6 +162,9 @@ pub enum Action {
         template: Template,
         /// The request's timeout.
         timeout: Duration,
+        /// Where to look: the spaces in range (the default), the node's own space, or both
+        /// (local first). Over the network the request carries `timeout` as its wait (spec §11).
+        scope: beets_core::node::Scope,
     },
     /// Store a tuple in the local space only.
     HostOut {
@@ -217,6 +226,8 @@ pub enum Completion {
     Tuple(Option<(Tuple, Option<Received>)>),
     /// A count (`host.count`, `host.rm`).
     Count(usize),
+    /// Every match of a bulk query (`host.rdAll`, `host.inpAll`), oldest first.
+    Tuples(Vec<Tuple>),
     /// The operation could not be performed (space closed, too many pending…): the promise
     /// resolves with `null` and a [`AgentEvent::Log`] records why.
     Failed(String),

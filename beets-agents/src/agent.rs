@@ -703,6 +703,14 @@ impl JsAgent {
                         JsValue::new_float(ctx.clone(), n as f64)
                     }
                     (Shape::Count, _) => JsValue::new_int(ctx.clone(), 0),
+                    (Shape::Tuples, Some(Completion::Tuples(ts))) => {
+                        let arr = rquickjs::Array::new(ctx.clone())?;
+                        for (i, t) in ts.iter().enumerate() {
+                            arr.set(i, tuple_to_js(&ctx, &st, t)?)?;
+                        }
+                        arr.into_value()
+                    }
+                    (Shape::Tuples, _) => rquickjs::Array::new(ctx.clone())?.into_value(),
                     _ => null(),
                 };
                 drop(st);

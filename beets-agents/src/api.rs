@@ -5,10 +5,12 @@
 //! | `spaces[name].out(tuple, lifetimeSec?)` | broadcast an OUT on that space |
 //! | `spaces[name].notify(tuple)` | broadcast a notification (TUPLE, R = 0) |
 //! | `spaces[name].rd(template, timeoutMs?, callback?)` | remote read → `Promise` of `{tuple, from, time, rssi}` or `null` at the timeout (default 1000 ms); `callback` gets the same value |
-//! | `spaces[name].inp(…)`, `spaces[name].test(…)` | as `rd`, take / test |
+//! | `spaces[name].rd(template, {timeout, wait, scope}, callback?)` | the same with options: `timeout` in ms, or `wait` in seconds (the timeout then; over the network the request carries it as its wait, spec §11, so a node that stores a match meanwhile answers); `scope` `"network"` (default), `"local"` (this node's space: at once, or the first match stored before the timeout; `from`, `time`, `rssi` are `null`) or `"both"` (local first, then the network; the first answer wins) |
+//! | `spaces[name].inp(…)`, `spaces[name].test(…)` | as `rd`, take / test (a local `inp` takes atomically) |
 //! | `spaces[name].host.out(tuple, lifetimeSec?)` | store in the local space only |
 //! | `spaces[name].host.rd(template, callback?)`, `.inp(…)` | local read / take → `Promise` of the tuple or `null` |
 //! | `spaces[name].host.count(template, callback?)`, `.rm(…)` | local count / remove all → `Promise` of a number |
+//! | `spaces[name].host.rdAll(template, callback?)`, `.inpAll(…)` | every local match, oldest first (`inpAll` takes them all at once) → `Promise` of an array of tuples (empty when none) |
 //! | `spaces[name].name` | the space's name |
 //! | `host` | `spaces[<first space>].host` |
 //! | `sensor(name)` | the sensor's current value, `null` if never set |
@@ -27,6 +29,7 @@ use std::num::NonZeroU16;
 use std::rc::Rc;
 use std::time::Duration;
 
+use beets_core::node::Scope;
 use beets_core::{Op, Template, Time, Tuple, Value};
 use rquickjs::function::{Opt, Rest, This};
 use rquickjs::object::Property;
@@ -84,6 +87,8 @@ pub(crate) enum Shape {
     Tuple,
     /// A number.
     Count,
+    /// An array of tuple arrays (empty when nothing matched or the query failed).
+    Tuples,
 }
 
 pub(crate) struct Pending {
@@ -230,6 +235,59 @@ fn timeout_and_callback<'js>(
     Ok((timeout, cb))
 }
 
+/// The options of `rd`/`inp`/`test`: a timeout in ms, or `{timeout, wait, scope}`, then an
+/// optional callback (or the callback alone).
+fn request_options<'js>(
+    ctx: &Ctx<'js>,
+    limits: &Limits,
+    a: Option<JsValue<'js>>,
+    b: Option<JsValue<'js>>,
+) -> rquickjs::Result<(Duration, Scope, Option<JsValue<'js>>)> {
+    let Some(opts) = a
+        .as_ref()
+        .and_then(|v| v.as_object())
+        .filter(|o| !o.is_function() && !o.is_array())
+        .cloned()
+    else {
+        let (timeout, cb) = timeout_and_callback(ctx, limits, a, b)?;
+        return Ok((timeout, Scope::Network, cb));
+    };
+    let get = |k: &str| -> rquickjs::Result<Option<JsValue<'js>>> {
+        let v: JsValue = opts.get(k)?;
+        Ok((!v.is_undefined() && !v.is_null()).then_some(v))
+    };
+    let (timeout_ms, wait_s) = (get("timeout")?, get("wait")?);
+    let timeout = match (timeout_ms, wait_s) {
+        (Some(_), Some(_)) => {
+            return Err(type_error(ctx, "give timeout (ms) or wait (s), not both"));
+        }
+        (None, Some(w)) => {
+            let s = w.as_number().unwrap_or(f64::NAN);
+            if s.is_nan() || s < 0.0 {
+                return Err(range_error(ctx, "a wait is a number of seconds ≥ 0"));
+            }
+            Duration::from_secs_f64(s.min(limits.max_timeout.as_secs_f64())).min(limits.max_timeout)
+        }
+        (t, None) => timeout_and_callback(ctx, limits, t, None)?.0,
+    };
+    let scope = match get("scope")? {
+        None => Scope::Network,
+        Some(v) => match v.as_string().map(|s| s.to_string()).transpose()?.as_deref() {
+            Some("network") => Scope::Network,
+            Some("local") => Scope::Local,
+            Some("both") => Scope::Both,
+            _ => {
+                return Err(type_error(
+                    ctx,
+                    "scope is \"network\", \"local\" or \"both\"",
+                ));
+            }
+        },
+    };
+    let (_, cb) = timeout_and_callback(ctx, limits, None, b)?;
+    Ok((timeout, scope, cb))
+}
+
 /// Creates the promise of a request and registers it; `make` builds the action.
 fn start_request<'js>(
     ctx: &Ctx<'js>,
@@ -340,7 +398,7 @@ fn space_object<'js>(
                     1 + template.wire_len(),
                 )?;
                 let limits = cell.io.borrow().limits.clone();
-                let (timeout, cb) = timeout_and_callback(&ctx, &limits, a.0, b.0)?;
+                let (timeout, scope, cb) = request_options(&ctx, &limits, a.0, b.0)?;
                 start_request(
                     &ctx,
                     &cell,
@@ -355,6 +413,7 @@ fn space_object<'js>(
                         op,
                         template,
                         timeout,
+                        scope,
                     },
                 )
             },
@@ -395,6 +454,8 @@ fn space_object<'js>(
         ("inp", HostQuery::Inp, Shape::Tuple),
         ("count", HostQuery::Count, Shape::Count),
         ("rm", HostQuery::Rm, Shape::Count),
+        ("rdAll", HostQuery::RdAll, Shape::Tuples),
+        ("inpAll", HostQuery::InpAll, Shape::Tuples),
     ] {
         let (cell, shared) = (cell.clone(), shared.clone());
         let f = Function::new(

@@ -13,6 +13,7 @@ use crate::action::{Action, AgentEvent, AgentId, Completion, HostQuery, RequestO
 use crate::config::{ActivePolicy, HostConfig, Limits, Protection, SpaceSpec};
 use crate::error::{Fault, FaultKind};
 use crate::host::{AgentInfo, HostStats, RuleFilter};
+use beets_core::node::Scope;
 
 /// Largest frame accepted (a load carries at most 64 KiB of source).
 const MAX_FRAME: usize = 16 << 20;
@@ -235,6 +236,7 @@ impl W {
                 op,
                 template,
                 timeout,
+                scope,
             } => self
                 .u8(2)
                 .u32(agent.0)
@@ -242,7 +244,12 @@ impl W {
                 .u8(space.0)
                 .u8(*op as u8)
                 .template(template)
-                .dur(*timeout),
+                .dur(*timeout)
+                .u8(match scope {
+                    Scope::Network => 0,
+                    Scope::Local => 1,
+                    Scope::Both => 2,
+                }),
             Action::HostOut {
                 agent,
                 space,
@@ -270,6 +277,8 @@ impl W {
                     HostQuery::Inp => 1,
                     HostQuery::Count => 2,
                     HostQuery::Rm => 3,
+                    HostQuery::RdAll => 4,
+                    HostQuery::InpAll => 5,
                 })
                 .template(template),
         }
@@ -306,6 +315,13 @@ impl W {
             Completion::Tuple(Some((t, rx))) => self.u8(1).tuple(t).opt_received(rx.as_ref()),
             Completion::Count(n) => self.u8(2).usize(*n),
             Completion::Failed(s) => self.u8(3).str(s),
+            Completion::Tuples(ts) => {
+                self.u8(4).usize(ts.len());
+                for t in ts {
+                    self.tuple(t);
+                }
+                self
+            }
         }
     }
     pub(crate) fn stats(&mut self, s: &HostStats) -> &mut Self {
@@ -591,6 +607,12 @@ impl R<'_> {
                 },
                 template: self.template()?,
                 timeout: self.dur()?,
+                scope: match self.u8()? {
+                    0 => Scope::Network,
+                    1 => Scope::Local,
+                    2 => Scope::Both,
+                    _ => return Err(bad()),
+                },
             },
             3 => Action::HostOut {
                 agent: self.agent()?,
@@ -606,7 +628,10 @@ impl R<'_> {
                     0 => HostQuery::Rd,
                     1 => HostQuery::Inp,
                     2 => HostQuery::Count,
-                    _ => HostQuery::Rm,
+                    3 => HostQuery::Rm,
+                    4 => HostQuery::RdAll,
+                    5 => HostQuery::InpAll,
+                    _ => return Err(bad()),
                 },
                 template: self.template()?,
             },
@@ -649,7 +674,16 @@ impl R<'_> {
             0 => Completion::Tuple(None),
             1 => Completion::Tuple(Some((self.tuple()?, self.opt_received()?))),
             2 => Completion::Count(self.usize()?),
-            _ => Completion::Failed(self.str()?),
+            3 => Completion::Failed(self.str()?),
+            4 => {
+                let n = self.usize()?;
+                let mut ts = Vec::with_capacity(n.min(1024));
+                for _ in 0..n {
+                    ts.push(self.tuple()?);
+                }
+                Completion::Tuples(ts)
+            }
+            _ => return Err(bad()),
         })
     }
     pub(crate) fn stats(&mut self) -> io::Result<HostStats> {
@@ -739,5 +773,61 @@ mod tests {
             assert_eq!(R(&w.0).peer().unwrap(), p);
         }
         assert_eq!(PeerAddr::Mqtt(id).to_string(), "mqtt:1a2b3c4d");
+    }
+
+    #[test]
+    fn scoped_requests_bulk_queries_and_their_tuples_cross_to_the_worker() {
+        let template: beets_core::Template = "(\"A\", ?int16)".parse().unwrap();
+        for scope in [Scope::Network, Scope::Local, Scope::Both] {
+            let a = Action::Request {
+                agent: AgentId(3),
+                token: crate::action::Token(9),
+                space: SpaceId(1),
+                op: RequestOp::Inp,
+                template: template.clone(),
+                timeout: std::time::Duration::from_secs(10),
+                scope,
+            };
+            let mut w = W::default();
+            w.action(&a);
+            assert_eq!(R(&w.0).action().unwrap(), a);
+        }
+        for query in [HostQuery::RdAll, HostQuery::InpAll] {
+            let a = Action::Host {
+                agent: AgentId(3),
+                token: crate::action::Token(10),
+                space: SpaceId(0),
+                query,
+                template: template.clone(),
+            };
+            let mut w = W::default();
+            w.action(&a);
+            assert_eq!(R(&w.0).action().unwrap(), a);
+        }
+        for c in [
+            Completion::Tuples(vec![]),
+            Completion::Tuples(vec![
+                "(\"A\", 1)".parse().unwrap(),
+                "(\"A\", 2)".parse().unwrap(),
+            ]),
+            Completion::Tuple(Some(("(\"A\", 1)".parse().unwrap(), None))),
+        ] {
+            let mut w = W::default();
+            w.completion(&c);
+            assert_eq!(R(&w.0).completion().unwrap(), c);
+        }
+        // An unknown scope or query byte is an error, not a guess.
+        let mut w = W::default();
+        w.action(&Action::Request {
+            agent: AgentId(3),
+            token: crate::action::Token(9),
+            space: SpaceId(1),
+            op: RequestOp::Rd,
+            template,
+            timeout: std::time::Duration::from_secs(1),
+            scope: Scope::Both,
+        });
+        *w.0.last_mut().unwrap() = 7;
+        assert!(R(&w.0).action().is_err());
     }
 }

@@ -605,6 +605,8 @@ impl AgentRuntime {
                             .map(|t| Completion::Tuple(t.map(|t| (t, None)))),
                         HostQuery::Count => h.host_count(template).await.map(Completion::Count),
                         HostQuery::Rm => h.host_rm(template).await.map(Completion::Count),
+                        HostQuery::RdAll => h.host_rd_all(template).await.map(Completion::Tuples),
+                        HostQuery::InpAll => h.host_inp_all(template).await.map(Completion::Tuples),
                     };
                     let c = c.unwrap_or_else(|e| Completion::Failed(e.to_string()));
                     let _ = self.complete(token, c);
@@ -614,17 +616,18 @@ impl AgentRuntime {
                     op,
                     template,
                     timeout,
+                    scope,
                     ..
                 } => {
                     let rt = self.clone();
                     tokio::spawn(async move {
                         let r = match op {
-                            RequestOp::Rd => h.rd(template, timeout).await,
-                            RequestOp::Inp => h.inp(template, timeout).await,
-                            RequestOp::Test => h.test(template, timeout).await,
+                            RequestOp::Rd => h.rd_in(template, timeout, scope).await,
+                            RequestOp::Inp => h.inp_in(template, timeout, scope).await,
+                            RequestOp::Test => h.test_in(template, timeout, scope).await,
                         };
                         let c = match r {
-                            Ok(reply) => Completion::Tuple(reply.map(|(t, rx)| (t, Some(rx)))),
+                            Ok(answer) => Completion::Tuple(answer.map(|a| (a.tuple, a.received))),
                             Err(e) => Completion::Failed(e.to_string()),
                         };
                         let _ = rt.complete(token, c);

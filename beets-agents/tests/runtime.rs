@@ -593,3 +593,54 @@ async fn radio_notifications_reach_notify_rules_through_the_node_hook() {
         ["notify 1 127.0.0.7:49737", "notify 2 127.0.0.7:49737"]
     );
 }
+
+/// `rd(template, {wait, scope})` and `host.rdAll`/`inpAll` (issue 13): a local read woken by a
+/// later local store, a network read that waits at the server (spec §11) and is answered when
+/// the tuple arrives there, the bulk queries, and a bad scope refused.
+#[tokio::test]
+async fn agent_requests_with_a_scope_and_a_wait_and_bulk_queries() {
+    let (ble_bus, udp_bus) = (Bus::default(), Bus::default());
+    let (server, _) = join(&udp_bus, 3, node(Transport::Udp, "server", 3));
+    let b = beacon(&ble_bus, &udp_bus, 2);
+    for i in 1..=3 {
+        b.udp
+            .host_out(t(&format!("(\"A\", {i})")), None)
+            .await
+            .unwrap();
+    }
+    b.agents
+        .load(
+            "asker",
+            r#"({ rules: [{ timer: 10, once: true, async handler() {
+                const sp = spaces["udp-ts"];
+                try { sp.rd(["X"], {scope: "moon"}); } catch (e) { host.out(["ERR", e.name]); }
+                try { sp.rd(["X"], {wait: 1, timeout: 5}); } catch (e) { host.out(["ERR2", e.name]); }
+                const local = await sp.rd(["L", INT16], {scope: "local", wait: 30});
+                host.out(["LOCAL", local.tuple[1], String(local.from)]);
+                const net = await sp.rd(["N", INT16], {wait: 30});
+                host.out(["NET", net.tuple[1], net.from]);
+                const all = await sp.host.rdAll(["A", INT16]);
+                const taken = await sp.host.inpAll(["A", INT16]);
+                const none = await sp.host.rdAll(["A", INT16]);
+                const left = await sp.host.count(["A", INT16]);
+                host.out(["BULK", all.map(t => t[1]).join(","), taken.length, `${none.length}/${left}`]);
+            } }] })"#,
+        )
+        .await
+        .unwrap();
+    // The local read waits in udp-ts; a later local store wakes it.
+    eventually(|| async { b.udp.stats().await.unwrap().pending_requests == 1 }).await;
+    b.udp.host_out(t(r#"("L", 1)"#), None).await.unwrap();
+    // The network read waits at the server (it holds nothing yet); the tuple arrives there.
+    eventually(|| async { server.stats().await.unwrap().node.waits_accepted == 1 }).await;
+    server.host_out(t(r#"("N", 2)"#), None).await.unwrap();
+    let want = vec![
+        t(r#"("ERR", "TypeError")"#),
+        t(r#"("ERR2", "TypeError")"#),
+        t(r#"("LOCAL", 1, "null")"#),
+        t(r#"("NET", 2, "127.0.0.3:49737")"#),
+        t(r#"("BULK", "1,2,3", 3, "0/0")"#),
+    ];
+    eventually(|| async { b.ble.host_tuples().await.unwrap().len() >= want.len() }).await;
+    assert_eq!(b.ble.host_tuples().await.unwrap(), want);
+}
