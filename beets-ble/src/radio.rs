@@ -224,7 +224,7 @@ impl FrameSink for SchedulerSink {
                         debug!(name = %dropped.local_name, "sender queue full: oldest frame dropped");
                         Ok(())
                     }
-                    Err(e) => Err(SendError::Refused(e.to_string())),
+                    Err(e) => Err(SendError::Refused(e.into())),
                 }
             }
             Transmit::Datagram(_) => Err(SendError::Io(io::Error::new(

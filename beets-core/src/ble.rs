@@ -64,7 +64,18 @@ pub const MAX_COMBINATIONS: usize = 256;
 const LENGTH_CHAR_BASE: u8 = 0x21;
 
 /// CRC-8/SMBUS (poly 0x07, init 0, no reflection, xorout 0; check 0xF4), spec §6.
-pub const CRC8: Crc<u8> = Crc::<u8>::new(&CRC_8_SMBUS);
+#[cfg(test)]
+pub(crate) const CRC8: Crc<u8> = Crc::<u8>::new(&CRC_8_SMBUS);
+
+/// The frame check of spec §6: CRC-8/SMBUS (poly 0x07, init 0, no reflection, xorout 0) of
+/// `bytes` (`seq ‖ message` for a frame).
+///
+/// ```
+/// assert_eq!(beets_core::ble::crc8(b"123456789"), 0xf4);
+/// ```
+pub fn crc8(bytes: &[u8]) -> u8 {
+    CRC8_SLICE16.checksum(bytes)
+}
 
 /// [`CRC8`] computed 16 bytes at a time (16 tables, 4 KiB): the one-table form is a chain of
 /// dependent loads, one per byte, that dominated framing a 25-byte frame.

@@ -65,13 +65,18 @@ pub mod tuple;
 pub mod udp;
 pub mod value;
 
+// Foreign types in public signatures come with their crates, so a major version of one of them
+// is a major version of beets-core (tokio's rule for mio): `Value::Str` holds a `CompactString`,
+// a `BleAdvertisement` an `ArrayString` name and an `ArrayVec` of UUIDs.
+pub use arrayvec;
+pub use compact_str;
 pub use fpe::FpeKey;
 #[doc(hidden)]
 pub use macros::__private;
 pub use message::{DecodeError, Decoded, Message, Op};
 pub use node::{
-    DatagramEncoder, Delivery, Event, Frame, Node, NodeConfig, NodeError, NodeStats, PeerAddr,
-    Received, RequestId, Transmit, Transport,
+    Delivery, Event, Frame, Node, NodeConfig, NodeError, NodeStats, PeerAddr, Received, RequestId,
+    Transmit, Transport,
 };
 pub use sealed::{OpenError, Opened, ReplayWindow, SealError, SealKey, Sealer};
 pub use space::{

@@ -289,7 +289,7 @@ impl Node {
     /// what [`poll_transmit`](Self::poll_transmit) gives. The async driver gives one to its
     /// handles, so that an `out` is encoded and sent from the caller's task without a hop to the
     /// driver. `None` on a BLE node (BLE frames are paced by the advertising scheduler).
-    pub fn datagram_encoder(&self) -> Option<DatagramEncoder> {
+    pub(crate) fn datagram_encoder(&self) -> Option<DatagramEncoder> {
         (self.config.transport == Transport::Udp && self.seal.is_none()).then(|| DatagramEncoder {
             node_id: self.node_id,
             key: self.config.key.clone().map(Arc::new),
@@ -1434,7 +1434,7 @@ impl Node {
 /// so datagrams from the node and from its encoders never reuse a number). From
 /// [`Node::datagram_encoder`]; cloning shares the counter.
 #[derive(Clone)]
-pub struct DatagramEncoder {
+pub(crate) struct DatagramEncoder {
     node_id: NodeId,
     key: Option<Arc<FpeKey>>,
     seq: Arc<AtomicU32>,
@@ -1458,7 +1458,7 @@ impl DatagramEncoder {
     /// # Errors
     /// [`NodeError::TooLong`] when the message is over the UDP limit (1221 bytes, spec §7); no sequence
     /// number is used then.
-    pub fn encode(&self, msg: &Message) -> Result<Vec<u8>, NodeError> {
+    pub(crate) fn encode(&self, msg: &Message) -> Result<Vec<u8>, NodeError> {
         let (len, max) = (msg.buffer_len(), Transport::Udp.max_message_len());
         let too_long = || NodeError::TooLong {
             op: msg.op(),

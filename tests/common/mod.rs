@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
 
 /// The `beets` example binary that `cargo test` builds beside the test.
-pub fn beets_bin() -> PathBuf {
+pub(crate) fn beets_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let bin = dir.join("examples").join("beets");
@@ -21,7 +21,7 @@ pub fn beets_bin() -> PathBuf {
 
 /// A port reserved for the rest of this test process (see `beets::udp::reserve_port`): no other
 /// test or program is handed it meanwhile.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     static HELD: std::sync::Mutex<Vec<beets::udp::PortReservation>> =
         std::sync::Mutex::new(Vec::new());
     let r = beets::udp::reserve_port().expect("reserve a port");
@@ -31,7 +31,7 @@ pub fn free_port() -> u16 {
 }
 
 /// stdout and stderr of a finished process, together.
-pub fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!(
         "{}\n{}",
         String::from_utf8_lossy(&o.stdout),
@@ -40,15 +40,15 @@ pub fn text(o: &Output) -> String {
 }
 
 /// A running `beets node` whose stdout is read line by line.
-pub struct NodeProcess {
-    pub child: Child,
+pub(crate) struct NodeProcess {
+    pub(crate) child: Child,
     out: BufReader<ChildStdout>,
-    pub seen: String,
+    pub(crate) seen: String,
 }
 
 impl NodeProcess {
     /// Starts `beets node ARGS` (stdout piped, stderr discarded unless `RUST_LOG` asks).
-    pub fn start(args: &[&str]) -> NodeProcess {
+    pub(crate) fn start(args: &[&str]) -> NodeProcess {
         let mut child = Command::new(beets_bin())
             .arg("node")
             .args(args)
@@ -67,7 +67,7 @@ impl NodeProcess {
 
     /// Reads stdout until a line contains `what` (panics if the process ends first); returns
     /// that line.
-    pub fn wait_for(&mut self, what: &str) -> String {
+    pub(crate) fn wait_for(&mut self, what: &str) -> String {
         loop {
             let mut line = String::new();
             let n = self.out.read_line(&mut line).expect("read node output");
@@ -81,7 +81,7 @@ impl NodeProcess {
 
     /// Stops the node as Ctrl-C does (SIGINT: a clean stop that prints the final counters) and
     /// returns the rest of its output.
-    pub fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-INT", &pid]).status();
         let mut rest = String::new();
@@ -91,13 +91,13 @@ impl NodeProcess {
     }
 
     /// Kills the node at once (SIGKILL: no clean shutdown, nothing saved).
-    pub fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// The process's resident memory in KiB (Linux `/proc/PID/status` `VmRSS`).
-    pub fn rss_kib(&self) -> u64 {
+    pub(crate) fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .expect("proc status");
         status
@@ -109,7 +109,7 @@ impl NodeProcess {
 }
 
 /// The number after `label` in `text` (e.g. `count(out, "stored ")`).
-pub fn number_after(text: &str, label: &str) -> u64 {
+pub(crate) fn number_after(text: &str, label: &str) -> u64 {
     let at = text
         .rfind(label)
         .unwrap_or_else(|| panic!("{label:?} not in:\n{text}"));

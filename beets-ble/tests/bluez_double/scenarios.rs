@@ -364,6 +364,7 @@ async fn frame_too_large_for_the_controller_is_refused_before_registering(ctl: C
     let Err(beets_core::driver::ClientError::Refused(why)) = refused else {
         return Err(format!("expected a refusal at out, got {refused:?}").into());
     };
+    let why = why.to_string();
     assert!(why.contains("20"), "{why}");
     let st = n.stats().scheduler;
     assert_eq!(st.too_large, 1);

@@ -57,12 +57,22 @@ pub enum SendError {
     /// The backend would not take the frame, on purpose: a full sender queue under a refuse
     /// policy, a frame the controller cannot hold, a receive-only node. Nothing was sent; the
     /// `out` or `notify` that produced the frame returns [`ClientError::Refused`](super::ClientError::Refused) with this text.
-    #[error("{0}")]
-    Refused(String),
+    #[error(transparent)]
+    Refused(Refusal),
     /// Sending failed. Logged and counted in [`DriverStats::send_errors`](super::DriverStats::send_errors); the node keeps
     /// running and the caller is not told (a broadcast may be lost anyway).
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+/// Why a backend would not take a frame, on purpose (see [`SendError::Refused`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The BLE sender refused it: a full queue under `QueuePolicy::Refuse`, a frame too large
+    /// for the controller, or no advertising instance (a receive-only node).
+    #[error(transparent)]
+    Ble(#[from] crate::ble::scheduler::SchedulerError),
 }
 
 /// How a backend broadcasts one frame.

@@ -32,7 +32,7 @@ pub enum ClientError {
     Space(#[from] SpaceError),
     /// The backend refused the frame ([`SendError::Refused`](super::SendError::Refused)): it was not sent.
     #[error("not sent: {0}")]
-    Refused(String),
+    Refused(super::Refusal),
 }
 
 /// A reply to a request: the tuple and how it arrived.

@@ -37,7 +37,8 @@ mod task;
 mod tests;
 
 pub use backend::{
-    ChannelSource, DirectSend, FrameSink, FrameSource, OwnedFrame, ReceivedFrame, SendError,
+    ChannelSource, DirectSend, FrameSink, FrameSource, OwnedFrame, ReceivedFrame, Refusal,
+    SendError,
 };
 pub use handle::{ClientError, Lease, Reply, SpaceHandle};
 pub use task::{DriverStats, spawn, spawn_with_source};

@@ -406,27 +406,35 @@ async fn out_is_sent_by_the_handle_and_falls_back_to_the_driver_when_it_would_bl
 
 #[tokio::test]
 async fn a_frame_the_backend_refuses_is_reported_to_its_caller() {
-    struct Refusing;
+    use crate::ble::scheduler::SchedulerError;
+    let full = || SchedulerError::QueueFull {
+        capacity: 2,
+        instances: 1,
+        delta_t: Duration::from_millis(500),
+    };
+    struct Refusing(SchedulerError);
     impl FrameSink for Refusing {
         async fn send(&mut self, _: Transmit) -> Result<(), SendError> {
-            Err(SendError::Refused("sender queue full (2 frames)".into()))
+            Err(SendError::Refused(self.0.clone().into()))
         }
     }
     let (_tx, rx) = mpsc::channel(1);
     let node = Node::new(NodeConfig::new(Transport::Ble, "x").unwrap(), 1, Time::ZERO);
-    let (h, _) = spawn("x".into(), node, Refusing, rx);
-    let refused = ClientError::Refused("sender queue full (2 frames)".into());
+    let (h, _) = spawn("x".into(), node, Refusing(full()), rx);
+    let refused = ClientError::Refused(Refusal::Ble(full()));
     assert_eq!(
         h.out(parse_tuple("(1)").unwrap(), None).await,
         Err(refused.clone())
     );
     assert_eq!(h.notify(parse_tuple("(2)").unwrap()).await, Err(refused));
-    assert_eq!(
-        h.out(parse_tuple("(3)").unwrap(), None)
-            .await
-            .unwrap_err()
-            .to_string(),
-        "not sent: sender queue full (2 frames)"
+    let text = h
+        .out(parse_tuple("(3)").unwrap(), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.starts_with("not sent: BLE sender queue is full (2 frames"),
+        "{text}"
     );
     // The node keeps serving.
     h.host_out(parse_tuple("(4)").unwrap(), None).await.unwrap();
