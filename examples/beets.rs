@@ -116,7 +116,7 @@ enum Command {
         password: String,
     },
     /// Run one node with agents loaded from files, until Ctrl-C.
-    Node(runner::NodeArgs),
+    Node(Box<runner::NodeArgs>),
     /// Broadcast one OUT to a UDP space (a one-shot client; prints nothing, exits 0 when sent).
     Out(client::OutArgs),
     /// Read a matching tuple from a UDP space: prints it and exits 0, or exits 1 on none.
@@ -148,7 +148,7 @@ fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
 
 fn run(cli: Cli) -> Result<String, String> {
     match cli.command {
-        Command::Node(args) => runner::run(args).map(|()| String::new()),
+        Command::Node(args) => runner::run(*args).map(|()| String::new()),
         Command::Plan(args) => plan::run(&args),
         Command::Out(args) => client::out(args),
         Command::Rd(args) => client::request(RequestOp::Rd, args),

@@ -43,7 +43,7 @@
 //!
 //! ```json
 //! {"op": "out", "tuple": ["SENSOR", "LIGHT", 512, 1.5], "types": ["str", "str", "int16", "float32"],
-//!  "lifetime": null, "from": "mqtt:1a2b3c4d", "at": "2025-01-31T12:00:00.250Z"}
+//!  "lifetime": 600, "from": "mqtt:1a2b3c4d", "at": "2025-01-31T12:00:00.250Z"}
 //! ```
 //!
 //! | field | meaning |
