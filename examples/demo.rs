@@ -19,14 +19,14 @@
 //! a LAN broadcast address.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use beets::core::{Node, NodeConfig, Time, Transport, Tuple, Value, parse_template};
+use beets::core::{Tuple, Value, parse_template};
 use beets_agents::{AgentRuntime, HostConfig, RuntimeConfig, SpaceSpec};
-use beets_ble::{BleConfig, SimAir, SimAirConfig};
-use beets_udp::{UdpConfig, UdpSpace};
+use beets_ble::{BleConfig, BleNode, SimAir, SimAirConfig};
+use beets_udp::{UdpConfig, UdpSpace, UdpSpaceBuilder};
 use clap::{Parser, ValueEnum};
 use rand::rngs::SmallRng;
 use rand::{RngExt, SeedableRng};
@@ -100,11 +100,17 @@ struct ServerLog {
     light_first_at: Vec<Instant>,
 }
 
-/// The UDP destination of the demo's configuration: never the limited broadcast unless asked.
+/// A UDP space of the demo: `port`, the broadcast address of the arguments.
+fn udp_space(args: &Args, port: u16, name: &str) -> UdpSpaceBuilder {
+    UdpSpace::builder(name)
+        .port(port)
+        .broadcast(args.udp_broadcast)
+}
+
+/// The socket configuration every UDP space of the demo gets: never the limited broadcast
+/// unless asked.
 pub fn udp_config(args: &Args, port: u16) -> UdpConfig {
-    let mut udp = UdpConfig::loopback(port);
-    udp.broadcast = Some(SocketAddr::from((args.udp_broadcast, port)));
-    udp
+    udp_space(args, port, "demo").udp_config()
 }
 
 fn s(x: &str) -> Value {
@@ -167,11 +173,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     );
 
     // The server: a plain UDP node collecting readings and answers.
-    let server = UdpSpace::spawn(
-        udp.clone(),
-        NodeConfig::new(Transport::Udp, "server")?,
-        args.seed ^ 0x5e,
-    )?;
+    let server = udp_space(&args, port, "server")
+        .seed(args.seed ^ 0x5e)
+        .spawn()?;
     let log = Arc::new(Mutex::new(ServerLog::default()));
     let mut light = server
         .handle()
@@ -217,26 +221,18 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     for b in 0..args.beacons {
         let name = format!("beacon-{b}");
         let (rt, outputs) = AgentRuntime::spawn(
-            HostConfig::new([
-                SpaceSpec::new("ble-ts", Transport::Ble),
-                SpaceSpec::new("udp-ts", Transport::Udp),
-            ]),
+            HostConfig::new([SpaceSpec::ble("ble-ts"), SpaceSpec::udp("udp-ts")]),
             RuntimeConfig::default(),
         )?;
-        let mut ble_node = Node::new(
-            NodeConfig::new(Transport::Ble, &name)?,
-            args.seed * 100 + b as u64,
-            Time::ZERO,
-        );
-        ble_node.set_hooks(Box::new(rt.hooks("ble-ts")?));
-        let ble_node = air.spawn_node(&name, ble_node, [0xbe, 0xac, 0, 0, 0, b as u8], &ble);
-        let mut udp_node = Node::new(
-            NodeConfig::new(Transport::Udp, &name)?,
-            args.seed * 100 + 50 + b as u64,
-            Time::ZERO,
-        );
-        udp_node.set_hooks(Box::new(rt.hooks("udp-ts")?));
-        let udp_space = UdpSpace::spawn_node(udp.clone(), udp_node)?;
+        let ble_node = BleNode::builder(&name)
+            .ble_config(ble.clone())
+            .hooks(rt.hooks("ble-ts")?)
+            .seed(args.seed * 100 + b as u64)
+            .spawn_sim(&air, [0xbe, 0xac, 0, 0, 0, b as u8])?;
+        let udp_space = udp_space(&args, port, &name)
+            .hooks(rt.hooks("udp-ts")?)
+            .seed(args.seed * 100 + 50 + b as u64)
+            .spawn()?;
         rt.load("beacon", BEACON_AGENT).await?;
         tokio::spawn(rt.serve(
             outputs.actions,
@@ -258,12 +254,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut tasks = Vec::new();
     for m in 0..args.mobiles {
         let name = format!("mobile-{m}");
-        let node = Node::new(
-            NodeConfig::new(Transport::Ble, &name)?,
-            args.seed * 1000 + m as u64,
-            Time::ZERO,
-        );
-        let mobile = air.spawn_node(&name, node, [0x0b, 0x11, 0, 0, 0, m as u8], &ble);
+        let mobile = BleNode::builder(&name)
+            .ble_config(ble.clone())
+            .seed(args.seed * 1000 + m as u64)
+            .spawn_sim(&air, [0x0b, 0x11, 0, 0, 0, m as u8])?;
         let space = mobile.handle().clone();
         let mut surveys = space
             .subscribe(parse_template(r#"("SURVEY", ?int16, ?str)"#)?, 64)
@@ -454,6 +448,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     /// The demo as the README runs it sends UDP only to the loopback broadcast.
     #[test]
