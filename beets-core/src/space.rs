@@ -66,14 +66,17 @@
 //! ```
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::time::Duration;
 
 use crate::time::Time;
 use crate::tuple::{MAX_ARITY, Template, Tuple};
 use crate::value::Value;
+
+mod buckets;
+use buckets::Buckets;
 
 /// Default [`SpaceConfig::capacity`]: 4096 tuples.
 pub const DEFAULT_CAPACITY: usize = 4096;
@@ -86,11 +89,11 @@ const NIL: u32 = u32::MAX;
 /// Most tuples a space can hold whatever its configured capacity: slot ids are `u32` and
 /// [`NIL`] is reserved.
 const MAX_SLOTS: usize = NIL as usize;
-/// Which of a slot's links: its (arity, first value) bucket, the insertion order of the whole
-/// space, the insertion order of its arity's sub-space. The free list reuses `ORDER`.
-const BUCKET: usize = 0;
-const ORDER: usize = 1;
-const SUB: usize = 2;
+/// A log grows to at most this many times its live entries (plus [`LOG_SLACK`]) before it is
+/// compacted: compaction reads each entry's slot once, so a larger factor means fewer (random)
+/// reads per removal for more memory (16 bytes per entry).
+const LOG_FACTOR: usize = 3;
+const LOG_SLACK: usize = 64;
 
 /// What a full space does with one more tuple.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -325,6 +328,24 @@ const UNLINKED: Links = Links {
     next: NIL,
 };
 
+/// One entry of an insertion-order log: slot `idx` held the tuple numbered `seq` when it was
+/// stored. The entry is dead once the slot's `seq` differs or the slot is free: removal does not
+/// touch the logs (no neighbours to unlink, so no cache misses on them), and dead entries are
+/// skipped by walks and dropped when a log is compacted.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    seq: u64,
+    idx: u32,
+}
+
+/// Where a walk over the candidates of a template stands: in an (arity, first value) bucket's
+/// list, or at a position in an arity's log.
+#[derive(Clone, Copy, Debug)]
+enum Walk {
+    Bucket(u32),
+    Log { arity: usize, pos: usize },
+}
+
 #[derive(Clone, Copy, Debug)]
 struct List {
     head: u32,
@@ -340,7 +361,8 @@ const EMPTY: List = List {
 #[derive(Debug)]
 struct Slot {
     tuple: Option<Tuple>,
-    links: [Links; 3],
+    /// Its (arity, first value) bucket's list; the free list reuses `next`.
+    links: Links,
     /// The bucket key, kept so removal does not hash again.
     key: u64,
     /// [`Time::MAX`] = never.
@@ -348,26 +370,6 @@ struct Slot {
     /// Unique per stored tuple; lets the expiry heap recognise entries whose tuple is gone.
     seq: u64,
 }
-
-/// Passes through the `u64` bucket keys, which are already keyed SipHash values.
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type Buckets = HashMap<u64, List, BuildHasherDefault<KeyHasher>>;
 
 /// A local tuple space: tuples of arity 1..=4 in FIFO order, indexed by (arity, first value),
 /// with lifetimes, a capacity and listeners.
@@ -383,8 +385,12 @@ pub struct Space {
     slots: Vec<Slot>,
     free: u32,
     len: usize,
-    order: List,
-    sub: [List; MAX_ARITY],
+    /// Every stored tuple in insertion order (lazily deleted, see [`Entry`]).
+    order: VecDeque<Entry>,
+    /// The same per arity: the sub-spaces walked by templates with a formal first field.
+    sub: [VecDeque<Entry>; MAX_ARITY],
+    /// Live tuples per arity.
+    sub_len: [usize; MAX_ARITY],
     buckets: Buckets,
     hasher: RandomState,
     /// Min-heap of (expiry, seq, slot) with lazy deletion; its top is always a live tuple.
@@ -428,8 +434,9 @@ impl Space {
             slots: Vec::new(),
             free: NIL,
             len: 0,
-            order: EMPTY,
-            sub: [EMPTY; MAX_ARITY],
+            order: VecDeque::new(),
+            sub: Default::default(),
+            sub_len: [0; MAX_ARITY],
             buckets: Buckets::default(),
             hasher: RandomState::new(),
             heap: BinaryHeap::new(),
@@ -460,7 +467,8 @@ impl Space {
     /// [`CapacityPolicy::Refuse`] fails and [`CapacityPolicy::EvictOldest`] removes the oldest
     /// tuple and returns it in [`OutReport::evicted`].
     ///
-    /// Cost: O(1) expected (one hash of the first value, a slab slot, three list links), plus
+    /// Cost: O(1) expected (one hash of the first value, a slab slot, one list link, two log
+    /// appends; the logs' compaction is amortised O(1)), plus
     /// O(log n) with a lifetime (expiry heap), plus O(L) template checks for listeners. A full space
     /// adds the removal of its expired tuples, each paid once.
     ///
@@ -495,7 +503,7 @@ impl Space {
             expired = self.expire(now);
         }
         if self.len >= capacity {
-            let oldest = self.order.head;
+            let oldest = self.oldest();
             if self.config.policy == CapacityPolicy::Refuse || oldest == NIL {
                 self.stats.refused += 1;
                 return Err(SpaceError::Full {
@@ -564,18 +572,16 @@ impl Space {
     /// Copies of every live tuple matching `template`, oldest first (the bulk `rd`); expired
     /// tuples met are removed. Cost as [`rm`](Space::rm).
     pub fn rd_all(&mut self, now: Time, template: &Template) -> Vec<Tuple> {
-        let (mut cur, which) = self.candidates(template);
+        let mut walk = self.candidates(template);
         let mut out = Vec::new();
-        while cur != NIL {
+        while let Some(cur) = self.step(&mut walk) {
             let slot = &self.slots[cur as usize];
-            let next = slot.links[which].next;
             if is_expired(slot.expires, now) {
                 self.remove_as(cur, DeliveryKind::Expired);
                 self.stats.expired += 1;
             } else if let Some(t) = slot.tuple.as_ref().filter(|t| template.matches(t)) {
                 out.push(t.clone());
             }
-            cur = next;
         }
         out
     }
@@ -587,11 +593,10 @@ impl Space {
         kind: DeliveryKind,
         mut keep: impl FnMut(Tuple),
     ) -> usize {
-        let (mut cur, which) = self.candidates(template);
+        let mut walk = self.candidates(template);
         let mut removed = 0;
-        while cur != NIL {
+        while let Some(cur) = self.step(&mut walk) {
             let slot = &self.slots[cur as usize];
-            let next = slot.links[which].next;
             let expired = is_expired(slot.expires, now);
             let hit = !expired && slot.tuple.as_ref().is_some_and(|t| template.matches(t));
             if expired {
@@ -603,7 +608,6 @@ impl Space {
                 }
                 removed += 1;
             }
-            cur = next;
         }
         removed
     }
@@ -672,16 +676,15 @@ impl Space {
     ///
     /// Cost: O(b) with a first-field actual, O(nₐ) with a first-field formal. Changes nothing.
     pub fn count(&self, now: Time, template: &Template) -> usize {
-        let (mut cur, which) = self.candidates(template);
+        let mut walk = self.candidates(template);
         let mut n = 0;
-        while cur != NIL {
+        while let Some(cur) = self.step(&mut walk) {
             let slot = &self.slots[cur as usize];
             if !is_expired(slot.expires, now)
                 && slot.tuple.as_ref().is_some_and(|t| template.matches(t))
             {
                 n += 1;
             }
-            cur = slot.links[which].next;
         }
         n
     }
@@ -690,16 +693,13 @@ impl Space {
     ///
     /// Cost: O(1) per tuple visited (expired ones are skipped, not removed).
     pub fn iter(&self, now: Time) -> impl Iterator<Item = &Tuple> + '_ {
-        let mut cur = self.order.head;
-        std::iter::from_fn(move || {
-            while cur != NIL {
-                let slot = &self.slots[cur as usize];
-                cur = slot.links[ORDER].next;
-                if !is_expired(slot.expires, now) {
-                    return slot.tuple.as_ref();
-                }
+        self.order.iter().filter_map(move |e| {
+            let slot = &self.slots[e.idx as usize];
+            if slot.seq == e.seq && !is_expired(slot.expires, now) {
+                slot.tuple.as_ref()
+            } else {
+                None
             }
-            None
         })
     }
 
@@ -720,8 +720,9 @@ impl Space {
         self.slots.clear();
         self.free = NIL;
         self.len = 0;
-        self.order = EMPTY;
-        self.sub = [EMPTY; MAX_ARITY];
+        self.order.clear();
+        self.sub.iter_mut().for_each(VecDeque::clear);
+        self.sub_len = [0; MAX_ARITY];
         self.buckets.clear();
         self.heap.clear();
         self.timed = 0;
@@ -833,34 +834,75 @@ impl Space {
                 h.write(b);
             }
         }
-        h.finish()
+        // Never 0: the bucket table's mark of a vacant entry.
+        h.finish().max(1)
     }
 
-    /// The list to walk for `template` and which links walk it.
-    fn candidates(&self, template: &Template) -> (u32, usize) {
+    /// Where to walk for `template`: its bucket, or its arity's log.
+    fn candidates(&self, template: &Template) -> Walk {
         let arity = template.arity();
         match template.first_actual() {
             Some(v) => {
                 let key = self.key(arity, Some(v));
-                (self.buckets.get(&key).map_or(NIL, |l| l.head), BUCKET)
+                Walk::Bucket(self.buckets.get(key).map_or(NIL, |l| l.head))
             }
-            None => (self.sub.get(arity - 1).map_or(NIL, |l| l.head), SUB),
+            None => Walk::Log {
+                arity: arity - 1,
+                pos: 0,
+            },
         }
+    }
+
+    /// The next candidate slot of `walk`, oldest first (dead log entries skipped). The walk has
+    /// moved past it before it is returned, so the caller may remove it; nothing may be stored
+    /// during a walk.
+    #[inline]
+    fn step(&self, walk: &mut Walk) -> Option<u32> {
+        match walk {
+            Walk::Bucket(cur) => {
+                let idx = *cur;
+                if idx == NIL {
+                    return None;
+                }
+                *cur = self.slots[idx as usize].links.next;
+                Some(idx)
+            }
+            Walk::Log { arity, pos } => {
+                let log = self.sub.get(*arity)?;
+                while let Some(&Entry { seq, idx }) = log.get(*pos) {
+                    *pos += 1;
+                    if self.is_live(seq, idx) {
+                        return Some(idx);
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    /// The oldest stored tuple's slot (expired or not), [`NIL`] when empty; drops the dead
+    /// entries at the front of the order log on the way.
+    fn oldest(&mut self) -> u32 {
+        while let Some(&Entry { seq, idx }) = self.order.front() {
+            if self.is_live(seq, idx) {
+                return idx;
+            }
+            self.order.pop_front();
+        }
+        NIL
     }
 
     /// The oldest live match, removing expired tuples met on the way.
     fn find(&mut self, now: Time, template: &Template) -> Option<u32> {
-        let (mut cur, which) = self.candidates(template);
-        while cur != NIL {
+        let mut walk = self.candidates(template);
+        while let Some(cur) = self.step(&mut walk) {
             let slot = &self.slots[cur as usize];
-            let next = slot.links[which].next;
             if is_expired(slot.expires, now) {
                 self.remove_as(cur, DeliveryKind::Expired);
                 self.stats.expired += 1;
             } else if slot.tuple.as_ref().is_some_and(|t| template.matches(t)) {
                 return Some(cur);
             }
-            cur = next;
         }
         None
     }
@@ -899,7 +941,7 @@ impl Space {
             // Written field by field: building a `Slot` and assigning it would copy the tuple twice.
             let idx = self.free;
             let slot = &mut self.slots[idx as usize];
-            self.free = slot.links[ORDER].next;
+            self.free = slot.links.next;
             slot.tuple = Some(tuple);
             slot.key = key;
             slot.expires = expires;
@@ -909,17 +951,23 @@ impl Space {
             // `out` keeps len below MAX_SLOTS, so the index fits and is not NIL.
             self.slots.push(Slot {
                 tuple: Some(tuple),
-                links: [UNLINKED; 3],
+                links: UNLINKED,
                 key,
                 expires,
                 seq,
             });
             (self.slots.len() - 1) as u32
         };
-        let bucket = self.buckets.entry(key).or_insert(EMPTY);
-        push_back(&mut self.slots, bucket, idx, BUCKET);
-        push_back(&mut self.slots, &mut self.order, idx, ORDER);
-        push_back(&mut self.slots, &mut self.sub[arity - 1], idx, SUB);
+        let bucket = self.buckets.get_or_insert(key);
+        push_back(&mut self.slots, bucket, idx);
+        let entry = Entry { seq, idx };
+        // Compacted before the append, never during a walk (walks store nothing).
+        compact(&mut self.order, self.len, &self.slots);
+        self.order.push_back(entry);
+        let a = arity - 1;
+        compact(&mut self.sub[a], self.sub_len[a], &self.slots);
+        self.sub[a].push_back(entry);
+        self.sub_len[a] += 1;
         if expires != Time::MAX {
             self.heap.push(Reverse((expires, seq, idx)));
             self.timed += 1;
@@ -942,15 +990,15 @@ impl Space {
         let i = idx as usize;
         let tuple = self.slots[i].tuple.take()?;
         let key = self.slots[i].key;
-        if let Some(bucket) = self.buckets.get_mut(&key) {
-            unlink(&mut self.slots, bucket, idx, BUCKET);
+        if let Some(bucket) = self.buckets.get_mut(key) {
+            unlink(&mut self.slots, bucket, idx);
             if bucket.head == NIL {
-                self.buckets.remove(&key);
+                self.buckets.remove(key);
             }
         }
-        unlink(&mut self.slots, &mut self.order, idx, ORDER);
-        unlink(&mut self.slots, &mut self.sub[tuple.arity() - 1], idx, SUB);
-        self.slots[i].links[ORDER].next = self.free;
+        // The log entries die with the slot (`is_live`); nothing to unlink there.
+        self.sub_len[tuple.arity() - 1] -= 1;
+        self.slots[i].links.next = self.free;
         self.free = idx;
         self.len -= 1;
         if self.slots[i].expires != Time::MAX {
@@ -996,33 +1044,46 @@ fn is_expired(expires: Time, now: Time) -> bool {
     expires <= now && expires != Time::MAX
 }
 
-fn push_back(slots: &mut [Slot], list: &mut List, idx: u32, which: usize) {
+fn push_back(slots: &mut [Slot], list: &mut List, idx: u32) {
     let tail = list.tail;
-    slots[idx as usize].links[which] = Links {
+    slots[idx as usize].links = Links {
         prev: tail,
         next: NIL,
     };
     if tail == NIL {
         list.head = idx;
     } else {
-        slots[tail as usize].links[which].next = idx;
+        slots[tail as usize].links.next = idx;
     }
     list.tail = idx;
 }
 
-fn unlink(slots: &mut [Slot], list: &mut List, idx: u32, which: usize) {
-    let Links { prev, next } = slots[idx as usize].links[which];
+fn unlink(slots: &mut [Slot], list: &mut List, idx: u32) {
+    let Links { prev, next } = slots[idx as usize].links;
     if prev == NIL {
         list.head = next;
     } else {
-        slots[prev as usize].links[which].next = next;
+        slots[prev as usize].links.next = next;
     }
     if next == NIL {
         list.tail = prev;
     } else {
-        slots[next as usize].links[which].prev = prev;
+        slots[next as usize].links.prev = prev;
     }
-    slots[idx as usize].links[which] = UNLINKED;
+    slots[idx as usize].links = UNLINKED;
+}
+
+/// Drops a log's dead entries once it holds more than [`LOG_FACTOR`] times its `live` ones (plus
+/// [`LOG_SLACK`]): each compaction reads every entry's slot once and leaves at most `live`
+/// entries, so it is paid for by the removals since the last one (amortised O(1) each), and a
+/// log never holds more than about `LOG_FACTOR` × the tuples stored.
+fn compact(log: &mut VecDeque<Entry>, live: usize, slots: &[Slot]) {
+    if log.len() > LOG_FACTOR * live + LOG_SLACK {
+        log.retain(|e| {
+            let slot = &slots[e.idx as usize];
+            slot.seq == e.seq && slot.tuple.is_some()
+        });
+    }
 }
 
 #[cfg(test)]
