@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use beets::core::node::SealConfig;
 use beets::core::sealed::{FileCounterStore, SealKey};
-use beets::core::{FpeKey, Node, NodeConfig, Time, Transport, parse_tuple};
+use beets::core::{FpeKey, NodeConfig, Transport, parse_tuple};
 use beets_agents::{
     AgentEvent, AgentRuntime, HostConfig, Isolation, Protection, RuntimeConfig, SpaceSpec,
     WorkerCommand,
@@ -195,18 +195,19 @@ async fn node(args: NodeArgs) -> Result<(), String> {
     let mut named: Vec<(&str, beets::core::driver::SpaceHandle)> = Vec::new();
     let mut udp_space = None;
     if args.udp {
-        let cfg = node_config(&args, Transport::Udp, seal.as_ref())?;
-        let mut node = Node::new(cfg, seed(), Time::ZERO);
-        node.set_hooks(Box::new(agents.hooks("udp-ts").map_err(|e| e.to_string())?));
-        let udp = UdpConfig {
-            bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.port)),
-            broadcast: Some(SocketAddr::from((args.broadcast, args.port))),
-            peers: args.peers.clone(),
-            repeat: args.repeat,
-            recv_buffer_size: args.recv_buffer,
-            ..UdpConfig::default()
-        };
-        let space = UdpSpace::spawn_node(udp, node).map_err(|e| format!("UDP: {e}"))?;
+        let mut builder = UdpSpace::builder(&args.name)
+            .port(args.port)
+            .broadcast(args.broadcast)
+            .repeat(args.repeat)
+            .hooks(agents.hooks("udp-ts").map_err(|e| e.to_string())?)
+            .node_config(engine_settings(&args, seal.as_ref()));
+        for peer in &args.peers {
+            builder = builder.peer(*peer);
+        }
+        if let Some(bytes) = args.recv_buffer {
+            builder = builder.recv_buffer_size(bytes);
+        }
+        let space = builder.spawn().map_err(|e| format!("UDP: {e}"))?;
         info!(addr = %space.local_addr(), node_id = %space.node_id(), "UDP space udp-ts up");
         println!("udp-ts: node id {}", space.node_id());
         handles.push(space.handle().clone());
@@ -215,9 +216,7 @@ async fn node(args: NodeArgs) -> Result<(), String> {
     }
     #[cfg(feature = "bluer")]
     let ble_node = if args.ble {
-        let cfg = node_config(&args, Transport::Ble, seal.as_ref())?;
-        let mut node = Node::new(cfg, seed(), Time::ZERO);
-        node.set_hooks(Box::new(agents.hooks("ble-ts").map_err(|e| e.to_string())?));
+        let hooks = agents.hooks("ble-ts").map_err(|e| e.to_string())?;
         let session = beets_ble::bluer::Session::new()
             .await
             .map_err(|e| format!("BLE: no BlueZ on the system D-Bus: {e}"))?;
@@ -249,7 +248,11 @@ async fn node(args: NodeArgs) -> Result<(), String> {
                 ""
             }
         );
-        let n = beets_ble::bluez::spawn(&args.name, node, &adapter, &ble_config)
+        let n = beets_ble::BleNode::builder(&args.name)
+            .ble_config(ble_config)
+            .hooks(hooks)
+            .node_config(engine_settings(&args, seal.as_ref()))
+            .spawn_bluez(&adapter)
             .await
             .map_err(|e| format!("BLE: {e}"))?;
         info!("BLE space ble-ts up");
@@ -423,25 +426,31 @@ fn parse_connectable(s: &str) -> Result<beets_ble::Connectable, String> {
     }
 }
 
-/// The engine settings of one space from the command line.
-fn node_config(
+/// The engine settings of every space from the command line (key or seal, announcements,
+/// back-off, dedup window).
+fn engine_settings(
     args: &NodeArgs,
-    transport: Transport,
     seal: Option<&SealConfig>,
-) -> Result<NodeConfig, String> {
-    let mut cfg = NodeConfig::new(transport, &args.name).map_err(|e| e.to_string())?;
-    cfg.key = args.key.as_deref().map(FpeKey::from_password);
-    if let Some(seal) = seal {
-        cfg = cfg.with_seal(seal.clone());
+) -> impl FnOnce(&mut NodeConfig) + 'static {
+    let key = args.key.as_deref().map(FpeKey::from_password);
+    let seal = seal.cloned();
+    let announce = args.announce.map(Duration::from_secs);
+    let backoff = args.reply_backoff_ms.map(Duration::from_millis);
+    let dedup = args.dedup_window_s.map(Duration::from_secs);
+    move |cfg: &mut NodeConfig| {
+        cfg.key = key;
+        if let Some(seal) = seal {
+            cfg.key = None;
+            cfg.seal = Some(seal);
+        }
+        cfg.announce_interval = announce;
+        if let Some(b) = backoff {
+            cfg.reply_backoff = b;
+        }
+        if let Some(d) = dedup {
+            cfg.dedup_window = d;
+        }
     }
-    cfg.announce_interval = args.announce.map(Duration::from_secs);
-    if let Some(ms) = args.reply_backoff_ms {
-        cfg.reply_backoff = Duration::from_millis(ms);
-    }
-    if let Some(secs) = args.dedup_window_s {
-        cfg.dedup_window = Duration::from_secs(secs);
-    }
-    Ok(cfg)
 }
 
 /// The sealing of the node's spaces from `--seal-key`/`--seal-password`, `--source-id` and
