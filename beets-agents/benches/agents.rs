@@ -16,6 +16,9 @@
 //! - `agents/hook/ts_filter_round_trip`: the same `ts` filter reached the way a node reaches it,
 //!   through `AgentHooks::decide` (→ `Verdict::Later`), the agent thread and the decision sent
 //!   back (two channel hops and a thread wake-up on top of the dispatch).
+//! - `agents/hook/ts_filter_round_trip_process`: the same with the agents in a worker process
+//!   (`Isolation::Process`; this bench binary is its own worker): the question crosses two
+//!   pipes to the worker and back on top of the thread hops.
 //! - `agents/driver/router_{later,blocking}`: a UDP space's driver taking 512 OUT datagrams that
 //!   the ready-made router consumes and forwards, per datagram. `later` is the engine as it is:
 //!   hooks answer later and the driver keeps reading frames meanwhile. `blocking` emulates the
@@ -27,7 +30,8 @@
 use std::hint::black_box;
 
 use beets_agents::{
-    AgentHost, AgentRuntime, HostConfig, Router, RuntimeConfig, SpaceSpec, TupleKind,
+    AgentHost, AgentRuntime, HostConfig, Isolation, Router, RuntimeConfig, SpaceSpec, TupleKind,
+    WorkerCommand,
 };
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
@@ -39,7 +43,7 @@ use beets_core::node::{
 use beets_core::udp::{DatagramHeader, NodeId};
 use beets_core::{Message, Node, NodeConfig, Transmit};
 use beets_core::{Op, PeerAddr, Received, Template, Time, Transport, Tuple};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use rquickjs::{Array, Context, Function, Runtime};
 
 const FILTER: &str = r#"({
@@ -54,7 +58,7 @@ const TS_FILTER: &str = r#"({
 })"#;
 
 fn host() -> AgentHost {
-    AgentHost::new(HostConfig::new([
+    AgentHost::new(unshared([
         SpaceSpec::new("ble-ts", Transport::Ble),
         SpaceSpec::new("udp-ts", Transport::Udp),
     ]))
@@ -133,9 +137,17 @@ fn dispatch(c: &mut Criterion) {
     g.finish();
 }
 
+/// A host config whose agents have no CPU share limit: a bench keeps one agent busy on purpose,
+/// and on a loaded machine preemption inside its calls would count against its share.
+fn unshared(spaces: impl IntoIterator<Item = SpaceSpec>) -> HostConfig {
+    let mut cfg = HostConfig::new(spaces);
+    cfg.limits.cpu_share = cfg.limits.share_window;
+    cfg
+}
+
 fn hook(c: &mut Criterion) {
     let mut g = c.benchmark_group("agents/hook");
-    let cfg = HostConfig::new([SpaceSpec::new("ble-ts", Transport::Ble)]);
+    let cfg = unshared([SpaceSpec::new("ble-ts", Transport::Ble)]);
     let (rt, _out) = AgentRuntime::spawn(cfg, RuntimeConfig::default()).unwrap();
     rt.load_blocking("ts", TS_FILTER).unwrap();
     let mut hooks = rt.hooks("ble-ts").unwrap();
@@ -149,6 +161,26 @@ fn hook(c: &mut Criterion) {
     };
     let mut token = 0;
     g.bench_function("ts_filter_round_trip", |b| {
+        b.iter(|| {
+            token += 1;
+            let verdict = hooks.decide(token_of(token), black_box(&question));
+            assert_eq!(verdict, Verdict::Later);
+            let (_, decision) = drx.recv().unwrap();
+            assert_eq!(decision, Decision::Proceed);
+        })
+    });
+    rt.shutdown();
+    // The same in a worker process.
+    let cfg = unshared([SpaceSpec::new("ble-ts", Transport::Ble)]);
+    let exe = std::env::current_exe().unwrap();
+    let mut config = RuntimeConfig::default();
+    config.isolation = Isolation::Process(WorkerCommand::new(exe, ["--agent-worker"]));
+    let (rt, _out) = AgentRuntime::spawn(cfg, config).unwrap();
+    rt.load_blocking("ts", TS_FILTER).unwrap();
+    let mut hooks = rt.hooks("ble-ts").unwrap();
+    let (dtx, drx) = std_mpsc::channel();
+    hooks.attach(DecisionSender::new(move |t, d| dtx.send((t, d)).is_ok()));
+    g.bench_function("ts_filter_round_trip_process", |b| {
         b.iter(|| {
             token += 1;
             let verdict = hooks.decide(token_of(token), black_box(&question));
@@ -209,7 +241,7 @@ fn driver_with_router(c: &mut Criterion) {
         .build()
         .unwrap();
     for blocking in [false, true] {
-        let cfg = HostConfig::new([
+        let cfg = unshared([
             SpaceSpec::new("udp-ts", Transport::Udp),
             SpaceSpec::new("out-ts", Transport::Udp),
         ]);
@@ -316,4 +348,12 @@ fn baseline(c: &mut Criterion) {
 }
 
 criterion_group!(benches, start, dispatch, hook, driver_with_router, baseline);
-criterion_main!(benches);
+fn main() {
+    // This binary is also the agent worker of the process-isolated hook bench.
+    if std::env::args().any(|a| a == "--agent-worker") {
+        beets_agents::serve_stdio().unwrap();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -19,8 +19,8 @@ pub const DEFAULT_MAX_FAULTS: u32 = 3;
 /// Default [`Limits::max_source_len`]: 64 KiB of source code for an agent loaded locally.
 pub const DEFAULT_MAX_SOURCE_LEN: usize = 64 << 10;
 
-/// Default [`Limits::cpu_share`]: 200 ms per [`DEFAULT_SHARE_WINDOW`] (20 % of a core).
-pub const DEFAULT_CPU_SHARE: Duration = Duration::from_millis(200);
+/// Default [`Limits::cpu_share`]: 500 ms per [`DEFAULT_SHARE_WINDOW`] (half a core).
+pub const DEFAULT_CPU_SHARE: Duration = Duration::from_millis(500);
 /// Default [`Limits::share_window`]: 1 s.
 pub const DEFAULT_SHARE_WINDOW: Duration = Duration::from_secs(1);
 
@@ -106,7 +106,8 @@ pub struct Limits {
     /// Longest request timeout an agent may ask for (default 60 s); longer ones are cut.
     pub max_timeout: Duration,
     /// CPU (wall time inside the agent's calls) the agent may use per [`Limits::share_window`]
-    /// (default 200 ms: 20 % of one core). Beyond it the agent commits a
+    /// (default 500 ms: half a core; wall time, so time the thread was preempted inside a
+    /// call counts too). Beyond it the agent commits a
     /// [`FaultKind::Share`](crate::FaultKind::Share) fault and is throttled until the window
     /// ends: its timers, sensors and tuple rules are skipped and its request filters refuse
     /// (fail closed). Three such windows disable it ([`Limits::max_faults`]).
