@@ -10,10 +10,13 @@ bin=${1:-target/debug/examples/beets}
 out=${BEETS_QEMU_OUT:-/tmp}
 secs=${BEETS_EXCHANGE_SECS:-30}
 export RUST_LOG=${RUST_LOG:-info}
-"$bin" node --ble --adapter "${BEETS_A_ADAPTER:-hci0}" --name a --agent tests/agents/producer.js --exit-after "$secs" >"$out/a.log" 2>&1 &
+# BEETS_A_ARGS / BEETS_B_ARGS: extra options per node (e.g. a sealed space, see tier3.sh).
+# shellcheck disable=SC2086
+"$bin" node --ble --adapter "${BEETS_A_ADAPTER:-hci0}" --name a --agent tests/agents/producer.js --exit-after "$secs" ${BEETS_A_ARGS:-} >"$out/a.log" 2>&1 &
 a=$!
 sleep 2
-"$bin" node --ble --adapter "${BEETS_B_ADAPTER:-hci1}" --name b --agent tests/agents/consumer.js --exit-after "$secs" >"$out/b.log" 2>&1
+# shellcheck disable=SC2086
+"$bin" node --ble --adapter "${BEETS_B_ADAPTER:-hci1}" --name b --agent tests/agents/consumer.js --exit-after "$secs" ${BEETS_B_ARGS:-} >"$out/b.log" 2>&1
 b_rc=$?
 wait "$a"
 a_rc=$?

@@ -7,7 +7,8 @@
 #   qemu/run-guest.sh --btmon --btvirt -l2 -- bash qemu/tier3.sh extended target/tier3
 #
 # legacy   (btvirt -L: LE-only controllers, legacy advertising, 31/31 bytes, 1 instance at a time)
-#   1. two `beets node --ble` processes (hci0, hci1) exchange a tuple with rd through agents;
+#   1. two `beets node --ble` processes (hci0, hci1) exchange a tuple with rd through agents,
+#      then again in a sealed space (spec §12);
 #   2. ten consecutive 31-byte frames (29-character name + seven UUIDs) hci0 -> hci1, all
 #      delivered, advertised connectable (the Auto choice on a legacy controller);
 #   3. a foreign advertiser (bluetoothctl advertise on hci0): BeeTS warns once, counts every
@@ -104,6 +105,19 @@ legacy)
     bad "the CLI exchange"
   fi
   grep -h 'BeeTS advertises\|controller accepts' "$out/a.log" 2>/dev/null | head -n 2 | cut -c1-240
+
+  section "1b. the same exchange in a sealed space (spec §12: AES-CCM, 4-byte MIC on BLE)"
+  key=000102030405060708090a0b0c0d0e0f
+  if BEETS_EXCHANGE_SECS=${BEETS_EXCHANGE_SECS:-20} \
+    BEETS_A_ARGS="--seal-key $key --source-id 1 --state-dir $W/seal-a" \
+    BEETS_B_ARGS="--seal-key $key --source-id 2 --state-dir $W/seal-b" \
+    bash qemu/beets-exchange.sh "$bin/beets" >"$W/sealed.out" 2>&1; then
+    ok "sealed: $(tail -n 1 "$W/sealed.out")"
+  else
+    cat "$W/sealed.out"
+    bad "the sealed CLI exchange"
+  fi
+  grep -q 'sealed spaces: key' "$out/a.log" && ok "node a ran a sealed space" || bad "node a was not sealed"
 
   section "2. ten consecutive 31-byte frames (seven UUIDs) hci0 -> hci1, connectable (Auto, legacy)"
   run_probe burst --tx hci0 --rx hci1 --count 10 --expect-delivered all --expect-connectable yes \

@@ -83,6 +83,45 @@ pub(crate) struct Armed {
     pub(crate) agent: u32,
     pub(crate) budget: Duration,
     pub(crate) kill_at: Instant,
+    /// When the call started, for the hard limit.
+    armed_at: Instant,
+    /// The calling thread (Linux thread id) and its CPU time when the call started: the
+    /// watchdog stops only a call that has burned CPU, not one whose thread waited for a CPU
+    /// (a loaded or emulated machine).
+    thread: Option<(i32, Duration)>,
+}
+
+/// However it spends its time, a call is stopped this long after it started (a call blocked
+/// without burning CPU is stuck too).
+const HARD_LIMIT: Duration = Duration::from_secs(2);
+
+/// The CPU time the thread `tid` of this process has used, from `/proc` (Linux; `None`
+/// elsewhere or when unreadable). Precision: one clock tick (10 ms at the usual 100 Hz).
+fn thread_cpu(tid: i32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_whitespace();
+    // After ')': state is field 3, utime field 14, stime field 15 (1-based, proc(5)).
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    let hz = rustix::param::clock_ticks_per_second().max(1);
+    Some(Duration::from_nanos(
+        (utime + stime).saturating_mul(1_000_000_000 / hz),
+    ))
+}
+
+/// This thread's id and CPU time now.
+fn this_thread() -> Option<(i32, Duration)> {
+    if !cfg!(target_os = "linux") {
+        return None;
+    }
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    let cpu = Duration::new(
+        u64::try_from(ts.tv_sec).ok()?,
+        u32::try_from(ts.tv_nsec).ok()?,
+    );
+    Some((rustix::thread::gettid().as_raw_nonzero().get(), cpu))
 }
 
 /// Watches the calls into agents from a thread of its own: a call that has not returned at its
@@ -144,8 +183,23 @@ impl Watchdog {
                 Some(a) => {
                     let now = Instant::now();
                     if now >= a.kill_at {
-                        on_stuck(a);
-                        return;
+                        // Stuck means burning CPU past the budget (or past the hard limit,
+                        // whatever it does); a thread that only waited for a CPU gets more time.
+                        let burned = a.thread.and_then(|(tid, at)| {
+                            thread_cpu(tid).map(|now_cpu| now_cpu.saturating_sub(at))
+                        });
+                        let spinning = burned.is_none_or(|b| b >= a.budget);
+                        if spinning || now >= a.armed_at + HARD_LIMIT {
+                            on_stuck(a);
+                            return;
+                        }
+                        let mut g = self.armed.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Some(current) = g.as_mut()
+                            && current.armed_at == a.armed_at
+                        {
+                            current.kill_at = now + self.grace;
+                        }
+                        continue;
                     }
                     std::thread::park_timeout(a.kill_at - now);
                 }
@@ -158,6 +212,8 @@ impl Watchdog {
             agent,
             budget,
             kill_at: now + budget + self.grace,
+            armed_at: now,
+            thread: this_thread(),
         };
         *self.armed.lock().unwrap_or_else(|e| e.into_inner()) = Some(a);
         if self.idle.load(Ordering::SeqCst)
@@ -235,5 +291,42 @@ pub(crate) fn fault_from(
             Some(budget) => format!("stopped by the CPU budget of {budget:?}"),
             None => message,
         },
+    }
+}
+
+#[cfg(test)]
+mod watchdog_tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// A call whose thread only waits (a loaded or emulated machine) is not taken for stuck;
+    /// one that burns CPU past its budget is, soon after budget + grace.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn only_a_call_that_burns_cpu_is_stuck() {
+        let (tx, rx) = mpsc::channel();
+        let w = Watchdog::start(Duration::from_millis(20), move |a| {
+            let _ = tx.send(a.agent);
+        })
+        .unwrap();
+        // Waiting 200 ms (ten times budget + grace) without burning CPU: not stuck.
+        w.arm(1, Instant::now(), Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(200));
+        w.disarm();
+        assert!(
+            rx.try_recv().is_err(),
+            "a waiting thread was taken for stuck"
+        );
+        // Spinning: stuck.
+        let start = Instant::now();
+        w.arm(2, start, Duration::from_millis(10));
+        while rx.try_recv().is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(1),
+                "a spinning call was not stopped"
+            );
+            std::hint::spin_loop();
+        }
+        assert!(start.elapsed() >= Duration::from_millis(30));
     }
 }
