@@ -51,8 +51,13 @@
 //! - It gives agents no filesystem, no network, no timers of their own, no module loader
 //!   (`import()` rejects), no `std`/`os`/`require`/`fetch`: only the API below. `eval` exists
 //!   but only evaluates code inside the agent's own sandbox.
-//! - It does not isolate agents from each other's *timing*: agents share one thread, so a busy
-//!   agent delays the others by up to its budget.
+//! - It does not isolate agents from each other's *timing*: agents share one thread (or one
+//!   worker process), so a busy agent delays the others by up to its budget.
+//! - On a thread ([`Isolation::Thread`], the default) the CPU budget stops JavaScript code but not
+//!   a long native call (`indexOf` on a huge string, a typed-array `sort`, `JSON.stringify`).
+//!   [`Isolation::Process`] runs the agents in a supervised worker process whose watchdog ends it
+//!   when a call overruns its budget plus a grace; the stuck agent is disabled
+//!   ([`FaultKind::Stuck`]) and the others are loaded again into a new worker (see [`worker`]).
 //!
 //! # Agents
 //! An agent's source is a script whose value is the agent object: its own state (any
@@ -111,6 +116,9 @@
 //! | [`Limits::memory`] | 4 MiB per agent | `InternalError: out of memory` → [`FaultKind::Memory`] |
 //! | [`Limits::stack`] | 256 KiB | `RangeError` → [`FaultKind::Stack`] |
 //! | [`Limits::event_budget`] | 10 ms per event per agent (re-armed for every event) | interrupted → [`FaultKind::Budget`] |
+//! | [`Limits::cpu_share`] | 500 ms per [`Limits::share_window`] (1 s) per agent | throttled for the window → [`FaultKind::Share`] |
+//! | [`Limits::max_logs_per_window`] | 32 lines per window per agent | dropped, counted |
+//! | [`WorkerCommand::grace`] (process isolation) | 50 ms past the budget | worker killed and restarted without the agent → [`FaultKind::Stuck`] |
 //! | [`Limits::load_budget`] | 100 ms for the source and `init` | load fails |
 //! | [`Limits::max_faults`] | 3 | agent disabled, runtime freed ([`AgentEvent::Disabled`]) |
 //! | [`Limits::max_actions_per_event`] | 32 | `RangeError` in the agent |
