@@ -285,3 +285,20 @@ fn counters_and_the_replay_window_survive_restarts() {
     let _ = std::fs::remove_dir_all(&dir_a);
     let _ = std::fs::remove_dir_all(&dir_b);
 }
+
+/// On BLE a captured advertisement replayed from another device address (the §8 key would be
+/// new) is a duplicate by its counter; a forged one (a UUID changed) has no valid combination.
+#[test]
+fn ble_replays_from_another_address_are_duplicates() {
+    let (mut a, mut b) = (
+        sealed(Transport::Ble, "a", 1, 1),
+        sealed(Transport::Ble, "b", 2, 2),
+    );
+    a.out(ms(0), t(r#"("DOOR", "open")"#), None).unwrap();
+    let sent = pump(&mut a, &mut b, ms(0), PeerAddr::Ble([0xC0, 0, 0, 0, 0, 1]));
+    assert_eq!(count(&mut b, "(?, ?)"), 1);
+    let stranger = PeerAddr::Ble([0x66, 0, 0, 0, 0, 66]);
+    deliver(&mut b, ms(1), stranger, &sent[0]);
+    assert_eq!(b.stats().sealed.duplicate, 1);
+    assert_eq!(count(&mut b, "(?, ?)"), 1);
+}
