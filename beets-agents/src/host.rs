@@ -447,7 +447,7 @@ impl AgentHost {
     }
 
     /// Takes the settings of the node `space` runs on: whether it is keyed (which
-    /// [`ActivePolicy::require_keyed`](crate::ActivePolicy::require_keyed) checks) and its
+    /// [`ActivePolicy::require`](crate::ActivePolicy::require) checks) and its
     /// transport's message limit. The [`AgentRuntime`](crate::AgentRuntime) calls it when its
     /// hooks are installed on a node, so [`SpaceSpec::keyed`](crate::SpaceSpec::keyed) need not
     /// be set by hand. Agents loaded before keep the message limit they were loaded with (hooks
