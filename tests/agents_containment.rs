@@ -317,7 +317,7 @@ fn a_bad_agent_file_is_reported_and_skipped_unless_strict() {
 #[test]
 fn replayed_and_forged_active_tuples_are_refused() {
     let port = free_port();
-    let mut node = NodeProc::start(port, &["--key", "pw", "--active"]);
+    let mut node = NodeProc::start(port, &["--key", "pw", "--active-fpe"]);
     assert!(
         node.wait_for("running", Duration::from_secs(20)),
         "{}",

@@ -173,8 +173,10 @@ fn hook(c: &mut Criterion) {
     // The same in a worker process.
     let cfg = unshared([SpaceSpec::new("ble-ts", Transport::Ble)]);
     let exe = std::env::current_exe().unwrap();
-    let mut config = RuntimeConfig::default();
-    config.isolation = Isolation::Process(WorkerCommand::new(exe, ["--agent-worker"]));
+    let config = RuntimeConfig {
+        isolation: Isolation::Process(WorkerCommand::new(exe, ["--agent-worker"])),
+        ..RuntimeConfig::default()
+    };
     let (rt, _out) = AgentRuntime::spawn(cfg, config).unwrap();
     rt.load_blocking("ts", TS_FILTER).unwrap();
     let mut hooks = rt.hooks("ble-ts").unwrap();

@@ -34,8 +34,11 @@ pub struct SpaceSpec {
     /// that does not fit throws a `RangeError` in the agent at once.
     pub max_message_len: usize,
     /// Whether the space has an FPE key; [`ActivePolicy::require`] = [`Protection::Keyed`]
-    /// accepts active tuples only from keyed spaces.
+    /// accepts active tuples only from keyed (or sealed) spaces.
     pub keyed: bool,
+    /// Whether the space is sealed (spec §12); the default [`Protection::Sealed`] accepts active
+    /// tuples only from such spaces. Set from the node when the runtime's hooks are installed.
+    pub sealed: bool,
 }
 
 impl SpaceSpec {
@@ -45,6 +48,7 @@ impl SpaceSpec {
             name: name.into(),
             max_message_len: transport.max_message_len(),
             keyed: false,
+            sealed: false,
         }
     }
 
@@ -146,19 +150,22 @@ impl Default for Limits {
 /// How a space must be protected for active tuples to be accepted from it
 /// ([`ActivePolicy::require`]).
 ///
-/// **The seam for sealed spaces (spec §12).** Today the strongest protection a space reports is
-/// [`Protection::Keyed`]: an FPE password, which hides content but neither authenticates nor
-/// prevents replay: anyone who has learnt the substitution table (from observed traffic) can
-/// forge an active tuple. When sealed spaces reach the engine, a `Sealed` variant is added here
-/// (and to [`SpaceSpec`] / `SpaceInfo`), the default of [`ActivePolicy::require`] becomes
-/// `Sealed`, and `Keyed` remains the explicit opt-in (`beets node --active-fpe`).
+/// The default is [`Protection::Sealed`] (spec §12): only key holders can send an active tuple,
+/// and a captured one cannot be replayed. [`Protection::Keyed`] also takes FPE-keyed spaces: an
+/// FPE password hides content but neither authenticates nor prevents replay — anyone who has
+/// learnt the substitution table (from observed traffic) can forge an active tuple; the explicit
+/// opt-in of `beets node --active-fpe`. A space's protection follows its node when the runtime's
+/// hooks are installed ([`AgentHost::bind_space`](crate::AgentHost::bind_space)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
 pub enum Protection {
     /// Any space, keyed or not (tests and closed set-ups only: anyone in range can load code).
     None,
-    /// Spaces with an FPE key (spec §5): senders need the password or the learnt table.
+    /// Spaces with an FPE key (spec §5) or sealed: senders need the password or the learnt
+    /// table.
     Keyed,
+    /// Sealed spaces only (spec §12): authenticated senders, no replays.
+    Sealed,
 }
 
 /// Whether agent source received in a tuple is started (active tuples, see
@@ -189,7 +196,7 @@ impl Default for ActivePolicy {
     fn default() -> ActivePolicy {
         ActivePolicy {
             enabled: false,
-            require: Protection::Keyed,
+            require: Protection::Sealed,
             spaces: Vec::new(),
             max_agents: 4,
             max_source_len: MAX_ACTIVE_SOURCE_LEN,

@@ -441,19 +441,20 @@ impl AgentHost {
         let spec = &self.config.spaces[space.index()];
         let protected = match p.require {
             crate::config::Protection::None => true,
-            crate::config::Protection::Keyed => spec.keyed,
+            crate::config::Protection::Keyed => spec.keyed || spec.sealed,
+            crate::config::Protection::Sealed => spec.sealed,
         };
         p.enabled && protected && (p.spaces.is_empty() || p.spaces.contains(&spec.name))
     }
 
-    /// Takes the settings of the node `space` runs on: whether it is keyed (which
+    /// Takes the settings of the node `space` runs on: whether it is keyed or sealed (which
     /// [`ActivePolicy::require`](crate::ActivePolicy::require) checks) and its
     /// transport's message limit. The [`AgentRuntime`](crate::AgentRuntime) calls it when its
     /// hooks are installed on a node, so [`SpaceSpec::keyed`](crate::SpaceSpec::keyed) need not
     /// be set by hand. Agents loaded before keep the message limit they were loaded with (hooks
     /// are normally installed before any agent is loaded). Unknown spaces are ignored.
     pub fn bind_space(&mut self, space: SpaceId, info: beets_core::node::SpaceInfo) {
-        self.bind_parts(space, info.transport, info.keyed);
+        self.bind_parts(space, info.transport, info.keyed, info.sealed);
     }
 
     /// [`AgentHost::bind_space`] from its parts (a worker gets them over a pipe).
@@ -462,6 +463,7 @@ impl AgentHost {
         space: SpaceId,
         transport: beets_core::Transport,
         keyed: bool,
+        sealed: bool,
     ) {
         let Some(spec) = self.config.spaces.get_mut(space.index()) else {
             return;
@@ -476,6 +478,7 @@ impl AgentHost {
             );
         }
         spec.keyed = keyed;
+        spec.sealed = sealed;
         spec.max_message_len = max;
     }
 

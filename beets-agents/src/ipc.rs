@@ -179,13 +179,17 @@ impl W {
     pub(crate) fn host_config(&mut self, c: &HostConfig) -> &mut Self {
         self.u32(c.spaces.len() as u32);
         for s in &c.spaces {
-            self.str(&s.name).usize(s.max_message_len).bool(s.keyed);
+            self.str(&s.name)
+                .usize(s.max_message_len)
+                .bool(s.keyed)
+                .bool(s.sealed);
         }
         self.limits(&c.limits);
         let a = &c.active;
         self.bool(a.enabled).u8(match a.require {
             Protection::None => 0,
             Protection::Keyed => 1,
+            Protection::Sealed => 2,
         });
         self.u32(a.spaces.len() as u32);
         for s in &a.spaces {
@@ -535,6 +539,7 @@ impl R<'_> {
             let mut s = SpaceSpec::new(self.str()?, Transport::Udp);
             s.max_message_len = self.usize()?;
             s.keyed = self.bool()?;
+            s.sealed = self.bool()?;
             spaces.push(s);
         }
         let mut c = HostConfig::new(spaces);
@@ -542,7 +547,9 @@ impl R<'_> {
         let enabled = self.bool()?;
         let require = match self.u8()? {
             0 => Protection::None,
-            _ => Protection::Keyed,
+            1 => Protection::Keyed,
+            2 => Protection::Sealed,
+            n => return Err(io::Error::other(format!("unknown protection code {n}"))),
         };
         let n = self.u32()?;
         let names = (0..n).map(|_| self.str()).collect::<io::Result<Vec<_>>>()?;

@@ -210,7 +210,8 @@ pub fn serve_stdio() -> io::Result<()> {
                     Transport::Udp
                 };
                 let keyed = r.bool()?;
-                host.bind_parts(space, transport, keyed);
+                let sealed = r.bool()?;
+                host.bind_parts(space, transport, keyed, sealed);
                 changed = true;
             }
             AGENTS => {
@@ -538,7 +539,8 @@ impl RemoteHost {
             w.u8(BIND)
                 .u8(space.0)
                 .u8(u8::from(info.transport == Transport::Udp))
-                .bool(info.keyed);
+                .bool(info.keyed)
+                .bool(info.sealed);
             if self.call(&w).is_none() {
                 return;
             }
@@ -700,13 +702,15 @@ impl RemoteHost {
         self.bound.push((space, info));
         if let Some(spec) = self.config.spaces.get_mut(space.index()) {
             spec.keyed = info.keyed;
+            spec.sealed = info.sealed;
             spec.max_message_len = info.transport.max_message_len();
         }
         let mut w = W::default();
         w.u8(BIND)
             .u8(space.0)
             .u8(u8::from(info.transport == Transport::Udp))
-            .bool(info.keyed);
+            .bool(info.keyed)
+            .bool(info.sealed);
         let _ = self.call(&w);
     }
 

@@ -534,8 +534,13 @@ fn active_tuples_are_plain_data_unless_enabled() {
     let u = h.space_id("udp-ts").unwrap();
     assert!(!h.on_tuple(ms(1), u, TupleKind::Out, &tuple, None, Some(&rx)));
 
-    // Enabled on a keyed space: started and consumed.
+    // Enabled on an FPE-keyed space: refused by default (Protection::Sealed), taken when the
+    // host opts in to FPE spaces explicitly.
     cfg.spaces[0] = SpaceSpec::new("udp-ts", Transport::Udp).keyed(true);
+    let mut h = AgentHost::new(cfg.clone());
+    let u = h.space_id("udp-ts").unwrap();
+    assert!(!h.on_tuple(ms(1), u, TupleKind::Out, &tuple, None, Some(&rx)));
+    cfg.active.require = beets_agents::Protection::Keyed;
     cfg.active.max_agents = 1;
     cfg.active.min_load_interval = std::time::Duration::ZERO;
     let mut h = AgentHost::new(cfg.clone());

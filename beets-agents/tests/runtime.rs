@@ -468,16 +468,22 @@ async fn sensor_readings_reach_agents_and_the_radio() {
 }
 
 #[tokio::test]
-async fn active_tuple_starts_an_agent_on_a_keyed_space_when_allowed() {
+async fn active_tuple_starts_an_agent_on_a_sealed_space_when_allowed() {
     let bus = Bus::default();
-    let keyed = |name: &str, seed| {
+    // Sealed spaces (spec §12), the default requirement for active tuples.
+    let keyed = |name: &str, seed: u64| {
+        let seal = beets_core::node::SealConfig::new(
+            beets_core::sealed::SealKey::from_password("hive"),
+            std::num::NonZeroU16::new(seed as u16).unwrap(),
+            beets_core::sealed::MemoryCounterStore::default(),
+        );
         let mut cfg = NodeConfig::new(Transport::Udp, name)
             .unwrap()
-            .with_password("hive");
+            .with_seal(seal);
         cfg.reply_backoff = Duration::from_millis(5);
         Node::new(cfg, seed, Time::ZERO)
     };
-    // Not marked keyed here: the space's key status follows the node the hooks are installed on.
+    // Not marked sealed here: the space's protection follows the node the hooks are installed on.
     let mut host = HostConfig::new([SpaceSpec::new("udp-ts", Transport::Udp)]);
     host.active.enabled = true;
     let (agents, out) = AgentRuntime::spawn(host, rt_config()).unwrap();

@@ -99,14 +99,13 @@ pub(crate) struct NodeArgs {
     /// Stop after this many seconds instead of waiting for Ctrl-C.
     #[arg(long, value_name = "SECS")]
     exit_after: Option<u64>,
-    /// Start agents received in active tuples ("AGENT", name, version, source) on keyed spaces
-    /// (--key). Each must carry a newer version than the one running; loads are rate-limited.
-    /// FPE keys do not authenticate: anyone who learnt the table can forge one (see the README).
+    /// Start agents received in active tuples ("AGENT", name, version, source) on sealed spaces
+    /// (--seal-key/--seal-password). Each must carry a newer version than the one running; loads
+    /// are rate-limited.
     #[arg(long)]
     active: bool,
-    /// Accept active tuples on FPE-keyed spaces explicitly. Today the same as --active; once
-    /// sealed spaces (spec §12) are wired, --active takes them from sealed spaces only and this
-    /// opts in to FPE spaces as well.
+    /// Accept active tuples on FPE-keyed spaces (--key) too, explicitly: FPE does not
+    /// authenticate, anyone who learnt the table can forge one (see the README).
     #[arg(long)]
     active_fpe: bool,
     /// Stop with an error when an --agent file does not load (default: report it and go on).
@@ -174,16 +173,24 @@ async fn node(args: NodeArgs) -> Result<(), String> {
     }
     let mut host = HostConfig::new(specs);
     if args.active || args.active_fpe {
-        if args.key.is_none() {
-            warn!("--active without --key: active tuples are only taken from keyed spaces");
-        }
-        warn!(
-            "active tuples enabled on FPE-keyed spaces: FPE does not authenticate, whoever \
-             learns the table can forge a newer version (replays of older ones are refused)"
-        );
         host.active.enabled = true;
-        // The seam for sealed spaces: --active becomes Protection::Sealed, --active-fpe Keyed.
-        host.active.require = Protection::Keyed;
+        if args.active_fpe {
+            // Explicit opt-in: FPE-keyed spaces too (and sealed ones).
+            warn!(
+                "active tuples enabled on FPE-keyed spaces: FPE does not authenticate, whoever \
+                 learns the table can forge a newer version (replays of older ones are refused)"
+            );
+            host.active.require = Protection::Keyed;
+        } else {
+            // Sealed spaces only (spec §12): authenticated senders, no replays.
+            if args.seal_key.is_none() && args.seal_password.is_none() {
+                warn!(
+                    "--active without --seal-key/--seal-password: active tuples are only taken \
+                     from sealed spaces (use --active-fpe to accept them on FPE-keyed spaces)"
+                );
+            }
+            host.active.require = Protection::Sealed;
+        }
     }
     let mut runtime = RuntimeConfig::default();
     if !args.agents_in_process {
