@@ -131,10 +131,17 @@ async fn scheduler_rotates_queued_frames_every_delta_t() {
         ..BleConfig::default()
     };
     let (a, b) = pair(&air, &cfg);
-    let mut rx = b.handle().subscribe(template("(?int16)"), 16).await.unwrap();
+    let mut rx = b
+        .handle()
+        .subscribe(template("(?int16)"), 16)
+        .await
+        .unwrap();
     let t0 = Instant::now();
     for i in 0..4 {
-        a.handle().out(tuple(&format!("({i})")), None).await.unwrap();
+        a.handle()
+            .out(tuple(&format!("({i})")), None)
+            .await
+            .unwrap();
     }
     let mut arrivals = Vec::new();
     for i in 0..4 {
@@ -169,10 +176,17 @@ async fn several_instances_advertise_in_parallel() {
     });
     let (a, b) = pair(&air, &BleConfig::default());
     assert_eq!(a.stats().instances, 3);
-    let mut rx = b.handle().subscribe(template("(?int16)"), 16).await.unwrap();
+    let mut rx = b
+        .handle()
+        .subscribe(template("(?int16)"), 16)
+        .await
+        .unwrap();
     let t0 = Instant::now();
     for i in 0..3 {
-        a.handle().out(tuple(&format!("({i})")), None).await.unwrap();
+        a.handle()
+            .out(tuple(&format!("({i})")), None)
+            .await
+            .unwrap();
     }
     for _ in 0..3 {
         tokio::time::timeout(Duration::from_secs(1), rx.recv())
@@ -207,9 +221,16 @@ async fn full_queue_drops_the_oldest_waiting_frame() {
         ..BleConfig::default()
     };
     let (a, b) = pair(&air, &cfg);
-    let mut rx = b.handle().subscribe(template("(?int16)"), 16).await.unwrap();
+    let mut rx = b
+        .handle()
+        .subscribe(template("(?int16)"), 16)
+        .await
+        .unwrap();
     for i in 0..6 {
-        a.handle().out(tuple(&format!("({i})")), None).await.unwrap();
+        a.handle()
+            .out(tuple(&format!("({i})")), None)
+            .await
+            .unwrap();
     }
     // Each `out` returns once its frame is in the scheduler; the advertiser may put the first
     // on air at once, the rest wait in 2 places, each newcomer dropping the oldest waiting one:
@@ -235,7 +256,11 @@ async fn full_queue_refuses_new_frames_with_refuse_policy() {
         ..BleConfig::default()
     };
     let (a, b) = pair(&air, &cfg);
-    let mut rx = b.handle().subscribe(template("(?int16)"), 16).await.unwrap();
+    let mut rx = b
+        .handle()
+        .subscribe(template("(?int16)"), 16)
+        .await
+        .unwrap();
     // Each `out` returns once the scheduler took its frame or refused it, and says which: the
     // queue's 2 places (plus the instance the advertiser may already have given the first frame)
     // take the first frames, the rest are refused with the reason. Δt has not passed, so no
