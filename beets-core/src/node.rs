@@ -159,6 +159,9 @@ pub struct Node {
     next_announce: Option<Time>,
     neighbours: HashMap<PeerAddr, Neighbour>,
     transmits: VecDeque<Transmit>,
+    /// Datagram buffers handed back by [`Node::recycle`], reused for the next datagrams (at most
+    /// [`SPARE_BUFFERS`]): steady-state sending allocates nothing.
+    spare: Vec<Vec<u8>>,
     events: VecDeque<Event>,
     hooks: Option<Box<dyn Hooks>>,
     /// Sealed spaces (spec §12): the sealer and the replay window.
@@ -255,6 +258,7 @@ impl Node {
             next_announce,
             neighbours: HashMap::new(),
             transmits: VecDeque::new(),
+            spare: Vec::new(),
             events: VecDeque::new(),
             hooks: None,
             seal: seal_state,
@@ -655,7 +659,14 @@ impl Node {
                     node_id: self.node_id,
                     seq,
                 };
-                Transmit::Datagram(udp::encode(&header, msg, key).map_err(|_| too_long())?)
+                let mut d = self
+                    .spare
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(udp::MAX_DATAGRAM_LEN));
+                d.resize(udp::HEADER_LEN + len, 0);
+                let n = udp::emit(&header, msg, key, &mut d).map_err(|_| too_long())?;
+                d.truncate(n);
+                Transmit::Datagram(d)
             }
             Transport::Ble => Transmit::Advertisement(
                 ble::pack_message(seq as u8, msg, key).map_err(|_| too_long())?,
@@ -679,20 +690,24 @@ impl Node {
                 transport: transport.name(),
             });
         }
+        let mut d = self.datagram_buffer();
+        d.resize(udp::HEADER_LEN + crate::udp::MAX_MESSAGE_LEN, 0);
         let Some(state) = self.seal.as_mut() else {
             return Err(NodeError::SealCounter("not a sealed space".into()));
         };
-        let sealed = state.seal(msg).map_err(|e| match e {
-            crate::sealed::SealerError::Seal(crate::sealed::SealError::TooLong { .. }) => {
-                NodeError::SealedTooLong {
-                    op: msg.op(),
-                    body_len,
-                    max_body_len,
-                    transport: transport.name(),
+        let sealed_len = state
+            .seal_into(msg, &mut d[udp::HEADER_LEN..])
+            .map_err(|e| match e {
+                crate::sealed::SealerError::Seal(crate::sealed::SealError::TooLong { .. }) => {
+                    NodeError::SealedTooLong {
+                        op: msg.op(),
+                        body_len,
+                        max_body_len,
+                        transport: transport.name(),
+                    }
                 }
-            }
-            other => NodeError::SealCounter(other.to_string()),
-        })?;
+                other => NodeError::SealCounter(other.to_string()),
+            })?;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let transmit = match transport {
             Transport::Udp => {
@@ -700,19 +715,23 @@ impl Node {
                     node_id: self.node_id,
                     seq,
                 };
-                let mut d = vec![0; udp::HEADER_LEN + sealed.len()];
+                // Sealed in place behind the header: no copy, no allocation once warm.
+                d.truncate(udp::HEADER_LEN + sealed_len);
                 header.emit(
                     (&mut d[..udp::HEADER_LEN])
                         .try_into()
                         .expect("header length"),
                 );
-                d[udp::HEADER_LEN..].copy_from_slice(&sealed);
                 Transmit::Datagram(d)
             }
-            Transport::Ble => Transmit::Advertisement(
-                ble::pack(seq as u8, &sealed)
-                    .map_err(|e| NodeError::SealCounter(format!("BLE frame: {e}")))?,
-            ),
+            Transport::Ble => {
+                let frame = ble::pack(seq as u8, &d[udp::HEADER_LEN..][..sealed_len]);
+                // The buffer only held the sealed bytes: keep it for the next message.
+                self.recycle(Transmit::Datagram(d));
+                Transmit::Advertisement(
+                    frame.map_err(|e| NodeError::SealCounter(format!("BLE frame: {e}")))?,
+                )
+            }
         };
         self.stats.transmits += 1;
         self.push_transmit(transmit);
@@ -737,6 +756,27 @@ impl Node {
     pub(crate) fn queue_encoded(&mut self, transmit: Transmit) {
         // Counted in `transmits` by the encoder already.
         self.push_transmit(transmit);
+    }
+
+    /// A buffer for the next datagram: a recycled one, else a new one of the largest datagram's
+    /// capacity.
+    fn datagram_buffer(&mut self) -> Vec<u8> {
+        self.spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(udp::MAX_DATAGRAM_LEN))
+    }
+
+    /// Hands back a transmit taken with [`poll_transmit`](Self::poll_transmit) once it has been
+    /// sent: its buffer is reused for a later datagram, so a driver that recycles every transmit
+    /// sends without allocating (the tokio driver does). Optional; advertisements are dropped.
+    pub fn recycle(&mut self, transmit: Transmit) {
+        if let Transmit::Datagram(mut d) = transmit
+            && self.spare.len() < SPARE_BUFFERS
+            && d.capacity() >= udp::MAX_DATAGRAM_LEN
+        {
+            d.clear();
+            self.spare.push(d);
+        }
     }
 
     /// Queues `transmit`; when the queue is full the oldest is dropped and counted.
@@ -1429,6 +1469,9 @@ impl Node {
     }
 }
 
+/// Most datagram buffers a node keeps for reuse ([`Node::recycle`]).
+const SPARE_BUFFERS: usize = 16;
+
 /// Encodes messages as one node's UDP datagrams (spec §7) from outside the node, from any thread:
 /// the node's id and key, and the next number of the node's own sequence-number counter (shared,
 /// so datagrams from the node and from its encoders never reuse a number). From
@@ -1451,14 +1494,16 @@ impl fmt::Debug for DatagramEncoder {
 }
 
 impl DatagramEncoder {
-    /// The datagram of `msg`: header with the node id and the next sequence number, then the
-    /// message, encrypted under the node's key if it has one. Counted in the node's
-    /// [`NodeStats::transmits`].
+    /// Writes the datagram of `msg` into `buf` and returns its length: header with the node id
+    /// and the next sequence number, then the message, encrypted under the node's key if it has
+    /// one. Allocates nothing. Counted in the node's [`NodeStats::transmits`].
     ///
     /// # Errors
-    /// [`NodeError::TooLong`] when the message is over the UDP limit (1221 bytes, spec §7); no sequence
-    /// number is used then.
-    pub(crate) fn encode(&self, msg: &Message) -> Result<Vec<u8>, NodeError> {
+    /// [`NodeError::TooLong`] when the message is over the UDP limit (1221 bytes, spec §7) or
+    /// `buf` cannot hold the datagram (a [`udp::MAX_DATAGRAM_LEN`]-byte buffer always can); no
+    /// sequence number is used then.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))] // the handles' direct path
+    pub(crate) fn encode_into(&self, msg: &Message, buf: &mut [u8]) -> Result<usize, NodeError> {
         let (len, max) = (msg.buffer_len(), Transport::Udp.max_message_len());
         let too_long = || NodeError::TooLong {
             op: msg.op(),
@@ -1466,16 +1511,16 @@ impl DatagramEncoder {
             max,
             transport: Transport::Udp.name(),
         };
-        if len > max {
+        if len > max || buf.len() < udp::HEADER_LEN + len {
             return Err(too_long());
         }
         let header = DatagramHeader {
             node_id: self.node_id,
             seq: self.seq.fetch_add(1, Ordering::Relaxed),
         };
-        let datagram = udp::encode(&header, msg, self.key.as_deref()).map_err(|_| too_long())?;
+        let n = udp::emit(&header, msg, self.key.as_deref(), buf).map_err(|_| too_long())?;
         self.encoded.fetch_add(1, Ordering::Relaxed);
-        Ok(datagram)
+        Ok(n)
     }
 }
 

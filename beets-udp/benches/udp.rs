@@ -1,5 +1,5 @@
 //! Tuples per second node → node over loopback UDP, against a raw tokio send/recv loop of the
-//! same datagrams in the same run, the receive path alone (a raw socket sending node-format
+//! same datagrams in the same run (and a raw loop whose receiver reads with `recvmmsg`), the receive path alone (a raw socket sending node-format
 //! OUTs to a node), and node → node in a sealed space (spec §12; goal ≥ 0.8× the plain one).
 //! Loopback (127.0.0.1) only.
 //!
@@ -80,20 +80,49 @@ struct Raw {
 }
 
 impl Raw {
-    async fn new() -> Raw {
+    /// `batched`: the receiver reads with `recvmmsg` (quinn-udp, up to 32 per call) instead of
+    /// one `recv_from` per datagram.
+    async fn new(batched: bool) -> Raw {
         let rx = UdpSocket::bind(localhost(0)).await.unwrap();
         let dest = rx.local_addr().unwrap();
         let tx = UdpSocket::bind(localhost(0)).await.unwrap();
         let credit = Arc::new(Credit::default());
         let c = Arc::clone(&credit);
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; udp::MAX_DATAGRAM_LEN + 1];
-            loop {
-                let (n, _) = rx.recv_from(&mut buf).await.unwrap();
-                std::hint::black_box(&buf[..n]);
-                c.add();
-            }
-        });
+        if batched {
+            tokio::spawn(async move {
+                const LEN: usize = udp::MAX_DATAGRAM_LEN + 1;
+                const N: usize = quinn_udp::BATCH_SIZE;
+                let state = quinn_udp::UdpSocketState::new((&rx).into()).unwrap();
+                let mut bufs = vec![0u8; N * LEN];
+                let mut meta = vec![quinn_udp::RecvMeta::default(); N];
+                loop {
+                    rx.readable().await.unwrap();
+                    let mut iovs: Vec<std::io::IoSliceMut<'_>> = bufs
+                        .chunks_exact_mut(LEN)
+                        .map(std::io::IoSliceMut::new)
+                        .collect();
+                    let got = rx.try_io(tokio::io::Interest::READABLE, || {
+                        state.recv((&rx).into(), &mut iovs, &mut meta)
+                    });
+                    drop(iovs);
+                    if let Ok(n) = got {
+                        for (i, m) in meta[..n].iter().enumerate() {
+                            std::hint::black_box(&bufs[i * LEN..][..m.len]);
+                            c.add();
+                        }
+                    }
+                }
+            });
+        } else {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; udp::MAX_DATAGRAM_LEN + 1];
+                loop {
+                    let (n, _) = rx.recv_from(&mut buf).await.unwrap();
+                    std::hint::black_box(&buf[..n]);
+                    c.add();
+                }
+            });
+        }
         let node_id = NodeId::new(7).unwrap();
         let datagrams = (0..BATCH)
             .map(|i| {
@@ -255,18 +284,20 @@ fn bench(c: &mut Criterion) {
         group.sample_size(20);
         group.measurement_time(Duration::from_secs(5));
 
-        let mut raw = rt.block_on(Raw::new());
-        group.bench_function("raw_tokio_send_recv", |bch| {
-            bch.iter_custom(|iters| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        raw.batch().await;
-                    }
-                    start.elapsed()
+        for (bench, batched) in [("raw_tokio_send_recv", false), ("raw_send_recvmmsg", true)] {
+            let mut raw = rt.block_on(Raw::new(batched));
+            group.bench_function(bench, |bch| {
+                bch.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let start = Instant::now();
+                        for _ in 0..iters {
+                            raw.batch().await;
+                        }
+                        start.elapsed()
+                    })
                 })
-            })
-        });
+            });
+        }
 
         let mut nodes = rt.block_on(Nodes::new(false));
         group.bench_function("node_to_node_out", |bch| {

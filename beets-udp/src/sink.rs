@@ -128,19 +128,24 @@ pub(crate) struct UdpSink {
 
 impl FrameSink for UdpSink {
     async fn send(&mut self, tx: Transmit) -> Result<(), SendError> {
+        self.send_ref(&tx).await
+    }
+
+    /// Sends the datagram from the engine's buffer, which the driver then recycles.
+    async fn send_ref(&mut self, tx: &Transmit) -> Result<(), SendError> {
         let Transmit::Datagram(datagram) = tx else {
             return Err(SendError::Io(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "a BLE advertisement cannot be sent over UDP",
             )));
         };
-        let result = self.output.send_all(&datagram, false).await;
+        let result = self.output.send_all(datagram, false).await;
         if self.repeat > 0 {
             match &self.repeater {
-                Some(inbox) => queue_repeats(&self.output, self.repeat, inbox, &datagram),
+                Some(inbox) => queue_repeats(&self.output, self.repeat, inbox, datagram),
                 None => {
                     for _ in 0..self.repeat {
-                        if let Err(e) = self.output.send_all(&datagram, true).await {
+                        if let Err(e) = self.output.send_all(datagram, true).await {
                             warn!(error = %e, "repeated copy not sent");
                         }
                     }

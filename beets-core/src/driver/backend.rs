@@ -84,6 +84,14 @@ pub trait FrameSink: Send + 'static {
     /// failed. Both are logged and counted by the driver, and the node keeps running.
     fn send(&mut self, tx: Transmit) -> impl Future<Output = Result<(), SendError>> + Send;
 
+    /// As [`send`](Self::send), with the frame lent: the driver then hands its buffer back to
+    /// the engine ([`Node::recycle`](crate::Node::recycle)) for a later frame, so a backend that
+    /// implements this sends without allocating per frame. The default clones the frame into
+    /// [`send`](Self::send).
+    fn send_ref(&mut self, tx: &Transmit) -> impl Future<Output = Result<(), SendError>> + Send {
+        self.send(tx.clone())
+    }
+
     /// A way to send a UDP datagram at once from any task, if the backend has one. With it (and
     /// a UDP node), [`SpaceHandle::out`](super::SpaceHandle::out) encodes and sends in the caller's task instead of
     /// handing the message to the driver. `None` (the default) sends everything through the

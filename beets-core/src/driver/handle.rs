@@ -177,15 +177,18 @@ impl SpaceHandle {
                 if self.tx.is_closed() {
                     return Err(ClientError::Closed);
                 }
-                let datagram = direct.encoder.encode(&msg)?;
-                match direct.sink.try_send_now(&datagram) {
+                // Encoded on the stack: no allocation unless the socket would block.
+                let mut buf = [0u8; crate::udp::MAX_DATAGRAM_LEN];
+                let n = direct.encoder.encode_into(&msg, &mut buf)?;
+                let datagram = &buf[..n];
+                match direct.sink.try_send_now(datagram) {
                     Some(Ok(())) => return Ok(()),
                     Some(Err(e)) => {
                         direct.send_errors.fetch_add(1, Ordering::Relaxed);
                         warn!(error = %e, "send failed; node keeps running");
                         return Ok(());
                     }
-                    None => Command::Transmit(Transmit::Datagram(datagram)),
+                    None => Command::Transmit(Transmit::Datagram(datagram.to_vec())),
                 }
             }
             // Otherwise the driver sends it and answers once the backend took it or refused.

@@ -265,7 +265,10 @@ impl<S: FrameSink, R: FrameSource> Driver<S, R> {
 
     /// Sends one frame; a refusal is the caller's answer, an I/O error is only counted.
     async fn send(&mut self, tx: Transmit) -> Result<(), ClientError> {
-        match self.sink.send(tx).await {
+        let result = self.sink.send_ref(&tx).await;
+        // The buffer goes back to the engine for its next datagram (no allocation per frame).
+        self.node.recycle(tx);
+        match result {
             Ok(()) => Ok(()),
             Err(SendError::Refused(why)) => {
                 self.stats.send_errors += 1;

@@ -249,15 +249,18 @@ impl SealState {
         &self.config.key
     }
 
-    /// Seals `msg` (with the next counter) into the returned bytes.
-    pub(crate) fn seal(&mut self, msg: &Message) -> Result<Vec<u8>, SealerError> {
+    /// Seals `msg` (with the next counter) into `out` and returns the sealed length; allocates
+    /// nothing (a [`MAX_MESSAGE_LEN`](crate::udp::MAX_MESSAGE_LEN)-byte `out` holds any).
+    pub(crate) fn seal_into(
+        &mut self,
+        msg: &Message,
+        out: &mut [u8],
+    ) -> Result<usize, SealerError> {
         let sealer = match &mut self.sealer {
             Ok(s) => s,
             Err(e) => return Err(SealerError::Counter(clone_store_error(e).into())),
         };
-        let mut out = [0u8; crate::udp::MAX_MESSAGE_LEN];
-        let sealed = sealer.seal_message(msg, &mut out)?;
-        Ok(out[..sealed.len].to_vec())
+        Ok(sealer.seal_message(msg, out)?.len)
     }
 
     /// Spec §12 receiving steps 1–4, in order, for a whole message.
