@@ -225,7 +225,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             RuntimeConfig::default(),
         )?;
         let ble_node = BleNode::builder(&name)
-            .ble_config(ble.clone())
+            .ble_config(ble)
             .hooks(rt.hooks("ble-ts")?)
             .seed(args.seed * 100 + b as u64)
             .spawn_sim(&air, [0xbe, 0xac, 0, 0, 0, b as u8])?;
@@ -255,7 +255,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     for m in 0..args.mobiles {
         let name = format!("mobile-{m}");
         let mobile = BleNode::builder(&name)
-            .ble_config(ble.clone())
+            .ble_config(ble)
             .seed(args.seed * 1000 + m as u64)
             .spawn_sim(&air, [0x0b, 0x11, 0, 0, 0, m as u8])?;
         let space = mobile.handle().clone();

@@ -103,7 +103,7 @@ impl Model {
         let mut out = Vec::new();
         let mut i = 0;
         while i < self.live.len() {
-            if p.matches(self.live[i].kv) && !(first_only && !out.is_empty()) {
+            if (out.is_empty() || !first_only) && p.matches(self.live[i].kv) {
                 let e = self.live.remove(i);
                 self.heard.push((kind, e.kv));
                 out.push(e.kv);
