@@ -54,7 +54,7 @@ impl Node {
     /// Asks for `op` on `template` in `scope`, completing within `timeout`: with
     /// [`Event::LocalAnswer`] when the local space answers (at once, or when a matching tuple is
     /// stored later), with [`Event::Completed`] when a reply comes from the air or the timeout
-    /// passes (`reply: None`). See the [module docs](self). A local INP takes its tuple
+    /// passes (`reply: None`). A local INP takes its tuple
     /// atomically: nothing else sees it in between.
     ///
     /// # Errors
