@@ -347,6 +347,7 @@ pub fn unpack_sealed(
 
 /// The frame search of [`unpack`], with `check` deciding whether a candidate's message
 /// (`seq` and CRC removed) is valid; returns `(seq, crc, what check gave)`.
+#[inline(always)] // one copy per caller: the decoded message is built in place, not moved
 fn unpack_with<T>(
     name: &str,
     uuids: &[u16],
@@ -476,6 +477,7 @@ fn unpack_with<T>(
 
 /// CRC and message checks of one candidate frame, whose CRC over `seq ‖ message` the caller
 /// has `computed`.
+#[inline(always)]
 fn check_frame<T>(
     frame: &[u8],
     computed: u8,
