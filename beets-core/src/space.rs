@@ -89,11 +89,11 @@ const NIL: u32 = u32::MAX;
 /// Most tuples a space can hold whatever its configured capacity: slot ids are `u32` and
 /// [`NIL`] is reserved.
 const MAX_SLOTS: usize = NIL as usize;
-/// A log grows to at most this many times its live entries (plus [`LOG_SLACK`]) before it is
-/// compacted: compaction reads each entry's slot once, so a larger factor means fewer (random)
-/// reads per removal for more memory (16 bytes per entry).
-const LOG_FACTOR: usize = 3;
-const LOG_SLACK: usize = 64;
+/// Which of a slot's links: its (arity, first value) bucket, the insertion order of the whole
+/// space, the insertion order of its arity's sub-space. The free list reuses `ORDER`.
+const BUCKET: usize = 0;
+const ORDER: usize = 1;
+const SUB: usize = 2;
 
 /// What a full space does with one more tuple.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -328,24 +328,6 @@ const UNLINKED: Links = Links {
     next: NIL,
 };
 
-/// One entry of an insertion-order log: slot `idx` held the tuple numbered `seq` when it was
-/// stored. The entry is dead once the slot's `seq` differs or the slot is free: removal does not
-/// touch the logs (no neighbours to unlink, so no cache misses on them), and dead entries are
-/// skipped by walks and dropped when a log is compacted.
-#[derive(Clone, Copy, Debug)]
-struct Entry {
-    seq: u64,
-    idx: u32,
-}
-
-/// Where a walk over the candidates of a template stands: in an (arity, first value) bucket's
-/// list, or at a position in an arity's log.
-#[derive(Clone, Copy, Debug)]
-enum Walk {
-    Bucket(u32),
-    Log { arity: usize, pos: usize },
-}
-
 #[derive(Clone, Copy, Debug)]
 struct List {
     head: u32,
@@ -361,8 +343,7 @@ const EMPTY: List = List {
 #[derive(Debug)]
 struct Slot {
     tuple: Option<Tuple>,
-    /// Its (arity, first value) bucket's list; the free list reuses `next`.
-    links: Links,
+    links: [Links; 3],
     /// The bucket key, kept so removal does not hash again.
     key: u64,
     /// [`Time::MAX`] = never.
@@ -385,12 +366,8 @@ pub struct Space {
     slots: Vec<Slot>,
     free: u32,
     len: usize,
-    /// Every stored tuple in insertion order (lazily deleted, see [`Entry`]).
-    order: VecDeque<Entry>,
-    /// The same per arity: the sub-spaces walked by templates with a formal first field.
-    sub: [VecDeque<Entry>; MAX_ARITY],
-    /// Live tuples per arity.
-    sub_len: [usize; MAX_ARITY],
+    order: List,
+    sub: [List; MAX_ARITY],
     buckets: Buckets,
     hasher: RandomState,
     /// Min-heap of (expiry, seq, slot) with lazy deletion; its top is always a live tuple.
@@ -434,9 +411,8 @@ impl Space {
             slots: Vec::new(),
             free: NIL,
             len: 0,
-            order: VecDeque::new(),
-            sub: Default::default(),
-            sub_len: [0; MAX_ARITY],
+            order: EMPTY,
+            sub: [EMPTY; MAX_ARITY],
             buckets: Buckets::default(),
             hasher: RandomState::new(),
             heap: BinaryHeap::new(),
@@ -467,8 +443,7 @@ impl Space {
     /// [`CapacityPolicy::Refuse`] fails and [`CapacityPolicy::EvictOldest`] removes the oldest
     /// tuple and returns it in [`OutReport::evicted`].
     ///
-    /// Cost: O(1) expected (one hash of the first value, a slab slot, one list link, two log
-    /// appends; the logs' compaction is amortised O(1)), plus
+    /// Cost: O(1) expected (one hash of the first value, a slab slot, three list links), plus
     /// O(log n) with a lifetime (expiry heap), plus O(L) template checks for listeners. A full space
     /// adds the removal of its expired tuples, each paid once.
     ///
@@ -503,7 +478,7 @@ impl Space {
             expired = self.expire(now);
         }
         if self.len >= capacity {
-            let oldest = self.oldest();
+            let oldest = self.order.head;
             if self.config.policy == CapacityPolicy::Refuse || oldest == NIL {
                 self.stats.refused += 1;
                 return Err(SpaceError::Full {
@@ -572,16 +547,18 @@ impl Space {
     /// Copies of every live tuple matching `template`, oldest first (the bulk `rd`); expired
     /// tuples met are removed. Cost as [`rm`](Space::rm).
     pub fn rd_all(&mut self, now: Time, template: &Template) -> Vec<Tuple> {
-        let mut walk = self.candidates(template);
+        let (mut cur, which) = self.candidates(template);
         let mut out = Vec::new();
-        while let Some(cur) = self.step(&mut walk) {
+        while cur != NIL {
             let slot = &self.slots[cur as usize];
+            let next = slot.links[which].next;
             if is_expired(slot.expires, now) {
                 self.remove_as(cur, DeliveryKind::Expired);
                 self.stats.expired += 1;
             } else if let Some(t) = slot.tuple.as_ref().filter(|t| template.matches(t)) {
                 out.push(t.clone());
             }
+            cur = next;
         }
         out
     }
@@ -593,10 +570,11 @@ impl Space {
         kind: DeliveryKind,
         mut keep: impl FnMut(Tuple),
     ) -> usize {
-        let mut walk = self.candidates(template);
+        let (mut cur, which) = self.candidates(template);
         let mut removed = 0;
-        while let Some(cur) = self.step(&mut walk) {
+        while cur != NIL {
             let slot = &self.slots[cur as usize];
+            let next = slot.links[which].next;
             let expired = is_expired(slot.expires, now);
             let hit = !expired && slot.tuple.as_ref().is_some_and(|t| template.matches(t));
             if expired {
@@ -608,6 +586,7 @@ impl Space {
                 }
                 removed += 1;
             }
+            cur = next;
         }
         removed
     }
@@ -676,15 +655,16 @@ impl Space {
     ///
     /// Cost: O(b) with a first-field actual, O(nₐ) with a first-field formal. Changes nothing.
     pub fn count(&self, now: Time, template: &Template) -> usize {
-        let mut walk = self.candidates(template);
+        let (mut cur, which) = self.candidates(template);
         let mut n = 0;
-        while let Some(cur) = self.step(&mut walk) {
+        while cur != NIL {
             let slot = &self.slots[cur as usize];
             if !is_expired(slot.expires, now)
                 && slot.tuple.as_ref().is_some_and(|t| template.matches(t))
             {
                 n += 1;
             }
+            cur = slot.links[which].next;
         }
         n
     }
@@ -693,13 +673,16 @@ impl Space {
     ///
     /// Cost: O(1) per tuple visited (expired ones are skipped, not removed).
     pub fn iter(&self, now: Time) -> impl Iterator<Item = &Tuple> + '_ {
-        self.order.iter().filter_map(move |e| {
-            let slot = &self.slots[e.idx as usize];
-            if slot.seq == e.seq && !is_expired(slot.expires, now) {
-                slot.tuple.as_ref()
-            } else {
-                None
+        let mut cur = self.order.head;
+        std::iter::from_fn(move || {
+            while cur != NIL {
+                let slot = &self.slots[cur as usize];
+                cur = slot.links[ORDER].next;
+                if !is_expired(slot.expires, now) {
+                    return slot.tuple.as_ref();
+                }
             }
+            None
         })
     }
 
@@ -720,9 +703,8 @@ impl Space {
         self.slots.clear();
         self.free = NIL;
         self.len = 0;
-        self.order.clear();
-        self.sub.iter_mut().for_each(VecDeque::clear);
-        self.sub_len = [0; MAX_ARITY];
+        self.order = EMPTY;
+        self.sub = [EMPTY; MAX_ARITY];
         self.buckets.clear();
         self.heap.clear();
         self.timed = 0;
@@ -838,71 +820,31 @@ impl Space {
         h.finish().max(1)
     }
 
-    /// Where to walk for `template`: its bucket, or its arity's log.
-    fn candidates(&self, template: &Template) -> Walk {
+    /// The list to walk for `template` and which links walk it.
+    fn candidates(&self, template: &Template) -> (u32, usize) {
         let arity = template.arity();
         match template.first_actual() {
             Some(v) => {
                 let key = self.key(arity, Some(v));
-                Walk::Bucket(self.buckets.get(key).map_or(NIL, |l| l.head))
+                (self.buckets.get(key).map_or(NIL, |l| l.head), BUCKET)
             }
-            None => Walk::Log {
-                arity: arity - 1,
-                pos: 0,
-            },
+            None => (self.sub.get(arity - 1).map_or(NIL, |l| l.head), SUB),
         }
-    }
-
-    /// The next candidate slot of `walk`, oldest first (dead log entries skipped). The walk has
-    /// moved past it before it is returned, so the caller may remove it; nothing may be stored
-    /// during a walk.
-    #[inline]
-    fn step(&self, walk: &mut Walk) -> Option<u32> {
-        match walk {
-            Walk::Bucket(cur) => {
-                let idx = *cur;
-                if idx == NIL {
-                    return None;
-                }
-                *cur = self.slots[idx as usize].links.next;
-                Some(idx)
-            }
-            Walk::Log { arity, pos } => {
-                let log = self.sub.get(*arity)?;
-                while let Some(&Entry { seq, idx }) = log.get(*pos) {
-                    *pos += 1;
-                    if self.is_live(seq, idx) {
-                        return Some(idx);
-                    }
-                }
-                None
-            }
-        }
-    }
-
-    /// The oldest stored tuple's slot (expired or not), [`NIL`] when empty; drops the dead
-    /// entries at the front of the order log on the way.
-    fn oldest(&mut self) -> u32 {
-        while let Some(&Entry { seq, idx }) = self.order.front() {
-            if self.is_live(seq, idx) {
-                return idx;
-            }
-            self.order.pop_front();
-        }
-        NIL
     }
 
     /// The oldest live match, removing expired tuples met on the way.
     fn find(&mut self, now: Time, template: &Template) -> Option<u32> {
-        let mut walk = self.candidates(template);
-        while let Some(cur) = self.step(&mut walk) {
+        let (mut cur, which) = self.candidates(template);
+        while cur != NIL {
             let slot = &self.slots[cur as usize];
+            let next = slot.links[which].next;
             if is_expired(slot.expires, now) {
                 self.remove_as(cur, DeliveryKind::Expired);
                 self.stats.expired += 1;
             } else if slot.tuple.as_ref().is_some_and(|t| template.matches(t)) {
                 return Some(cur);
             }
+            cur = next;
         }
         None
     }
@@ -941,7 +883,7 @@ impl Space {
             // Written field by field: building a `Slot` and assigning it would copy the tuple twice.
             let idx = self.free;
             let slot = &mut self.slots[idx as usize];
-            self.free = slot.links.next;
+            self.free = slot.links[ORDER].next;
             slot.tuple = Some(tuple);
             slot.key = key;
             slot.expires = expires;
@@ -951,7 +893,7 @@ impl Space {
             // `out` keeps len below MAX_SLOTS, so the index fits and is not NIL.
             self.slots.push(Slot {
                 tuple: Some(tuple),
-                links: UNLINKED,
+                links: [UNLINKED; 3],
                 key,
                 expires,
                 seq,
@@ -959,15 +901,9 @@ impl Space {
             (self.slots.len() - 1) as u32
         };
         let bucket = self.buckets.get_or_insert(key);
-        push_back(&mut self.slots, bucket, idx);
-        let entry = Entry { seq, idx };
-        // Compacted before the append, never during a walk (walks store nothing).
-        compact(&mut self.order, self.len, &self.slots);
-        self.order.push_back(entry);
-        let a = arity - 1;
-        compact(&mut self.sub[a], self.sub_len[a], &self.slots);
-        self.sub[a].push_back(entry);
-        self.sub_len[a] += 1;
+        push_back(&mut self.slots, bucket, idx, BUCKET);
+        push_back(&mut self.slots, &mut self.order, idx, ORDER);
+        push_back(&mut self.slots, &mut self.sub[arity - 1], idx, SUB);
         if expires != Time::MAX {
             self.heap.push(Reverse((expires, seq, idx)));
             self.timed += 1;
@@ -991,14 +927,14 @@ impl Space {
         let tuple = self.slots[i].tuple.take()?;
         let key = self.slots[i].key;
         if let Some(bucket) = self.buckets.get_mut(key) {
-            unlink(&mut self.slots, bucket, idx);
+            unlink(&mut self.slots, bucket, idx, BUCKET);
             if bucket.head == NIL {
                 self.buckets.remove(key);
             }
         }
-        // The log entries die with the slot (`is_live`); nothing to unlink there.
-        self.sub_len[tuple.arity() - 1] -= 1;
-        self.slots[i].links.next = self.free;
+        unlink(&mut self.slots, &mut self.order, idx, ORDER);
+        unlink(&mut self.slots, &mut self.sub[tuple.arity() - 1], idx, SUB);
+        self.slots[i].links[ORDER].next = self.free;
         self.free = idx;
         self.len -= 1;
         if self.slots[i].expires != Time::MAX {
@@ -1044,46 +980,33 @@ fn is_expired(expires: Time, now: Time) -> bool {
     expires <= now && expires != Time::MAX
 }
 
-fn push_back(slots: &mut [Slot], list: &mut List, idx: u32) {
+fn push_back(slots: &mut [Slot], list: &mut List, idx: u32, which: usize) {
     let tail = list.tail;
-    slots[idx as usize].links = Links {
+    slots[idx as usize].links[which] = Links {
         prev: tail,
         next: NIL,
     };
     if tail == NIL {
         list.head = idx;
     } else {
-        slots[tail as usize].links.next = idx;
+        slots[tail as usize].links[which].next = idx;
     }
     list.tail = idx;
 }
 
-fn unlink(slots: &mut [Slot], list: &mut List, idx: u32) {
-    let Links { prev, next } = slots[idx as usize].links;
+fn unlink(slots: &mut [Slot], list: &mut List, idx: u32, which: usize) {
+    let Links { prev, next } = slots[idx as usize].links[which];
     if prev == NIL {
         list.head = next;
     } else {
-        slots[prev as usize].links.next = next;
+        slots[prev as usize].links[which].next = next;
     }
     if next == NIL {
         list.tail = prev;
     } else {
-        slots[next as usize].links.prev = prev;
+        slots[next as usize].links[which].prev = prev;
     }
-    slots[idx as usize].links = UNLINKED;
-}
-
-/// Drops a log's dead entries once it holds more than [`LOG_FACTOR`] times its `live` ones (plus
-/// [`LOG_SLACK`]): each compaction reads every entry's slot once and leaves at most `live`
-/// entries, so it is paid for by the removals since the last one (amortised O(1) each), and a
-/// log never holds more than about `LOG_FACTOR` × the tuples stored.
-fn compact(log: &mut VecDeque<Entry>, live: usize, slots: &[Slot]) {
-    if log.len() > LOG_FACTOR * live + LOG_SLACK {
-        log.retain(|e| {
-            let slot = &slots[e.idx as usize];
-            slot.seq == e.seq && slot.tuple.is_some()
-        });
-    }
+    slots[idx as usize].links[which] = UNLINKED;
 }
 
 #[cfg(test)]
