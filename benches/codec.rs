@@ -1,5 +1,6 @@
-//! Codec benches: message encode/decode against postcard on the same data, FPE table build and
-//! apply, BLE frame pack + unpack with and without stale UUIDs.
+//! Codec benches: message encode/decode against postcard on the same data (owned `String` fields,
+//! and borrowed `&str` fields, which decode without allocating), FPE table build and apply, BLE
+//! frame pack + unpack with and without stale UUIDs.
 //!
 //! Run: `cargo bench --bench codec` (add `-- --quick` for a short run).
 
@@ -14,6 +15,15 @@ use serde::{Deserialize, Serialize};
 struct Reading {
     kind: String,
     sensor: String,
+    value: i16,
+    scale: f32,
+}
+
+/// The same with borrowed strings: postcard's zero-allocation decode, the stricter peer.
+#[derive(Serialize, Deserialize, PartialEq, Debug)]
+struct ReadingRef<'a> {
+    kind: &'a str,
+    sensor: &'a str,
     value: i16,
     scale: f32,
 }
@@ -54,6 +64,24 @@ fn codec(c: &mut Criterion) {
     });
     g.bench_function("postcard_decode", |b| {
         b.iter(|| postcard::from_bytes::<Reading>(black_box(&pc)).unwrap())
+    });
+    let borrowed = ReadingRef {
+        kind: "SENSOR",
+        sensor: "LIGHT",
+        value: 512,
+        scale: 1.5,
+    };
+    assert_eq!(postcard::to_allocvec(&borrowed).unwrap(), pc, "same bytes");
+    g.bench_function("postcard_borrowed_encode", |b| {
+        let mut buf = [0u8; 64];
+        b.iter(|| {
+            postcard::to_slice(black_box(&borrowed), &mut buf)
+                .unwrap()
+                .len()
+        })
+    });
+    g.bench_function("postcard_borrowed_decode", |b| {
+        b.iter(|| postcard::from_bytes::<ReadingRef<'_>>(black_box(&pc)).unwrap())
     });
     g.finish();
 }

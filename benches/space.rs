@@ -15,6 +15,12 @@
 //!   would grow linearly here.
 //! - `space/out_inp_random/<n>`: the same pair with keys spread over all `n` stored tuples, so from
 //!   100k on nearly every pair misses the caches: memory latency, not the index, sets the pace.
+//! - `space/rustupolis_out_inp_random/<n>`: the peer in the same run — rustupolis 0.0.2's
+//!   `SimpleStore` (a `BTreeSet` of tuples), prefilled the same way, `out` + `inp` of the same
+//!   spread keys: `out` `("k<i>", -1)` beside the stored `("k<i>", i)`, then `inp` of that exact
+//!   tuple (a `BTreeSet::take` down the same path). With a wildcard its `inp` prints a line to
+//!   stdout per candidate it checks, which would measure the terminal; exact takes favour the
+//!   peer.
 //! - `space/rd_first_actual/100000`: `rd` by a first-field actual, keys over all 100k tuples; the
 //!   result is a copy, so it includes cloning the tuple.
 //! - `space/pending_check/<case>`: the `out_inp` pair on a 10k space, stored through the engine
@@ -110,6 +116,36 @@ fn out_inp_random(c: &mut Criterion) {
     });
 }
 
+/// `("k<i>", value)` for rustupolis (its integers are `i32`).
+fn rustupolis_tuple(i: usize, value: i32) -> rustupolis::tuple::Tuple {
+    use rustupolis::tuple::{E, Tuple as RTuple};
+    RTuple::from_vec(vec![E::S(key(i)), E::I(value)])
+}
+
+fn rustupolis_out_inp_random(c: &mut Criterion) {
+    use rustupolis::store::{SimpleStore, Store};
+    let mut group = c.benchmark_group("space/rustupolis_out_inp_random");
+    group.throughput(Throughput::Elements(1));
+    for n in SIZES {
+        let mut store = SimpleStore::new();
+        for i in 0..n {
+            store.out(rustupolis_tuple(i, i as i32)).unwrap();
+        }
+        let mut iteration = 0usize;
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, &n| {
+            b.iter(|| {
+                iteration = iteration.wrapping_add(1);
+                let i = (iteration % n) * STRIDE % n;
+                // A set: the new tuple must differ from the stored one of its key (values ≥ 0).
+                store.out(rustupolis_tuple(i, -1)).unwrap();
+                black_box(store.inp(&rustupolis_tuple(i, -1)).unwrap())
+            });
+        });
+        assert_eq!(store.len(), n);
+    }
+    group.finish();
+}
+
 fn rd_first_actual(c: &mut Criterion) {
     let mut group = c.benchmark_group("space/rd_first_actual");
     group.throughput(Throughput::Elements(1));
@@ -192,6 +228,7 @@ criterion_group!(
     benches,
     out_inp,
     out_inp_random,
+    rustupolis_out_inp_random,
     rd_first_actual,
     pending_check
 );
