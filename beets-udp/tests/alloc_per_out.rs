@@ -51,8 +51,7 @@ fn steady_state_out_allocates_nothing() {
         ..UdpConfig::default()
     };
     let (allocations, received) = rt.block_on(async {
-        let space =
-            UdpSpace::spawn(udp, NodeConfig::new(Transport::Udp, "a").unwrap(), 1).unwrap();
+        let space = UdpSpace::spawn(udp, NodeConfig::new(Transport::Udp, "a").unwrap(), 1).unwrap();
         let handle = space.handle().clone();
         let mut received = 0;
         let mut run = async |from: u64, n: u64| {
