@@ -67,6 +67,7 @@ impl UdpSource {
         let state = match UdpSocketState::new((&*socket).into()) {
             Ok(state) => {
                 gro_off(&socket);
+                no_control_messages(&socket);
                 Some(state)
             }
             Err(e) => {
@@ -146,6 +147,34 @@ fn gro_off(socket: &UdpSocket) {
         use nix::sys::socket::{setsockopt, sockopt::UdpGroSegment};
         if let Err(e) = setsockopt(socket, UdpGroSegment, &false) {
             trace!(error = %e, "UDP_GRO not turned off");
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = socket;
+}
+
+/// Turns off the per-datagram control messages `quinn-udp` asks for (TOS/traffic class for ECN,
+/// the packet's destination address): BeeTS reads neither, and the kernel would build them for
+/// every datagram (`put_cmsg` was ≈ 1.5 % of a loopback flood's profile). Best effort.
+fn no_control_messages(socket: &UdpSocket) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use nix::sys::socket::{setsockopt, sockopt};
+        let sock = socket2::SockRef::from(socket);
+        let v6 = socket.local_addr().is_ok_and(|a| a.is_ipv6());
+        let (tos, info) = if v6 {
+            (
+                sock.set_recv_tclass_v6(false),
+                setsockopt(socket, sockopt::Ipv6RecvPacketInfo, &false),
+            )
+        } else {
+            (
+                sock.set_recv_tos_v4(false),
+                setsockopt(socket, sockopt::Ipv4PacketInfo, &false),
+            )
+        };
+        if tos.is_err() || info.is_err() {
+            trace!(?tos, ?info, "some control messages left on");
         }
     }
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
