@@ -293,6 +293,7 @@ impl Node {
     /// what [`poll_transmit`](Self::poll_transmit) gives. The async driver gives one to its
     /// handles, so that an `out` is encoded and sent from the caller's task without a hop to the
     /// driver. `None` on a BLE node (BLE frames are paced by the advertising scheduler).
+    #[cfg(feature = "tokio")]
     pub(crate) fn datagram_encoder(&self) -> Option<DatagramEncoder> {
         (self.config.transport == Transport::Udp && self.seal.is_none()).then(|| DatagramEncoder {
             node_id: self.node_id,
