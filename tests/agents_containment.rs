@@ -4,35 +4,16 @@
 //! and the node's CPU goes back to idle. Also: active tuples replayed or forged with an old
 //! version are refused, and kernel receive-queue drops show in the node's stats.
 
+mod common;
+
+use common::{beets_bin, free_port};
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use beets::core::{FpeKey, NodeConfig, Transport};
 use beets::udp::{UdpConfig, UdpSpace};
-
-fn beets_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = dir.join("examples").join("beets");
-    assert!(
-        bin.exists(),
-        "{} missing: run through `cargo test`",
-        bin.display()
-    );
-    bin
-}
-
-fn free_port() -> u16 {
-    static HELD: std::sync::Mutex<Vec<beets::udp::PortReservation>> =
-        std::sync::Mutex::new(Vec::new());
-    let r = beets::udp::reserve_port().expect("reserve a port");
-    let port = r.port();
-    HELD.lock().unwrap().push(r);
-    port
-}
 
 fn agent(name: &str) -> String {
     format!("{}/tests/agents/{name}.js", env!("CARGO_MANIFEST_DIR"))

@@ -1,32 +1,10 @@
 //! The node runner (`beets node`) end to end: two real nodes on loopback, agents loaded from
 //! files, a tuple stored by one node's agent read by the other node's agent over UDP.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
 
-/// The `beets` example binary that `cargo test` builds beside this test.
-fn beets_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = dir.join("examples").join("beets");
-    assert!(
-        bin.exists(),
-        "{} missing: run through `cargo test`, which builds examples",
-        bin.display()
-    );
-    bin
-}
-
-/// A port reserved for the rest of this test process (see `beets::udp::reserve_port`): no other
-/// test or program is handed it meanwhile.
-fn free_port() -> u16 {
-    static HELD: std::sync::Mutex<Vec<beets::udp::PortReservation>> =
-        std::sync::Mutex::new(Vec::new());
-    let r = beets::udp::reserve_port().expect("reserve a port");
-    let port = r.port();
-    HELD.lock().unwrap().push(r);
-    port
-}
+use common::{beets_bin, free_port, text};
+use std::process::Command;
 
 fn node(name: &str, port: u16, agent: &str) -> std::process::Child {
     let root = env!("CARGO_MANIFEST_DIR");
@@ -41,14 +19,6 @@ fn node(name: &str, port: u16, agent: &str) -> std::process::Child {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start beets node")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 #[test]
