@@ -295,9 +295,10 @@ impl Node {
     /// driver. `None` on a BLE node (BLE frames are paced by the advertising scheduler).
     #[cfg(feature = "tokio")]
     pub(crate) fn datagram_encoder(&self) -> Option<DatagramEncoder> {
-        (self.config.transport == Transport::Udp && self.seal.is_none()).then(|| DatagramEncoder {
+        (self.config.transport == Transport::Udp).then(|| DatagramEncoder {
             node_id: self.node_id,
             key: self.config.key.clone().map(Arc::new),
+            seal: self.seal.as_ref().map(seal::SealState::sealer),
             seq: Arc::clone(&self.seq),
             encoded: Arc::clone(&self.encoded_elsewhere),
         })
@@ -1481,6 +1482,9 @@ const SPARE_BUFFERS: usize = 16;
 pub(crate) struct DatagramEncoder {
     node_id: NodeId,
     key: Option<Arc<FpeKey>>,
+    /// A sealed space's sealer (spec §12), shared with the node: one counter stream.
+    #[cfg(feature = "tokio")]
+    seal: Option<seal::SharedSealer>,
     seq: Arc<AtomicU32>,
     encoded: Arc<AtomicU64>,
 }
@@ -1505,6 +1509,10 @@ impl DatagramEncoder {
     /// sequence number is used then.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))] // the handles' direct path
     pub(crate) fn encode_into(&self, msg: &Message, buf: &mut [u8]) -> Result<usize, NodeError> {
+        #[cfg(feature = "tokio")]
+        if let Some(sealer) = &self.seal {
+            return self.seal_into(sealer, msg, buf);
+        }
         let (len, max) = (msg.buffer_len(), Transport::Udp.max_message_len());
         let too_long = || NodeError::TooLong {
             op: msg.op(),
@@ -1522,6 +1530,50 @@ impl DatagramEncoder {
         let n = udp::emit(&header, msg, self.key.as_deref(), buf).map_err(|_| too_long())?;
         self.encoded.fetch_add(1, Ordering::Relaxed);
         Ok(n)
+    }
+}
+
+impl DatagramEncoder {
+    /// The sealed datagram of `msg` (spec §12 inside §7) with the node's next counter.
+    #[cfg(feature = "tokio")]
+    fn seal_into(
+        &self,
+        sealer: &seal::SharedSealer,
+        msg: &Message,
+        buf: &mut [u8],
+    ) -> Result<usize, NodeError> {
+        let transport = Transport::Udp;
+        let body_len = msg.buffer_len() - 1;
+        let max_body_len = transport.sealed_max_body_len();
+        let too_long = || NodeError::SealedTooLong {
+            op: msg.op(),
+            body_len,
+            max_body_len,
+            transport: transport.name(),
+        };
+        if body_len > max_body_len {
+            return Err(too_long());
+        }
+        let Some(body) = buf.get_mut(udp::HEADER_LEN..) else {
+            return Err(too_long());
+        };
+        let sealed_len = seal::seal_shared(sealer, msg, body).map_err(|e| match e {
+            crate::sealed::SealerError::Seal(crate::sealed::SealError::TooLong { .. }) => {
+                too_long()
+            }
+            other => NodeError::SealCounter(other.to_string()),
+        })?;
+        let header = DatagramHeader {
+            node_id: self.node_id,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+        };
+        header.emit(
+            (&mut buf[..udp::HEADER_LEN])
+                .try_into()
+                .expect("header length"),
+        );
+        self.encoded.fetch_add(1, Ordering::Relaxed);
+        Ok(udp::HEADER_LEN + sealed_len)
     }
 }
 

@@ -201,11 +201,27 @@ impl SealedDrops {
     }
 }
 
+/// The sealer of a node, shared with its datagram encoders (a UDP `out` seals in the caller's
+/// task): `Err` when the counter bound could not be read at start (every send fails with it).
+pub(crate) type SharedSealer = Arc<Mutex<Result<Sealer<SharedStore>, StoreError>>>;
+
+/// Seals `msg` with `sealer`'s next counter into `out`; the sealed length.
+pub(crate) fn seal_shared(
+    sealer: &SharedSealer,
+    msg: &Message,
+    out: &mut [u8],
+) -> Result<usize, SealerError> {
+    let mut g = sealer.lock().unwrap_or_else(|p| p.into_inner());
+    match &mut *g {
+        Ok(s) => Ok(s.seal_message(msg, out)?.len),
+        Err(e) => Err(SealerError::Counter(clone_store_error(e).into())),
+    }
+}
+
 /// A node's sealing state.
 pub(crate) struct SealState {
     config: SealConfig,
-    /// `Err`: the counter bound could not be read at start; every send fails with it.
-    sealer: Result<Sealer<SharedStore>, StoreError>,
+    sealer: SharedSealer,
     next_save: Time,
 }
 
@@ -213,7 +229,10 @@ impl fmt::Debug for SealState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SealState")
             .field("config", &self.config)
-            .field("sealer_ok", &self.sealer.is_ok())
+            .field(
+                "sealer_ok",
+                &self.sealer.lock().map(|s| s.is_ok()).unwrap_or(false),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -241,7 +260,7 @@ impl SealState {
         SealState {
             next_save: now + config.save_every,
             config,
-            sealer,
+            sealer: Arc::new(Mutex::new(sealer)),
         }
     }
 
@@ -256,11 +275,13 @@ impl SealState {
         msg: &Message,
         out: &mut [u8],
     ) -> Result<usize, SealerError> {
-        let sealer = match &mut self.sealer {
-            Ok(s) => s,
-            Err(e) => return Err(SealerError::Counter(clone_store_error(e).into())),
-        };
-        Ok(sealer.seal_message(msg, out)?.len)
+        seal_shared(&self.sealer, msg, out)
+    }
+
+    /// The sealer, for the node's datagram encoders.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn sealer(&self) -> SharedSealer {
+        Arc::clone(&self.sealer)
     }
 
     /// Spec §12 receiving steps 1–4, in order, for a whole message.
