@@ -12,14 +12,13 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::num::NonZeroU16;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use beets::core::driver::SpaceHandle;
 use beets::core::message::RequestOp;
 use beets::core::node::{Decision, DecisionToken, Hooks, Question, Scope, Verdict};
 use beets::core::space::DeliveryKinds;
-use beets::core::{DeliveryKind, FpeKey, Node, NodeConfig, Time, Transport};
+use beets::core::{DeliveryKind, Node, NodeConfig, Time, Transport};
 use beets::core::{parse_template, parse_tuple};
 use beets_udp::{UdpConfig, UdpSpace};
 use clap::{Args, ValueEnum};
@@ -40,27 +39,8 @@ pub(crate) struct UdpArgs {
     /// Send to this unicast peer too (repeatable).
     #[arg(long = "peer", value_name = "IP:PORT")]
     peers: Vec<SocketAddr>,
-    /// Space password (FPE, spec §5).
-    #[arg(long, value_name = "PASSWORD", allow_hyphen_values = true)]
-    key: Option<String>,
-    /// Sealed space (spec §12): the key as 32 hex digits.
-    #[arg(long, value_name = "HEX32", conflicts_with_all = ["seal_password", "key"])]
-    seal_key: Option<String>,
-    /// Sealed space: the key derived from this password.
-    #[arg(
-        long,
-        value_name = "PW",
-        allow_hyphen_values = true,
-        conflicts_with = "key"
-    )]
-    seal_password: Option<String>,
-    /// Sealed space: this client's source id, 1..=65535, unique among the key's nodes (else one
-    /// drawn and kept in --state-dir).
-    #[arg(long, value_name = "N")]
-    source_id: Option<u16>,
-    /// Sealed space: where the client keeps its counters between runs (required when sealed).
-    #[arg(long, value_name = "DIR")]
-    state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    keys: crate::runner::SpaceKeyArgs,
 }
 
 /// Options of `beets out`.
@@ -211,13 +191,8 @@ fn runtime() -> Result<tokio::runtime::Runtime, String> {
 /// Joins the space: a passive node on the space's port.
 fn join(args: &UdpArgs, send_waits: bool) -> Result<UdpSpace, String> {
     let mut cfg = NodeConfig::new(Transport::Udp, &args.name).map_err(|e| e.to_string())?;
-    cfg.key = args.key.as_deref().map(FpeKey::from_password);
-    if let Some(seal) = crate::runner::seal_from(
-        args.seal_key.as_deref(),
-        args.seal_password.as_deref(),
-        args.source_id,
-        args.state_dir.as_deref(),
-    )? {
+    cfg.key = args.keys.fpe();
+    if let Some(seal) = args.keys.seal_config()? {
         cfg = cfg.with_seal(seal);
     }
     cfg.send_waits = send_waits;

@@ -55,28 +55,8 @@ pub(crate) struct NodeArgs {
     /// costs.
     #[arg(long, value_name = "auto|yes|no", default_value = "auto", value_parser = parse_connectable)]
     ble_connectable: beets_ble::Connectable,
-    /// Space password (FPE, spec §5) for every space: obfuscation only, see --seal-key.
-    #[arg(long, value_name = "PASSWORD", allow_hyphen_values = true)]
-    key: Option<String>,
-    /// Seal every space (spec §12: authenticated, replay-protected) with this key, 32 hex digits.
-    #[arg(long, value_name = "HEX32", conflicts_with_all = ["seal_password", "key"])]
-    seal_key: Option<String>,
-    /// Seal every space with a key derived from this password (PBKDF2, spec §12).
-    #[arg(
-        long,
-        value_name = "PW",
-        allow_hyphen_values = true,
-        conflicts_with = "key"
-    )]
-    seal_password: Option<String>,
-    /// This node's source id for the sealed spaces, 1..=65535; unique among all nodes of the key.
-    /// Without it the node draws one and keeps it in --state-dir.
-    #[arg(long, value_name = "N")]
-    source_id: Option<u16>,
-    /// Where a sealed node keeps its counters, replay window and source id (required with
-    /// --seal-key/--seal-password: counters must never be reused across restarts).
-    #[arg(long, value_name = "DIR")]
-    state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    keys: SpaceKeyArgs,
     /// Load this agent (repeatable). Its name is the file stem.
     #[arg(long = "agent", value_name = "FILE.js")]
     agents: Vec<PathBuf>,
@@ -183,7 +163,7 @@ async fn node(args: NodeArgs) -> Result<(), String> {
             host.active.require = Protection::Keyed;
         } else {
             // Sealed spaces only (spec §12): authenticated senders, no replays.
-            if args.seal_key.is_none() && args.seal_password.is_none() {
+            if !args.keys.sealed() {
                 warn!(
                     "--active without --seal-key/--seal-password: active tuples are only taken \
                      from sealed spaces (use --active-fpe to accept them on FPE-keyed spaces)"
@@ -325,7 +305,7 @@ async fn node(args: NodeArgs) -> Result<(), String> {
     };
     let mqtt_space = named.iter().find(|(n, _)| *n == "udp-ts").map(|(_, h)| h);
     let mqtt_side =
-        node_mqtt::start(&args.mqtt, &mqtt_udp, args.key.as_deref(), mqtt_space).await?;
+        node_mqtt::start(&args.mqtt, &mqtt_udp, args.keys.key.as_deref(), mqtt_space).await?;
     // --- end MQTT ---
     if let Some(first) = handles.first() {
         for text in &args.outs {
@@ -439,7 +419,7 @@ fn engine_settings(
     args: &NodeArgs,
     seal: Option<&SealConfig>,
 ) -> impl FnOnce(&mut NodeConfig) + 'static {
-    let key = args.key.as_deref().map(FpeKey::from_password);
+    let key = args.keys.fpe();
     let seal = seal.cloned();
     let announce = args.announce.map(Duration::from_secs);
     let backoff = args.reply_backoff_ms.map(Duration::from_millis);
@@ -463,12 +443,7 @@ fn engine_settings(
 /// The sealing of the node's spaces from `--seal-key`/`--seal-password`, `--source-id` and
 /// `--state-dir`; `None` without a seal key.
 fn seal_config(args: &NodeArgs) -> Result<Option<SealConfig>, String> {
-    let seal = seal_from(
-        args.seal_key.as_deref(),
-        args.seal_password.as_deref(),
-        args.source_id,
-        args.state_dir.as_deref(),
-    )?;
+    let seal = args.keys.seal_config()?;
     if let Some(s) = &seal {
         println!(
             "sealed spaces: key {} source id {}",
@@ -478,47 +453,80 @@ fn seal_config(args: &NodeArgs) -> Result<Option<SealConfig>, String> {
     }
     Ok(seal)
 }
-
-/// The sealing from the options `--seal-key`, `--seal-password`, `--source-id` and
-/// `--state-dir` (also the one-shot clients'); `None` without a seal key.
-pub(crate) fn seal_from(
-    seal_key: Option<&str>,
-    seal_password: Option<&str>,
+/// How a space is protected, from the command line: an FPE password or a sealing key with this
+/// node's source id and state directory. Shared by `beets node` and the one-shot clients.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct SpaceKeyArgs {
+    /// Space password (FPE, spec §5): obfuscation only, see --seal-key.
+    #[arg(long, value_name = "PASSWORD", allow_hyphen_values = true)]
+    pub(crate) key: Option<String>,
+    /// Seal the space (spec §12: authenticated, replay-protected) with this key, 32 hex digits.
+    #[arg(long, value_name = "HEX32", conflicts_with_all = ["seal_password", "key"])]
+    seal_key: Option<String>,
+    /// Seal the space with a key derived from this password (PBKDF2, spec §12).
+    #[arg(
+        long,
+        value_name = "PW",
+        allow_hyphen_values = true,
+        conflicts_with = "key"
+    )]
+    seal_password: Option<String>,
+    /// This node's source id for a sealed space, 1..=65535; unique among all nodes of the key.
+    /// Without it one is drawn and kept in --state-dir.
+    #[arg(long, value_name = "N")]
     source_id: Option<u16>,
-    state_dir: Option<&std::path::Path>,
-) -> Result<Option<SealConfig>, String> {
-    let key = match (seal_key, seal_password) {
-        (Some(hex), _) => SealKey::from_hex(hex).map_err(|e| format!("--seal-key: {e}"))?,
-        (None, Some(pw)) => SealKey::from_password(pw),
-        (None, None) => return Ok(None),
-    };
-    let dir = state_dir.ok_or(
-        "a sealed node needs --state-dir DIR: its counters must survive restarts (spec §12)",
-    )?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("--state-dir {}: {e}", dir.display()))?;
-    let id_file = dir.join(format!("source-id-{}", key.id()));
-    let source = match source_id {
-        Some(n) => NonZeroU16::new(n).ok_or("--source-id must be 1..=65535")?,
-        None => match std::fs::read_to_string(&id_file) {
-            Ok(text) => text
-                .trim()
-                .parse::<NonZeroU16>()
-                .map_err(|e| format!("{}: {e}", id_file.display()))?,
-            Err(_) => {
-                let n = NonZeroU16::new((seed() % 65535) as u16 + 1).expect("1..=65535");
-                std::fs::write(&id_file, format!("{n}\n"))
-                    .map_err(|e| format!("{}: {e}", id_file.display()))?;
-                warn!(
-                    source_id = n.get(),
-                    "drew a source id for this key and kept it in the state dir; source ids must be \
+    /// Where a sealed node keeps its counters, replay window and source id (required with
+    /// --seal-key/--seal-password: counters must never be reused across restarts).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+impl SpaceKeyArgs {
+    /// The FPE key, if a password was given.
+    pub(crate) fn fpe(&self) -> Option<FpeKey> {
+        self.key.as_deref().map(FpeKey::from_password)
+    }
+
+    /// Whether a sealing key was given.
+    pub(crate) fn sealed(&self) -> bool {
+        self.seal_key.is_some() || self.seal_password.is_some()
+    }
+
+    /// The sealing of the space (`None` without a sealing key).
+    pub(crate) fn seal_config(&self) -> Result<Option<SealConfig>, String> {
+        let key = match (&self.seal_key, &self.seal_password) {
+            (Some(hex), _) => SealKey::from_hex(hex).map_err(|e| format!("--seal-key: {e}"))?,
+            (None, Some(pw)) => SealKey::from_password(pw),
+            (None, None) => return Ok(None),
+        };
+        let dir = self.state_dir.as_deref().ok_or(
+            "a sealed node needs --state-dir DIR: its counters must survive restarts (spec §12)",
+        )?;
+        std::fs::create_dir_all(dir).map_err(|e| format!("--state-dir {}: {e}", dir.display()))?;
+        let id_file = dir.join(format!("source-id-{}", key.id()));
+        let source = match self.source_id {
+            Some(n) => NonZeroU16::new(n).ok_or("--source-id must be 1..=65535")?,
+            None => match std::fs::read_to_string(&id_file) {
+                Ok(text) => text
+                    .trim()
+                    .parse::<NonZeroU16>()
+                    .map_err(|e| format!("{}: {e}", id_file.display()))?,
+                Err(_) => {
+                    let n = NonZeroU16::new((seed() % 65535) as u16 + 1).expect("1..=65535");
+                    std::fs::write(&id_file, format!("{n}\n"))
+                        .map_err(|e| format!("{}: {e}", id_file.display()))?;
+                    warn!(
+                        source_id = n.get(),
+                        "drew a source id for this key and kept it in the state dir; source ids must be \
                      unique among all nodes of the key: give each node its own with --source-id"
-                );
-                n
-            }
-        },
-    };
-    let store = FileCounterStore::open(dir).map_err(|e| format!("--state-dir: {e}"))?;
-    Ok(Some(SealConfig::new(key, source, store)))
+                    );
+                    n
+                }
+            },
+        };
+        let store = FileCounterStore::open(dir).map_err(|e| format!("--state-dir: {e}"))?;
+        Ok(Some(SealConfig::new(key, source, store)))
+    }
 }
 
 /// A fresh seed per start: node id and first sequence numbers must differ between runs (spec §7).
