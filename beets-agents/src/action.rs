@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use beets_core::{PeerAddr, Received, Template, Tuple};
+use beets_core::{DeliveryKind, PeerAddr, Received, Template, Tuple};
 
 use crate::error::Fault;
 
@@ -46,7 +46,7 @@ impl Token {
     }
 }
 
-/// How a tuple reached the space.
+/// How a tuple reached the space, or how it left it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum TupleKind {
@@ -54,17 +54,100 @@ pub enum TupleKind {
     Out,
     /// A notification (TUPLE with R = 0): handed to listeners, never stored.
     Notify,
+    /// A removal: the tuple was taken by an `inp` (a local one, `host.inp`/`inpAll`, or a
+    /// remote INP this node answered); it is gone.
+    Inp,
+    /// A removal: the tuple was removed by `rm` (`host.rm`) or its lease was cancelled.
+    Rm,
+    /// A removal: the tuple's lifetime ended.
+    Expired,
+    /// A removal: the tuple was evicted to make room in a full space.
+    Evicted,
 }
 
 impl TupleKind {
-    /// `"out"` or `"notify"`, as agents see it.
+    /// Every kind, in declaration order.
+    pub const ALL: [TupleKind; 6] = [
+        TupleKind::Out,
+        TupleKind::Notify,
+        TupleKind::Inp,
+        TupleKind::Rm,
+        TupleKind::Expired,
+        TupleKind::Evicted,
+    ];
+
+    /// `"out"`, `"notify"`, `"inp"`, `"rm"`, `"expired"` or `"evicted"`, as agents see it
+    /// (`ev.kind`).
     pub const fn name(self) -> &'static str {
         match self {
             TupleKind::Out => "out",
             TupleKind::Notify => "notify",
+            TupleKind::Inp => "inp",
+            TupleKind::Rm => "rm",
+            TupleKind::Expired => "expired",
+            TupleKind::Evicted => "evicted",
+        }
+    }
+
+    /// Whether the tuple left the space (every kind but `Out` and `Notify`): such an event is
+    /// reported after the fact, and its handler's result is ignored.
+    pub const fn is_removal(self) -> bool {
+        !matches!(self, TupleKind::Out | TupleKind::Notify)
+    }
+
+    /// The kind of a listener's delivery (`DeliveryKind::Out`, a stored tuple, maps to `Out`).
+    pub const fn from_delivery(kind: DeliveryKind) -> TupleKind {
+        match kind {
+            DeliveryKind::Out => TupleKind::Out,
+            DeliveryKind::Notify => TupleKind::Notify,
+            DeliveryKind::Inp => TupleKind::Inp,
+            DeliveryKind::Rm => TupleKind::Rm,
+            DeliveryKind::Expired => TupleKind::Expired,
+            DeliveryKind::Evicted => TupleKind::Evicted,
+        }
+    }
+
+    /// The listener delivery kind of a removal (`None` for `Out` and `Notify`).
+    pub const fn removal(self) -> Option<DeliveryKind> {
+        match self {
+            TupleKind::Out | TupleKind::Notify => None,
+            TupleKind::Inp => Some(DeliveryKind::Inp),
+            TupleKind::Rm => Some(DeliveryKind::Rm),
+            TupleKind::Expired => Some(DeliveryKind::Expired),
+            TupleKind::Evicted => Some(DeliveryKind::Evicted),
+        }
+    }
+
+    /// The kind's bit in a set of kinds.
+    pub(crate) const fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
+    /// The kind numbered `n` (its declaration order), for the worker's pipe.
+    pub(crate) const fn from_index(n: u8) -> Option<TupleKind> {
+        match n {
+            0 => Some(TupleKind::Out),
+            1 => Some(TupleKind::Notify),
+            2 => Some(TupleKind::Inp),
+            3 => Some(TupleKind::Rm),
+            4 => Some(TupleKind::Expired),
+            5 => Some(TupleKind::Evicted),
+            _ => None,
         }
     }
 }
+
+/// A set of [`TupleKind`]s, as a `ts` rule's `kind` gives it.
+pub(crate) type KindSet = u8;
+
+/// What a `ts` rule without `kind` (or with `"any"`) sees: incoming OUTs and notifications.
+pub(crate) const INCOMING: KindSet = TupleKind::Out.bit() | TupleKind::Notify.bit();
+
+/// Every removal (`"removed"`).
+pub(crate) const REMOVALS: KindSet = TupleKind::Inp.bit()
+    | TupleKind::Rm.bit()
+    | TupleKind::Expired.bit()
+    | TupleKind::Evicted.bit();
 
 /// A request that travels to the other nodes of a space.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

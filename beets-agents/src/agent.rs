@@ -9,12 +9,13 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use beets_core::space::DeliveryKinds;
 use beets_core::{PeerAddr, Received, Template, Time, Tuple, Value};
 use rquickjs::context::EvalOptions;
 use rquickjs::function::This;
 use rquickjs::{Coerced, Context, Ctx, FromJs, Function, Object, Persistent, Runtime};
 
-use crate::action::{AgentId, Completion, RequestOp, SpaceId, Token, TupleKind};
+use crate::action::{AgentId, Completion, REMOVALS, RequestOp, SpaceId, Token, TupleKind};
 use crate::api::{self, AgentCell, Io, Shape, Shared};
 use crate::config::Limits;
 use crate::convert::{Statics, put, template_elements, tuple_to_js, value_to_js};
@@ -25,7 +26,21 @@ use crate::sandbox::{Guard, Intrinsics, describe, fault_from};
 type JsValue<'js> = rquickjs::Value<'js>;
 
 /// Words agents see in event objects, after the space names in [`JsAgent::words`].
-const WORDS: [&str; 5] = ["out", "notify", "rd", "inp", "test"];
+const WORDS: [&str; 8] = [
+    "out", "notify", "rd", "inp", "test", "rm", "expired", "evicted",
+];
+
+/// The index of `kind`'s name in [`WORDS`].
+fn kind_word(kind: TupleKind) -> usize {
+    match kind {
+        TupleKind::Out => 0,
+        TupleKind::Notify => 1,
+        TupleKind::Inp => 3,
+        TupleKind::Rm => 5,
+        TupleKind::Expired => 6,
+        TupleKind::Evicted => 7,
+    }
+}
 
 /// Senders whose address text is kept as a JavaScript string.
 const FROM_CACHE: usize = 8;
@@ -338,11 +353,34 @@ impl JsAgent {
             Trigger::Tuple {
                 spaces,
                 template,
-                kind,
-            } if kind.is_none_or(|k| k == wanted)
+                kinds,
+            } if kinds & wanted.bit() != 0
                 && spaces.as_ref().is_none_or(|s| s.contains(&space)) =>
             {
                 Some(template)
+            }
+            _ => None,
+        })
+    }
+
+    /// The templates of `ts` rules that fire on removals from `space`, each with the removal
+    /// kinds it wants.
+    pub(crate) fn removal_templates(
+        &self,
+        space: SpaceId,
+    ) -> impl Iterator<Item = (&Template, DeliveryKinds)> {
+        self.rules.iter().filter_map(move |r| match &r.trigger {
+            Trigger::Tuple {
+                spaces,
+                template,
+                kinds,
+            } if kinds & REMOVALS != 0 && spaces.as_ref().is_none_or(|s| s.contains(&space)) => {
+                let set = TupleKind::ALL
+                    .iter()
+                    .filter(|k| kinds & k.bit() != 0)
+                    .filter_map(|k| k.removal())
+                    .fold(DeliveryKinds::NONE, |set, k| set | k);
+                Some((template, set))
             }
             _ => None,
         })
@@ -491,8 +529,9 @@ impl JsAgent {
         self.finish(r, |a| during_rule(&a.rules, at))
     }
 
-    /// `ts` rules: `handler(tuple, ev)`; returns whether one returned `true`. `lifetime` is an
-    /// OUT's lifetime as sent (`ev.lifetime`, seconds; `null` for none or a notification).
+    /// `ts` rules: `handler(tuple, ev)`; returns whether one returned `true` (never for a
+    /// removal: every matching rule runs). `lifetime` is an OUT's lifetime as sent
+    /// (`ev.lifetime`, seconds; `null` for none, a notification or a removal).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_tuple(
         &mut self,
@@ -504,7 +543,9 @@ impl JsAgent {
         lifetime: Option<Duration>,
         rx: Option<&Received>,
     ) -> Result<bool, Fault> {
-        let word = self.shared.spaces.len() + kind as usize;
+        let word = self.shared.spaces.len() + kind_word(kind);
+        // A removal is reported after the fact: every matching rule runs, whatever it returns.
+        let stop = if kind.is_removal() { -1 } else { 1 };
         self.dispatch_event(
             now,
             budget,
@@ -517,7 +558,7 @@ impl JsAgent {
                     .collect()
             },
             ((space.index(), word), rx, lifetime),
-            1,
+            stop,
         )
     }
 

@@ -6,6 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use beets_core::node::IncomingRequest;
+use beets_core::space::DeliveryKinds;
 use beets_core::{PeerAddr, Received, Time, Tuple, Value};
 
 use crate::action::{
@@ -59,6 +60,9 @@ pub struct HostStats {
     /// Hook questions answered with the fallback at once because the agent thread's command
     /// queue was full ([`RuntimeConfig::command_queue`](crate::RuntimeConfig::command_queue)).
     pub questions_busy: u64,
+    /// Removals a `ts` rule wanted that were dropped because the agent thread's command queue
+    /// was full (counted by [`AgentRuntime`](crate::AgentRuntime)).
+    pub removals_busy: u64,
     /// Windows in which an agent exceeded its [`Limits::cpu_share`] (each is a
     /// [`FaultKind::Share`](crate::FaultKind::Share) fault).
     pub share_exceeded: u64,
@@ -84,6 +88,11 @@ pub struct RuleFilter {
     pub requests: Vec<bool>,
     /// Per space: a notification that matches none of these templates is not seen.
     pub notify_templates: Vec<Vec<beets_core::Template>>,
+    /// Per space: the templates of the `ts` rules that hear removals, each with the removal
+    /// kinds it wants (only these are among the [`DeliveryKinds`]); a removal that matches none
+    /// is not seen. [`AgentRuntime::serve`](crate::AgentRuntime::serve) subscribes to removals
+    /// of the arities found here.
+    pub removal_templates: Vec<Vec<(beets_core::Template, DeliveryKinds)>>,
 }
 
 impl RuleFilter {
@@ -99,6 +108,32 @@ impl RuleFilter {
         self.notify_templates
             .get(space.index())
             .is_some_and(|t| t.iter().any(|t| t.matches(tuple)))
+    }
+
+    /// Whether `on_tuple` could do anything with the removal of `tuple` from `space` (`kind`
+    /// one of the removal kinds; `false` for `Out` and `Notify`).
+    pub fn wants_removal(&self, space: SpaceId, kind: TupleKind, tuple: &Tuple) -> bool {
+        let Some(kind) = kind.removal() else {
+            return false;
+        };
+        self.removal_templates
+            .get(space.index())
+            .is_some_and(|t| t.iter().any(|(t, k)| k.contains(kind) && t.matches(tuple)))
+    }
+
+    /// The arities (1..=[`MAX_ARITY`](beets_core::MAX_ARITY)) of the templates that hear
+    /// removals from `space`, ascending and each once.
+    pub fn removal_arities(&self, space: SpaceId) -> Vec<usize> {
+        let mut a: Vec<usize> = self
+            .removal_templates
+            .get(space.index())
+            .into_iter()
+            .flatten()
+            .map(|(t, _)| t.arity())
+            .collect();
+        a.sort_unstable();
+        a.dedup();
+        a
     }
 
     /// Whether `allow_request` could refuse a request on `space`.
@@ -421,12 +456,15 @@ impl AgentHost {
             out_templates: vec![Vec::new(); n],
             requests: vec![false; n],
             notify_templates: vec![Vec::new(); n],
+            removal_templates: vec![Vec::new(); n],
         };
         for i in 0..n {
             let space = SpaceId(i as u8);
             for a in self.agents.iter().filter_map(|s| s.js.as_ref()) {
                 f.out_templates[i].extend(a.out_templates(space).cloned());
                 f.notify_templates[i].extend(a.notify_templates(space).cloned());
+                f.removal_templates[i]
+                    .extend(a.removal_templates(space).map(|(t, k)| (t.clone(), k)));
                 f.requests[i] |= RequestOp::ALL.iter().any(|op| a.wants_request(space, *op));
             }
             if self.active_allowed(space) {
@@ -486,6 +524,11 @@ impl AgentHost {
     /// `space`: runs the matching `ts` rules of each agent in load order until a handler returns
     /// `true`. Returns whether the tuple was consumed (an OUT is then not stored).
     ///
+    /// A removal (`kind` [`TupleKind::Inp`], `Rm`, `Expired` or `Evicted`: the tuple has left
+    /// the space already) runs every matching `ts` rule of every agent, whatever they return,
+    /// and returns `false`; [`AgentRuntime::serve`](crate::AgentRuntime::serve) feeds these
+    /// from the spaces' removal deliveries.
+    ///
     /// An OUT shaped like an active tuple is started as an agent and consumed when the
     /// [`ActivePolicy`](crate::ActivePolicy) allows it on this space. `lifetime` is the OUT's
     /// lifetime as sent (spec §4 L, whole seconds), which handlers see as `ev.lifetime` and the
@@ -525,7 +568,7 @@ impl AgentHost {
             }
             let js = self.agents[idx].js.as_mut().expect("checked above");
             let r = js.on_tuple(now, budget, space, kind, tuple, lifetime, received);
-            if self.finish_at(idx, r, now) == Some(true) {
+            if self.finish_at(idx, r, now) == Some(true) && !kind.is_removal() {
                 self.stats.consumed += 1;
                 return true;
             }

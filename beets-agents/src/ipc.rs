@@ -9,11 +9,14 @@ use std::time::Duration;
 use beets_core::{Field, PeerAddr, Received, Template, Time, Transport, Tuple, TypeCode, Value};
 
 use crate::action::Token;
-use crate::action::{Action, AgentEvent, AgentId, Completion, HostQuery, RequestOp, SpaceId};
+use crate::action::{
+    Action, AgentEvent, AgentId, Completion, HostQuery, RequestOp, SpaceId, TupleKind,
+};
 use crate::config::{ActivePolicy, HostConfig, Limits, Protection, SpaceSpec};
 use crate::error::{Fault, FaultKind};
 use crate::host::{AgentInfo, HostStats, RuleFilter};
 use beets_core::node::Scope;
+use beets_core::space::DeliveryKinds;
 
 /// Largest frame accepted (a load carries at most 64 KiB of source).
 const MAX_FRAME: usize = 16 << 20;
@@ -344,6 +347,7 @@ impl W {
             s.decisions_late,
             s.late_actions_dropped,
             s.questions_busy,
+            s.removals_busy,
             s.share_exceeded,
             s.throttled_events,
             s.logs_dropped,
@@ -378,6 +382,13 @@ impl W {
         self.u32(f.requests.len() as u32);
         for r in &f.requests {
             self.bool(*r);
+        }
+        self.u32(f.removal_templates.len() as u32);
+        for ts in &f.removal_templates {
+            self.u32(ts.len() as u32);
+            for (t, kinds) in ts {
+                self.template(t).u8(removal_bits(*kinds));
+            }
         }
         self
     }
@@ -710,6 +721,7 @@ impl R<'_> {
             &mut s.decisions_late,
             &mut s.late_actions_dropped,
             &mut s.questions_busy,
+            &mut s.removals_busy,
             &mut s.share_exceeded,
             &mut s.throttled_events,
             &mut s.logs_dropped,
@@ -753,14 +765,42 @@ impl R<'_> {
         let requests = (0..n)
             .map(|_| self.bool())
             .collect::<io::Result<Vec<_>>>()?;
+        let n = self.u32()?;
+        let mut removal_templates = Vec::new();
+        for _ in 0..n {
+            let m = self.u32()?;
+            removal_templates.push(
+                (0..m)
+                    .map(|_| Ok((self.template()?, removal_kinds(self.u8()?))))
+                    .collect::<io::Result<Vec<_>>>()?,
+            );
+        }
         let notify_templates = lists.pop().unwrap_or_default();
         let out_templates = lists.pop().unwrap_or_default();
         Ok(RuleFilter {
             out_templates,
             requests,
             notify_templates,
+            removal_templates,
         })
     }
+}
+
+/// The removal kinds of a set, one bit each in [`TupleKind`] order.
+fn removal_bits(kinds: DeliveryKinds) -> u8 {
+    TupleKind::ALL
+        .iter()
+        .filter(|k| k.removal().is_some_and(|d| kinds.contains(d)))
+        .fold(0, |bits, k| bits | k.bit())
+}
+
+/// The inverse of [`removal_bits`].
+fn removal_kinds(bits: u8) -> DeliveryKinds {
+    TupleKind::ALL
+        .iter()
+        .filter(|k| bits & k.bit() != 0)
+        .filter_map(|k| k.removal())
+        .fold(DeliveryKinds::NONE, |set, k| set | k)
 }
 
 #[cfg(test)]
@@ -836,5 +876,30 @@ mod tests {
         });
         *w.0.last_mut().unwrap() = 7;
         assert!(R(&w.0).action().is_err());
+    }
+
+    #[test]
+    fn removal_rules_of_the_filter_cross_back_from_the_worker() {
+        use beets_core::DeliveryKind as K;
+        let t = |s: &str| -> beets_core::Template { s.parse().unwrap() };
+        let f = RuleFilter {
+            out_templates: vec![vec![t("(\"O\", ?)")], vec![]],
+            requests: vec![false, true],
+            notify_templates: vec![vec![], vec![t("(?)")]],
+            removal_templates: vec![
+                vec![
+                    (t("(\"R\", ?)"), DeliveryKinds::REMOVALS),
+                    (t("(?, ?, ?)"), DeliveryKinds::only(K::Inp) | K::Expired),
+                ],
+                vec![(t("(\"E\")"), DeliveryKinds::only(K::Evicted))],
+            ],
+        };
+        let mut w = W::default();
+        w.filter(&f);
+        assert_eq!(R(&w.0).filter().unwrap(), f);
+        for kind in TupleKind::ALL {
+            assert_eq!(TupleKind::from_index(kind as u8), Some(kind));
+        }
+        assert_eq!(TupleKind::from_index(6), None);
     }
 }

@@ -76,6 +76,9 @@
 //!     { ts: '("SENSOR", "LIGHT", ?, ?)', space: "ble-ts", kind: "out",
 //!       cond(t, ev) { return ev.rssi > -80; },
 //!       handler(t, ev) { spaces["udp-ts"].out(t); return true; } },
+//!     // Tuples that left the local space: taken by an inp, removed by rm, or expired.
+//!     { ts: '("JOB", ?)', kind: ["inp", "rm", "expired"],
+//!       handler(t, ev) { log(`job ${t[1]} gone: ${ev.kind}`); } },
 //!     { sensor: "light", cond(v, prev) { return v !== prev; },
 //!       handler(v, prev, ev) { spaces["ble-ts"].out(["SENSOR", "LIGHT", v, ev.time & 0x7fff]); } },
 //!     { timer: 5000, once: false, handler(now) { host.rm(["SENSOR", ANY, ANY, ANY]); } },
@@ -85,10 +88,16 @@
 //!
 //! | rule | fires on | `cond` / `handler` arguments | handler result |
 //! |---|---|---|---|
-//! | `ts: template`, `space?`, `kind?` (`"out"`, `"notify"`, `"any"`) | a matching incoming tuple | `(tuple, {space, kind, from, time, rssi})` | `true` consumes an OUT |
+//! | `ts: template`, `space?`, `kind?` (`"out"`, `"notify"`, `"any"`: both, the default) | a matching incoming tuple | `(tuple, {space, kind, from, time, rssi, lifetime})` | `true` consumes an OUT |
+//! | `ts: template`, `space?`, `kind:` `"inp"` / `"rm"` / `"expired"` / `"evicted"` / `"removed"` (all four) | a matching tuple leaving the local space: taken by an `inp` (local, `host.inp`/`inpAll`, or a remote INP this node answered), removed by `host.rm` or a cancelled lease, expired, evicted from a full space | `(tuple, {space, kind, from: null, time: null, rssi: null, lifetime: null})`, `kind` saying which | — (the tuple is gone; every matching rule runs) |
 //! | `request: "rd"` / `"inp"` / `"test"` / `"*"` / array, `space?` | an RD/INP/TEST the local space could answer | `(template, {space, op, from, time, rssi})` | `false` refuses it |
 //! | `sensor: name` | every reading of that sensor | `(value, previous, {sensor, time})` | — |
 //! | `timer: ms`, `once?` | every `ms` (once if `once: true`), first `ms` after load | `(now)` | — |
+//!
+//! `kind` may also be an array of names (`["out", "expired"]`). Removals reach the agents
+//! through [`AgentRuntime::serve`], which subscribes to them for as long as some rule wants them
+//! (see there), after the fact and in the order the space reports them; an agent's own
+//! `host.inp`, `host.rm` and `host.inpAll` are reported too.
 //!
 //! `space` is a space name or an array of names; without it a rule applies to every space.
 //! `cond` is optional; the handler runs when it returns a truthy value. Rules run in order, and

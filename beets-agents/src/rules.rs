@@ -6,7 +6,7 @@ use beets_core::{Template, Time, Tuple};
 use rquickjs::context::EvalOptions;
 use rquickjs::{Coerced, Ctx, Function, Object, Persistent};
 
-use crate::action::{RequestOp, SpaceId, TupleKind};
+use crate::action::{INCOMING, KindSet, REMOVALS, RequestOp, SpaceId, TupleKind};
 use crate::api::Shared;
 use crate::config::Limits;
 use crate::convert::Statics;
@@ -25,7 +25,8 @@ pub(crate) enum Trigger {
     Tuple {
         spaces: Option<Vec<SpaceId>>,
         template: Template,
-        kind: Option<TupleKind>,
+        /// The [`TupleKind`]s it fires on.
+        kinds: KindSet,
     },
     Request {
         spaces: Option<Vec<SpaceId>>,
@@ -55,8 +56,8 @@ fn op_index(op: RequestOp) -> usize {
 
 impl Trigger {
     pub(crate) fn on_tuple(&self, space: SpaceId, kind: TupleKind, tuple: &Tuple) -> bool {
-        matches!(self, Trigger::Tuple { spaces, template, kind: k }
-            if space_ok(spaces, space) && k.is_none_or(|k| k == kind) && template.matches(tuple))
+        matches!(self, Trigger::Tuple { spaces, template, kinds }
+            if space_ok(spaces, space) && kinds & kind.bit() != 0 && template.matches(tuple))
     }
 
     pub(crate) fn on_request(&self, space: SpaceId, op: RequestOp) -> bool {
@@ -219,6 +220,54 @@ fn read_spaces<'js>(
     Ok(Ok(Some(ids)))
 }
 
+/// A `ts` rule's `kind`: a name or an array of names (see the crate docs); none means
+/// `"any"`, incoming OUTs and notifications.
+fn read_kinds(v: JsValue<'_>, i: usize) -> rquickjs::Result<Result<KindSet, AgentError>> {
+    if v.is_undefined() || v.is_null() {
+        return Ok(Ok(INCOMING));
+    }
+    let names: Vec<Option<String>> = if let Some(a) = v.as_array() {
+        let mut names = Vec::new();
+        for j in 0..a.len() {
+            let n: JsValue = a.get(j)?;
+            names.push(n.as_string().map(|s| s.to_string()).transpose()?);
+        }
+        names
+    } else {
+        vec![v.as_string().map(|s| s.to_string()).transpose()?]
+    };
+    let mut kinds = 0;
+    for n in names {
+        kinds |= match n.as_deref() {
+            Some("any") => INCOMING,
+            Some("removed") => REMOVALS,
+            Some(name) => match TupleKind::ALL.iter().find(|k| k.name() == name) {
+                Some(k) => k.bit(),
+                None => {
+                    return Ok(Err(shape_error(format!(
+                        "rule {i}: `kind` {name:?} is not one of {KIND_NAMES}"
+                    ))));
+                }
+            },
+            None => {
+                return Ok(Err(shape_error(format!(
+                    "rule {i}: `kind` must be one of {KIND_NAMES}, or an array of them"
+                ))));
+            }
+        };
+    }
+    if kinds == 0 {
+        return Ok(Err(shape_error(format!(
+            "rule {i}: `kind` is an empty array (give one of {KIND_NAMES})"
+        ))));
+    }
+    Ok(Ok(kinds))
+}
+
+/// The names a `ts` rule's `kind` takes, for error messages.
+const KIND_NAMES: &str =
+    "\"out\", \"notify\", \"any\", \"inp\", \"rm\", \"expired\", \"evicted\", \"removed\"";
+
 fn read_rule<'js>(
     ctx: &Ctx<'js>,
     statics: &Statics,
@@ -264,26 +313,14 @@ fn read_rule<'js>(
             }
             Err(e) => return Err(e),
         };
-        let kind: JsValue = r.get("kind")?;
-        let kind = match kind
-            .as_string()
-            .map(|s| s.to_string())
-            .transpose()?
-            .as_deref()
-        {
-            None | Some("any") => None,
-            Some("out") => Some(TupleKind::Out),
-            Some("notify") => Some(TupleKind::Notify),
-            Some(other) => {
-                return Ok(Err(shape_error(format!(
-                    "rule {i}: `kind` {other:?} is not \"out\", \"notify\" or \"any\""
-                ))));
-            }
+        let kinds = match read_kinds(r.get("kind")?, i)? {
+            Ok(k) => k,
+            Err(e) => return Ok(Err(e)),
         };
         Trigger::Tuple {
             spaces: space,
             template,
-            kind,
+            kinds,
         }
     } else if !request.is_undefined() {
         let names: Vec<String> = if let Some(s) = request.as_string() {

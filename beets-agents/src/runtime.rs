@@ -1,7 +1,8 @@
 //! Running agents next to async spaces: an agent host on its own thread, hooks for the nodes,
 //! and a task that performs the agents' actions on space handles.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self as std_mpsc, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, RwLock};
 use std::thread;
@@ -11,8 +12,9 @@ use beets_core::driver::{ClientError, SpaceHandle};
 use beets_core::node::{
     Decision, DecisionSender, DecisionToken, Hooks, IncomingRequest, Question, SpaceInfo, Verdict,
 };
-use beets_core::{Op, Received, Template, Time, Tuple, Value};
-use tokio::sync::{mpsc, oneshot};
+use beets_core::space::DeliveryKinds;
+use beets_core::{Delivery, Field, Op, Received, Template, Time, Tuple, Value};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use crate::action::{
@@ -230,10 +232,67 @@ enum Asked {
     },
 }
 
-/// What the hooks need to skip the agent thread, published by it.
-#[derive(Debug, Default)]
+/// What the hooks need to skip the agent thread, published by it; and what the serve task
+/// needs to follow the removal rules.
+#[derive(Debug)]
 struct Masks {
     filter: RwLock<RuleFilter>,
+    /// Bumped by every publication of `filter`.
+    published: watch::Sender<u64>,
+    /// The publication whose removal subscriptions the serve task has in place (`u64::MAX`
+    /// once no serve task runs).
+    applied: watch::Sender<u64>,
+    /// Serve tasks made and not yet ended.
+    serving: AtomicUsize,
+}
+
+impl Masks {
+    fn new(filter: RuleFilter) -> Masks {
+        Masks {
+            filter: RwLock::new(filter),
+            published: watch::Sender::new(0),
+            applied: watch::Sender::new(0),
+            serving: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// How many removal deliveries a subscription of the serve task buffers; beyond, the space
+/// drops them (counted in its `deliveries_dropped`).
+const REMOVAL_BUFFER: usize = 256;
+
+/// The longest [`AgentRuntime::load`] waits for the serve task to subscribe to the removals
+/// the new agent's rules want.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
+
+/// Counts a serve task from its making to its end (or its drop unpolled).
+struct Serving(Arc<Masks>);
+
+impl Serving {
+    fn new(masks: Arc<Masks>) -> Serving {
+        if masks.serving.fetch_add(1, Ordering::AcqRel) == 0 {
+            masks.applied.send_replace(0);
+        }
+        Serving(masks)
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if self.0.serving.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Nobody follows the removal rules any more: release any `load` waiting for it.
+            self.0.applied.send_replace(u64::MAX);
+        }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The channels out of the agent thread; take them once from [`AgentRuntime::spawn`].
@@ -284,6 +343,8 @@ pub struct AgentRuntime {
     config: RuntimeConfig,
     /// Questions the hooks decided with their fallback because the command queue was full.
     refused_busy: Arc<AtomicU64>,
+    /// Removals not handed to the agents because the command queue was full.
+    removals_busy: Arc<AtomicU64>,
 }
 
 impl AgentRuntime {
@@ -299,9 +360,7 @@ impl AgentRuntime {
         let (atx, arx) = mpsc::channel(config.output_queue.max(1));
         let (etx, erx) = mpsc::channel(config.output_queue.max(1));
         // The filter of an empty host (active tuples only), in place before any hook can run.
-        let masks = Arc::new(Masks {
-            filter: RwLock::new(AgentHost::new(host.clone()).rule_filter()),
-        });
+        let masks = Arc::new(Masks::new(AgentHost::new(host.clone()).rule_filter()));
         let spaces: Arc<[String]> = host.spaces.iter().map(|s| s.name.clone()).collect();
         let m = masks.clone();
         let isolation = config.isolation.clone();
@@ -339,6 +398,7 @@ impl AgentRuntime {
             spaces,
             config,
             refused_busy: Arc::new(AtomicU64::new(0)),
+            removals_busy: Arc::new(AtomicU64::new(0)),
         };
         Ok((
             rt,
@@ -393,7 +453,9 @@ impl AgentRuntime {
         rx.await.map_err(|_| RuntimeError::Stopped)
     }
 
-    /// Loads an agent (see [`AgentHost::load`]).
+    /// Loads an agent (see [`AgentHost::load`]). When a [`serve`](Self::serve) task runs, it
+    /// returns once that task has subscribed to the removals the agent's rules ask for (at most
+    /// 2 s later), so a removal right after `load` reaches them.
     ///
     /// # Errors
     /// [`RuntimeError::Agent`] when it does not load; [`RuntimeError::Stopped`] /
@@ -440,14 +502,27 @@ impl AgentRuntime {
         limits: Option<Limits>,
     ) -> Result<AgentId, RuntimeError> {
         let (name, source) = (name.to_owned(), source.to_owned());
-        Ok(self
+        let id = self
             .ask(|reply| Cmd::Load {
                 name,
                 source,
                 limits,
                 reply,
             })
-            .await??)
+            .await??;
+        self.removals_followed().await;
+        Ok(id)
+    }
+
+    /// Waits (at most [`SUBSCRIBE_WAIT`]) until a running serve task has subscribed to the
+    /// removals the rules published so far want; at once when no serve task runs.
+    async fn removals_followed(&self) {
+        if self.masks.serving.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let published = *self.masks.published.borrow();
+        let mut applied = self.masks.applied.subscribe();
+        let _ = tokio::time::timeout(SUBSCRIBE_WAIT, applied.wait_for(|a| *a >= published)).await;
     }
 
     /// Unloads an agent; `false` if unknown.
@@ -473,6 +548,7 @@ impl AgentRuntime {
     pub async fn stats(&self) -> Result<HostStats, RuntimeError> {
         let mut stats = self.ask(Cmd::Stats).await?;
         stats.questions_busy = self.refused_busy.load(Ordering::Relaxed);
+        stats.removals_busy = self.removals_busy.load(Ordering::Relaxed);
         Ok(stats)
     }
 
@@ -484,8 +560,9 @@ impl AgentRuntime {
         self.send(Cmd::Sensor(name.to_owned(), value))
     }
 
-    /// Hands agents a tuple the hooks do not see (e.g. a notification from a subscription);
-    /// does not wait, and the tuple cannot be consumed.
+    /// Hands agents a tuple the hooks do not see (e.g. a notification from a subscription, or a
+    /// removal of a [`TupleKind::is_removal`] kind); does not wait, and the tuple cannot be
+    /// consumed.
     ///
     /// # Errors
     /// [`RuntimeError::Stopped`] / [`RuntimeError::Busy`].
@@ -522,6 +599,18 @@ impl AgentRuntime {
     /// performed in order; each request runs in its own task and its reply (or `None` at the
     /// timeout) is given back to the agent. It ends when the agent thread stops.
     ///
+    /// It also hands the agents the **removals** their `ts` rules ask for (`kind: "inp"`,
+    /// `"rm"`, `"expired"`, `"evicted"` or `"removed"`): while some rule of a space wants
+    /// removals of tuples of arity *n*, the task holds a subscription to every removal of arity
+    /// *n* from that space ([`SpaceHandle::subscribe_to`] with
+    /// [`DeliveryKinds::REMOVALS`](beets_core::space::DeliveryKinds::REMOVALS)) and passes on the
+    /// ones a rule matches, after the fact (the tuple is gone; a handler cannot keep it). It
+    /// subscribes for the agents already loaded before it performs their first action, and
+    /// follows later loads and unloads ([`AgentRuntime::load`] waits for it). A removal that
+    /// finds the agent thread's command queue full is dropped and counted in
+    /// [`HostStats::removals_busy`]; one that finds the subscription's buffer (256) full is
+    /// dropped by the space (its `deliveries_dropped`).
+    ///
     /// ```no_run
     /// # use beets_agents::*;
     /// # async fn f(agents: AgentRuntime, out: AgentOutputs,
@@ -552,7 +641,54 @@ impl AgentRuntime {
             .zip(self.spaces.iter())
             .map(|(h, name)| h.ok_or_else(|| RuntimeError::MissingSpace(name.clone())))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(self.clone().run_actions(actions, handles))
+        let serving = Serving::new(self.masks.clone());
+        let rt = self.clone();
+        Ok(async move {
+            let _serving = serving;
+            let mut published = rt.masks.published.subscribe();
+            // Subscribe for the agents already loaded before performing their first action.
+            let mut removals = Removals::default();
+            removals.follow(&rt, &handles, &mut published).await;
+            let follower = {
+                let (rt, handles) = (rt.clone(), handles.clone());
+                AbortOnDrop(tokio::spawn(async move {
+                    while published.changed().await.is_ok() {
+                        removals.follow(&rt, &handles, &mut published).await;
+                    }
+                }))
+            };
+            rt.run_actions(actions, handles).await;
+            drop(follower);
+        })
+    }
+
+    /// Hands the agents one removal from `space` when a rule wants it.
+    async fn forward_removals(self, space: SpaceId, mut rx: mpsc::Receiver<Delivery>) {
+        while let Some(d) = rx.recv().await {
+            let kind = TupleKind::from_delivery(d.kind);
+            let wanted = self
+                .masks
+                .filter
+                .read()
+                .map_or(true, |f| f.wants_removal(space, kind, &d.tuple));
+            if !wanted {
+                continue;
+            }
+            let cmd = Cmd::Tuple {
+                space,
+                kind,
+                tuple: d.tuple,
+                received: None,
+            };
+            match self.send(cmd) {
+                Ok(()) => {}
+                Err(RuntimeError::Busy) => {
+                    self.removals_busy.fetch_add(1, Ordering::Relaxed);
+                    debug!(space = space.index(), "agent thread busy: removal dropped");
+                }
+                Err(_) => return,
+            }
+        }
     }
 
     async fn run_actions(self, mut actions: mpsc::Receiver<Action>, spaces: Vec<SpaceHandle>) {
@@ -636,6 +772,57 @@ impl AgentRuntime {
             }
         }
         debug!("agent actions closed");
+    }
+}
+
+/// The serve task's subscriptions to removals: one per space and arity that some rule wants.
+#[derive(Default)]
+struct Removals {
+    subscriptions: BTreeMap<(usize, usize), AbortOnDrop>,
+}
+
+impl Removals {
+    /// Brings the subscriptions in line with the latest published rules, then marks that
+    /// publication applied.
+    async fn follow(
+        &mut self,
+        rt: &AgentRuntime,
+        spaces: &[SpaceHandle],
+        published: &mut watch::Receiver<u64>,
+    ) {
+        // The filter is written before its publication is counted: reading the count first
+        // means the filter read next is at least that new.
+        let generation = *published.borrow_and_update();
+        let wanted: BTreeSet<(usize, usize)> = match rt.masks.filter.read() {
+            Ok(f) => (0..spaces.len())
+                .flat_map(|i| {
+                    f.removal_arities(SpaceId(i as u8))
+                        .into_iter()
+                        .map(move |n| (i, n))
+                })
+                .collect(),
+            Err(_) => BTreeSet::new(),
+        };
+        self.subscriptions.retain(|key, _| wanted.contains(key));
+        for (i, arity) in wanted {
+            if self.subscriptions.contains_key(&(i, arity)) {
+                continue;
+            }
+            let Ok(any) = Template::new(std::iter::repeat_n(Field::ANY, arity)) else {
+                continue;
+            };
+            match spaces[i]
+                .subscribe_to(any, DeliveryKinds::REMOVALS, REMOVAL_BUFFER)
+                .await
+            {
+                Ok(rx) => {
+                    let task = tokio::spawn(rt.clone().forward_removals(SpaceId(i as u8), rx));
+                    self.subscriptions.insert((i, arity), AbortOnDrop(task));
+                }
+                Err(e) => warn!(space = i, error = %e, "could not subscribe to removals"),
+            }
+        }
+        rt.masks.applied.send_modify(|a| *a = (*a).max(generation));
     }
 }
 
@@ -934,12 +1121,13 @@ impl AgentThread {
         Some((reply, token, decision))
     }
 
-    /// Publishes the rule filter the hooks read.
+    /// Publishes the rule filter the hooks and the serve task read.
     fn publish(&self) {
         let f = self.host.rule_filter();
         if let Ok(mut w) = self.masks.filter.write() {
             *w = f;
         }
+        self.masks.published.send_modify(|g| *g += 1);
     }
 
     fn flush(&mut self) {

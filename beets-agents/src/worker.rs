@@ -159,11 +159,9 @@ pub fn serve_stdio() -> io::Result<()> {
             TUPLE => {
                 let now = r.time()?;
                 let space = SpaceId(r.u8()?);
-                let kind = if r.u8()? == 0 {
-                    TupleKind::Out
-                } else {
-                    TupleKind::Notify
-                };
+                let kind = TupleKind::from_index(r.u8()?).ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidData, "unknown tuple kind")
+                })?;
                 let tuple = r.tuple()?;
                 let lifetime = r.opt_dur()?;
                 let rx = r.opt_received()?;
@@ -637,10 +635,7 @@ impl RemoteHost {
         w.u8(TUPLE)
             .time(now)
             .u8(space.0)
-            .u8(match kind {
-                TupleKind::Out => 0,
-                TupleKind::Notify => 1,
-            })
+            .u8(kind as u8)
             .tuple(tuple)
             .opt_dur(lifetime)
             .opt_received(received);

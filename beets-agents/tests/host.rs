@@ -667,3 +667,96 @@ fn out_lifetimes_reach_handlers_and_routers_keep_them() {
     ));
     assert_eq!(logs(&mut h), ["OTHER 600"]);
 }
+
+/// Removal events (issue 13): `ts` rules with a removal `kind` hear tuples that left the space,
+/// with `ev.kind` saying how, after the fact (a handler returning `true` neither consumes nor
+/// stops the other rules); rules of the default kinds never hear them, and the rule filter
+/// names the removal templates (and only them) for the serve task's subscriptions.
+#[test]
+fn removal_rules_hear_each_kind_of_removal() {
+    use beets_core::DeliveryKind as K;
+    use beets_core::space::DeliveryKinds;
+    let mut h = host();
+    h.load(
+        ms(0),
+        "gone",
+        r#"({ rules: [
+            { ts: ["J", ANY], space: "udp-ts", kind: "removed",
+              handler(t, ev) { log("removed", ev.kind, t[1], ev.space, ev.from, ev.time, ev.rssi, ev.lifetime); return true; } },
+            { ts: ["J", ANY], space: "udp-ts", kind: ["inp", "expired"],
+              handler(t, ev) { log("inp-or-expired", ev.kind, t[1]); } },
+            { ts: ["J", ANY], space: "udp-ts",
+              handler(t, ev) { log("incoming", ev.kind, t[1]); } },
+        ] })"#,
+    )
+    .unwrap();
+    let (u, b) = (h.space_id("udp-ts").unwrap(), h.space_id("ble-ts").unwrap());
+    let j = |n: i16| t(&format!("(\"J\", {n})"));
+    for (i, kind) in [
+        TupleKind::Inp,
+        TupleKind::Rm,
+        TupleKind::Expired,
+        TupleKind::Evicted,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert!(
+            !h.on_tuple(ms(10), u, kind, &j(i as i16), None, None),
+            "a removal is never consumed"
+        );
+    }
+    // The incoming rule alone hears an OUT; nobody hears another space or another template.
+    assert!(!h.on_tuple(ms(11), u, TupleKind::Out, &j(9), None, Some(&ble(1, 11))));
+    assert!(!h.on_tuple(ms(12), b, TupleKind::Inp, &j(8), None, None));
+    assert!(!h.on_tuple(ms(13), u, TupleKind::Rm, &t(r#"("K", 1)"#), None, None));
+    assert_eq!(
+        logs(&mut h),
+        [
+            "removed inp 0 udp-ts null null null null",
+            "inp-or-expired inp 0",
+            "removed rm 1 udp-ts null null null null",
+            "removed expired 2 udp-ts null null null null",
+            "inp-or-expired expired 2",
+            "removed evicted 3 udp-ts null null null null",
+            "incoming out 9",
+        ]
+    );
+    assert_eq!(h.stats().consumed, 0);
+
+    let f = h.rule_filter();
+    let jt = parse_template(r#"("J", ?)"#).unwrap();
+    assert_eq!(
+        f.removal_templates[u.index()],
+        [
+            (jt.clone(), DeliveryKinds::REMOVALS),
+            (jt.clone(), DeliveryKinds::only(K::Inp) | K::Expired)
+        ]
+    );
+    assert!(f.removal_templates[b.index()].is_empty());
+    assert_eq!(f.removal_arities(u), [2]);
+    assert!(f.removal_arities(b).is_empty());
+    assert!(f.wants_removal(u, TupleKind::Evicted, &j(1)));
+    assert!(!f.wants_removal(u, TupleKind::Out, &j(1)));
+    assert!(!f.wants_removal(u, TupleKind::Rm, &t(r#"("K", 1)"#)));
+    assert!(!f.wants_removal(b, TupleKind::Rm, &j(1)));
+    // A removal rule does not make the hooks ask about incoming OUTs it cannot see.
+    assert_eq!(f.out_templates[u.index()], [jt]);
+
+    // Kinds are checked at load.
+    for (kind, says) in [
+        (r#""gone""#, r#"`kind` "gone" is not one of"#),
+        ("[]", "`kind` is an empty array"),
+        ("[1]", "`kind` must be one of"),
+        ("7", "`kind` must be one of"),
+    ] {
+        let e = h
+            .load(
+                ms(20),
+                "bad",
+                &format!(r#"({{ rules: [{{ ts: ["J", ANY], kind: {kind}, handler() {{}} }}] }})"#),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains(says), "{kind}: {e}");
+    }
+}

@@ -650,3 +650,94 @@ async fn agent_requests_with_a_scope_and_a_wait_and_bulk_queries() {
     eventually(|| async { b.ble.host_tuples().await.unwrap().len() >= want.len() }).await;
     assert_eq!(b.ble.host_tuples().await.unwrap(), want);
 }
+
+/// Removal events through `serve` (issue 13): an agent's `ts` rules with removal kinds hear the
+/// tuples leaving udp-ts — a local `inp`, `rm`, a remote INP this node answered, an expiry —
+/// each with its kind, while its rule of the default kinds hears only the OUT from the air. Its
+/// own `host.inpAll` is heard too. An agent loaded later hears a removal made right after its
+/// `load` returned.
+#[tokio::test]
+async fn agents_hear_removals_with_their_kind() {
+    let (ble_bus, udp_bus) = (Bus::default(), Bus::default());
+    let (server, _) = join(&udp_bus, 3, node(Transport::Udp, "server", 3));
+    let b = beacon(&ble_bus, &udp_bus, 2);
+    // `host` is ble-ts's: the agent writes what it heard there.
+    let id = b
+        .agents
+        .load(
+            "gone",
+            r#"({ rules: [
+                { ts: ["R", ANY], space: "udp-ts", kind: "removed",
+                  handler(t, ev) { host.out(["GONE", t[1], ev.kind, String(ev.from)]); return true; } },
+                { ts: ["R", ANY], space: "udp-ts", kind: ["inp", "expired"],
+                  handler(t, ev) { host.out(["IE", t[1], ev.kind]); } },
+                { ts: ["R", ANY], space: "udp-ts",
+                  handler(t, ev) { host.out(["IN", t[1], ev.kind]); } },
+                { ts: ["TAKE"], space: "udp-ts", kind: "out",
+                  handler() { spaces["udp-ts"].host.inpAll(["S", ANY]); return true; } },
+            ] })"#,
+        )
+        .await
+        .unwrap();
+    let r = |n: i16| t(&format!("(\"R\", {n})"));
+    // From the air: the incoming rule hears it before it is stored.
+    server.out(r(1), None).await.unwrap();
+    eventually(|| async { b.udp.host_count(tpl("(\"R\", 1)")).await.unwrap() == 1 }).await;
+    b.udp.host_out(r(2), None).await.unwrap();
+    b.udp
+        .host_out(r(3), Some(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    b.udp.host_out(r(4), None).await.unwrap();
+    assert_eq!(b.udp.host_inp(tpl("(\"R\", 1)")).await.unwrap(), Some(r(1)));
+    assert_eq!(b.udp.host_rm(tpl("(\"R\", 2)")).await.unwrap(), 1);
+    let taken = server
+        .inp(tpl("(\"R\", 4)"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(taken.map(|(t, _)| t), Some(r(4)));
+    // The agent's own bulk take, and a tuple of another shape nobody listens to.
+    b.udp.host_out(t(r#"("S", 5)"#), None).await.unwrap();
+    b.udp.host_out(t(r#"("S", 6)"#), None).await.unwrap();
+    server.out(t(r#"("TAKE")"#), None).await.unwrap();
+    eventually(|| async { b.udp.host_count(tpl("(\"S\", ?)")).await.unwrap() == 0 }).await;
+    let mut want: Vec<Tuple> = [
+        r#"("IN", 1, "out")"#,
+        r#"("GONE", 1, "inp", "null")"#,
+        r#"("IE", 1, "inp")"#,
+        r#"("GONE", 2, "rm", "null")"#,
+        r#"("GONE", 4, "inp", "null")"#,
+        r#"("IE", 4, "inp")"#,
+        r#"("GONE", 3, "expired", "null")"#,
+        r#"("IE", 3, "expired")"#,
+    ]
+    .into_iter()
+    .map(t)
+    .collect();
+    want.sort_by_key(|t| t.to_string());
+    // ("R", 3) expires a second after its store.
+    eventually(|| async { b.ble.host_tuples().await.unwrap().len() >= want.len() }).await;
+    let mut got = b.ble.host_tuples().await.unwrap();
+    got.sort_by_key(|t| t.to_string());
+    assert_eq!(got, want);
+    assert_eq!(b.agents.stats().await.unwrap().removals_busy, 0);
+
+    // `load` returns once `serve` subscribed to what the new rules want (here arity 1, not
+    // subscribed before): a removal right after it is heard.
+    assert!(b.agents.unload(id).await.unwrap());
+    b.agents
+        .load(
+            "witness",
+            r#"({ rules: [{ ts: ["W"], space: "udp-ts", kind: "rm",
+                  handler(t, ev) { host.out(["W", ev.kind]); } }] })"#,
+        )
+        .await
+        .unwrap();
+    b.udp.host_out(t(r#"("W")"#), None).await.unwrap();
+    assert_eq!(b.udp.host_rm(tpl("(\"W\")")).await.unwrap(), 1);
+    eventually(|| async { b.ble.host_count(tpl("(\"W\", ?)")).await.unwrap() == 1 }).await;
+    assert_eq!(
+        b.ble.host_rd(tpl("(\"W\", ?)")).await.unwrap(),
+        Some(t(r#"("W", "rm")"#))
+    );
+}
