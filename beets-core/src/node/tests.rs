@@ -1038,6 +1038,22 @@ fn a_pending_request_expires_and_is_not_answered_after() {
     assert_eq!(b.stats().replies_sent, 0);
 }
 
+/// A store that comes when a wait has ended, before the node's timer ran, answers nothing (local
+/// waits: `tests/local_waits_model.rs`).
+#[test]
+fn a_store_after_a_wait_ended_answers_nothing_even_before_the_timer_ran() {
+    let (mut a, mut b) = (udp_node("a", 1), udp_node("b", 2));
+    a.rd(t(0), tpl("(\"X\", ?)"), Duration::from_millis(2500))
+        .unwrap();
+    pump(t(0), &mut [&mut a, &mut b], 0);
+    assert_eq!(b.waiting_requests(), 1);
+    b.host_out(t(2000), tup("(\"X\", 1)"), None).unwrap();
+    assert_eq!(b.waiting_requests(), 0);
+    assert_eq!(b.stats().waits_expired, 1);
+    run_until(t(3000), &mut [&mut b]);
+    assert_eq!(b.stats().replies_sent, 0);
+}
+
 #[test]
 fn a_flood_of_waiting_requests_stays_bounded_and_drops_the_first_to_expire() {
     let mut b = udp_node("b", 2);

@@ -21,8 +21,9 @@
 //! ([`Scope::Local`], [`Scope::Both`]); without a match the request waits there until its timeout,
 //! and each tuple stored through the node is offered to this node's own waiting requests before
 //! the remote ones: every matching RD and TEST gets a copy, then the oldest matching INP takes the
-//! tuple out of the space at once. A request of scope [`Scope::Both`] also goes on the air; the
-//! first answer, local or remote, completes it.
+//! tuple out of the space at once. A request whose deadline has come is offered nothing, even
+//! before [`Node::handle_timeout`] completed it with none. A request of scope [`Scope::Both`] also
+//! goes on the air; the first answer, local or remote, completes it.
 
 use std::num::NonZeroU16;
 use std::time::Duration;
@@ -155,6 +156,8 @@ impl Node {
         if self.waits.is_empty() {
             return;
         }
+        // Waits that ended before the timer ran are offered nothing.
+        self.expire_waits(now);
         // 1. Every matching pending RD and TEST schedules an answer.
         let mut inp = None;
         for i in 0..self.waits.len() {
@@ -183,12 +186,14 @@ impl Node {
 
     /// This node's own waiting requests with a local scope take the offer first: every matching
     /// RD and TEST gets a copy, then the oldest matching INP takes the tuple. `true` when it was
-    /// taken.
+    /// taken. Requests whose deadline has come are not offered anything (they complete with
+    /// none when the timer runs).
     fn offer_local(&mut self, now: Time, id: TupleId, tuple: &Tuple) -> bool {
         let mut readers: Vec<RequestId> = Vec::new();
         let mut taker: Option<RequestId> = None;
         for (rid, p) in &self.pending {
-            if !p.scope.local() || !p.template.matches(tuple) {
+            // A request whose deadline has passed gets nothing, even before the timer ran.
+            if !p.scope.local() || p.deadline <= now || !p.template.matches(tuple) {
                 continue;
             }
             if p.op == Op::Inp {
