@@ -19,6 +19,10 @@
 //! | `float32(x)` | `x` typed as float32 (a `Number` object) |
 //! | `ANY`, `INT16`, `FLOAT32`, `STR` | formal symbols for templates |
 //!
+//! Removal events are rules, not calls: a `ts` rule with `kind` `"inp"`, `"rm"`, `"expired"`,
+//! `"evicted"` or `"removed"` hears tuples leaving the local space, `ev.kind` saying how (see the
+//! rule table in the [crate docs](crate)).
+//!
 //! Every global and every API object is read-only and frozen. Operations are checked at once:
 //! a malformed tuple or template throws `TypeError`, a message too long for the space's
 //! transport, too many operations in one event or too many pending requests throw `RangeError`.

@@ -212,14 +212,14 @@ impl Model {
 
 fn outcomes(node: &mut Node, now: Time) -> Vec<Outcome> {
     std::iter::from_fn(|| node.poll_event())
-        .filter_map(|e| match e {
+        .map(|e| match e {
             Event::LocalAnswer { id, tuple, at, .. } => {
                 assert_eq!(at, now, "answered at the node's time");
-                Some((id, Some(tuple)))
+                (id, Some(tuple))
             }
             Event::Completed {
                 id, reply: None, ..
-            } => Some((id, None)),
+            } => (id, None),
             other => panic!("unexpected event {other:?}"),
         })
         .collect()
