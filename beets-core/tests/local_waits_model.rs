@@ -1,9 +1,10 @@
-//! A node's own requests on its local space (issue 13: `request_in` with `Scope::Local`) against
-//! a simple model: a vector of live tuples, oldest first, each with its expiry, and the list of
-//! waiting requests, oldest first. Random runs of local stores (`host_out`, with and without
-//! lifetimes), local `rd`/`inp`/`test` with timeouts from 0 up, direct takes from the space,
-//! cancels, the clock moving on (with and without the node's timer running) must give exactly
-//! the model's answers, in the model's order:
+//! A node's own requests on its local space (issue 13: `request_in` with `Scope::Local`, and
+//! `Scope::Both` with nobody else on the air) against a simple model: a vector of live tuples,
+//! oldest first, each with its expiry, and the list of waiting requests, oldest first. Random
+//! runs of local stores (`host_out`, with and without lifetimes), `rd`/`inp`/`test` with
+//! timeouts from 0 up, direct takes from the space, cancels, the clock moving on (with and
+//! without the node's timer running) must give exactly the model's answers, in the model's
+//! order; a request of scope both goes on the air exactly when the local space had nothing:
 //!
 //! - a request finds the oldest live match at once (an `inp` takes it); otherwise it waits until
 //!   its deadline (the time it was made plus its timeout);
@@ -30,8 +31,8 @@ use proptest::prelude::*;
 enum Step {
     /// `host_out((k, v))` with a lifetime in ms.
     Out(u8, u8, Option<u16>),
-    /// A local request with a timeout in ms.
-    Request(Op, Pat, u16),
+    /// A request with a timeout in ms, of scope `Local` or (`true`) `Both`.
+    Request(Op, Pat, u16, bool),
     /// A take straight from the space (`host().inp`), not through the node.
     HostInp(Pat),
     /// Cancels the i-th waiting request (modulo their number).
@@ -86,7 +87,8 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         4 => (0u8..3, 0u8..3, proptest::option::of(1u16..2000))
             .prop_map(|(k, v, l)| Step::Out(k, v, l)),
-        5 => (op(), pat(), timeout).prop_map(|(o, p, t)| Step::Request(o, p, t)),
+        5 => (op(), pat(), timeout, proptest::bool::weighted(0.25))
+            .prop_map(|(o, p, t, both)| Step::Request(o, p, t, both)),
         1 => pat().prop_map(Step::HostInp),
         1 => (0usize..8).prop_map(Step::Cancel),
         3 => (0u16..1500).prop_map(Step::Advance),
@@ -246,14 +248,15 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 .unwrap();
                 prop_assert_eq!(outcomes(&mut node, now), want, "out ({}, {})", k, v);
             }
-            Step::Request(op, p, timeout) => {
+            Step::Request(op, p, timeout, both) => {
+                let scope = if both { Scope::Both } else { Scope::Local };
                 let id = node
                     .request_in(
                         now,
                         op.request(),
                         p.template(),
                         Duration::from_millis(u64::from(timeout)),
-                        Scope::Local,
+                        scope,
                     )
                     .unwrap();
                 let want: Vec<Outcome> = model
@@ -261,11 +264,11 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     .map(|t| (id, Some(t)))
                     .into_iter()
                     .collect();
+                let sent = std::iter::from_fn(|| node.poll_transmit()).count();
+                // Scope both goes on the air only when the local space had nothing.
+                let on_air = usize::from(both && want.is_empty());
+                prop_assert_eq!(sent, on_air, "{:?} {:?} {:?}", op, p, scope);
                 prop_assert_eq!(outcomes(&mut node, now), want, "{:?} {:?}", op, p);
-                prop_assert!(
-                    node.poll_transmit().is_none(),
-                    "a local request sends nothing"
-                );
             }
             Step::HostInp(p) => {
                 prop_assert_eq!(node.host().inp(now, &p.template()), model.host_inp(p));
@@ -321,11 +324,11 @@ proptest! {
 #[test]
 fn a_store_after_the_deadline_does_not_answer_a_request_the_timer_has_not_ended() {
     run(vec![
-        Step::Request(Op::Inp, Pat(Some(1), None), 100),
+        Step::Request(Op::Inp, Pat(Some(1), None), 100, false),
         Step::Advance(100),
         Step::Out(1, 1, None),
         Step::Timer,
-        Step::Request(Op::Rd, Pat(Some(1), Some(1)), 0),
+        Step::Request(Op::Rd, Pat(Some(1), Some(1)), 0, true),
     ])
     .unwrap();
 }
