@@ -111,8 +111,8 @@ pub(crate) async fn start(
     }
     #[cfg(feature = "mqtt")]
     {
-        use beets::mqtt::{BleGateway, BleGatewayConfig, Gateway, GatewayConfig, JsonMirror};
         use beets::mqtt::MqttError;
+        use beets::mqtt::{BleGateway, BleGatewayConfig, Gateway, GatewayConfig, JsonMirror};
         let c = config(args, url)?;
         let fpe = key.map(beets::core::FpeKey::from_password);
         let gateway = match udp {
