@@ -252,3 +252,82 @@ async fn futures_close(gateways: Vec<BleGateway>) -> Vec<BleGatewayStats> {
     }
     out
 }
+
+/// An FPE-keyed space crosses encrypted (the gateway holds the key only to pick frames out of
+/// the air), and a sealed BLE message does not cross: §12 binds it to BLE (counted, dropped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fpe_messages_cross_encrypted_and_sealed_ones_are_counted_not_forwarded() {
+    use beets_core::node::SealConfig;
+    use beets_core::sealed::{MemoryCounterStore, SealKey};
+    use std::num::NonZeroU16;
+
+    let Some(broker) = Mosquitto::start("ble-gateway-keys", "") else {
+        return;
+    };
+    let air = SimAir::new(SimAirConfig {
+        packet_loss: 0.0,
+        scan_response_loss: 0.0,
+        ..SimAirConfig::default()
+    });
+    let ble = BleConfig {
+        delta_t: Duration::from_millis(100),
+        ..BleConfig::default()
+    };
+    let mut config =
+        BleGatewayConfig::new(MqttConfig::new(&broker.url(), "vault").expect("config"));
+    config.key = Some(beets_core::FpeKey::from_password("orchard"));
+    let link = BleLink::spawn_sim(&air, GATEWAY_ADDR, config.frame_key(), &ble).unwrap();
+    let gateway = BleGateway::spawn(config, link).unwrap();
+    gateway.wait_connected(WAIT).await.unwrap();
+    let keyed = BleNode::builder("keyed")
+        .ble_config(ble)
+        .key("orchard")
+        .seed(11)
+        .spawn_sim(&air, SENSOR_ADDR)
+        .unwrap();
+    let mut server_cfg = NodeConfig::new(Transport::Udp, "server").unwrap();
+    server_cfg.key = Some(beets_core::FpeKey::from_password("orchard"));
+    let server = MqttSpace::spawn(
+        MqttConfig::new(&broker.url(), "vault").expect("config"),
+        server_cfg,
+        12,
+    )
+    .await
+    .unwrap();
+    server.wait_connected(WAIT).await.unwrap();
+    let mut at_server = subscribe(server.handle(), r#"("SOIL", ?int16)"#).await;
+    keyed
+        .handle()
+        .out(r#"("SOIL", 42)"#.parse().unwrap(), None)
+        .await
+        .unwrap();
+    let d = within("the FPE OUT at the MQTT node", at_server.recv())
+        .await
+        .unwrap();
+    assert_eq!(d.tuple.to_string(), r#"("SOIL", 42)"#);
+
+    // A sealed BLE node on the same air: its frames reach the gateway and stop there.
+    let sealed = BleNode::builder("sealed")
+        .ble_config(ble)
+        .seal(SealConfig::new(
+            SealKey::from_password("hive"),
+            NonZeroU16::new(5).unwrap(),
+            MemoryCounterStore::new(),
+        ))
+        .seed(13)
+        .spawn_sim(&air, [0xC0, 0, 0, 0, 0, 0x05])
+        .unwrap();
+    sealed
+        .handle()
+        .out(r#"("HIVE", 7)"#.parse().unwrap(), None)
+        .await
+        .unwrap();
+    let s = gateway_until(&gateway, "the sealed frame counted", |s| s.sealed >= 1).await;
+    assert_eq!(s.to_mqtt, 1, "only the FPE OUT was published: {s:?}");
+    let server_stats = server.handle().stats().await.unwrap();
+    assert_eq!(server_stats.node.messages_in, 1, "{server_stats:?}");
+    gateway.close().await;
+    server.close().await;
+    keyed.close().await;
+    sealed.close().await;
+}
