@@ -13,6 +13,12 @@
 //! `("SURVEY", id, question)` tuples that the beacons move to the mobiles, whose
 //! `("ANSWER", id, score)` tuples flow back the same way.
 //!
+//! The server sits in the **city tier**: the beacons' UDP space is one building's LAN, a
+//! gateway (`beets::mqtt::Gateway`) joins it to an MQTT broker, and the server is an MQTT node
+//! (`MqttSpace`) on that broker — mobiles → BLE → beacons → UDP → gateway → broker → server.
+//! Without `--mqtt URL` the demo starts an in-process broker (`rumqttd`) on a free loopback port,
+//! so it needs nothing installed; `--mqtt mqtt://host:1883` uses a real broker (mosquitto, …).
+//!
 //! Without `--ble hardware` the BLE space runs on the simulated air of `beets-ble` (seeded loss,
 //! lost scan responses, BlueZ-like UUID sets, the same Δt scheduler as on hardware); the UDP space
 //! uses real sockets on loopback, broadcasting to 127.255.255.255 unless `--udp-broadcast` names
@@ -23,7 +29,8 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use beets::core::{Tuple, Value, parse_template};
+use beets::core::{NodeConfig, Transport, Tuple, Value, parse_template};
+use beets::mqtt::{Gateway, GatewayConfig, MqttConfig, MqttSpace};
 use beets_agents::{AgentRuntime, HostConfig, RuntimeConfig, SpaceSpec};
 use beets_ble::{BleConfig, BleNode, SimAir, SimAirConfig};
 use beets_udp::{UdpConfig, UdpSpace, UdpSpaceBuilder};
@@ -37,7 +44,8 @@ mod plot;
 /// The router agent every beacon runs.
 const BEACON_AGENT: &str = include_str!("agents/beacon.js");
 
-/// BeeTS demo: mobiles → BLE → beacons (agents) → UDP → server, and surveys back.
+/// BeeTS demo: mobiles → BLE → beacons (agents) → UDP → gateway → MQTT → server, and surveys
+/// back.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "demo", about)]
 pub struct Args {
@@ -66,6 +74,10 @@ pub struct Args {
     /// address (e.g. 192.168.1.255) to reach other hosts.
     #[arg(long = "udp-broadcast", default_value_t = Ipv4Addr::new(127, 255, 255, 255))]
     pub udp_broadcast: Ipv4Addr,
+    /// The city tier's MQTT broker, `mqtt://host[:port]` (or `mqtts://…`); default: an
+    /// in-process broker (rumqttd) on a free loopback port.
+    #[arg(long, value_name = "URL")]
+    pub mqtt: Option<String>,
     /// UDP port; 0 picks a free one.
     #[arg(long, default_value_t = 0)]
     pub port: u16,
@@ -113,15 +125,67 @@ pub fn udp_config(args: &Args, port: u16) -> UdpConfig {
     udp_space(args, port, "demo").udp_config()
 }
 
+/// How long the city tier may take to connect to the broker at the start.
+const BROKER_WAIT: Duration = Duration::from_secs(10);
+
+/// Starts an MQTT broker (rumqttd, MQTT 3.1.1) in this process on a free port of 127.0.0.1 and
+/// returns its URL. It runs on a thread of its own until the process exits.
+fn embedded_broker() -> Result<String, Box<dyn std::error::Error>> {
+    use std::collections::HashMap;
+    // rumqttd binds the address it is given and does not report an ephemeral port: take a free
+    // one from the OS and hand it over (the clients retry until the broker listens).
+    let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port();
+    let server = rumqttd::ServerSettings {
+        name: "demo-v4".into(),
+        listen: (Ipv4Addr::LOCALHOST, port).into(),
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: rumqttd::ConnectionSettings {
+            connection_timeout_ms: 60_000,
+            max_payload_size: 20_480,
+            max_inflight_count: 100,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    };
+    let config = rumqttd::Config {
+        router: rumqttd::RouterConfig {
+            max_connections: 64,
+            max_outgoing_packet_count: 200,
+            // The router keeps each topic's messages in an in-memory log of segments: 10 × 1 MiB.
+            max_segment_size: 1 << 20,
+            max_segment_count: 10,
+            ..rumqttd::RouterConfig::default()
+        },
+        v4: Some(HashMap::from([("1".to_owned(), server)])),
+        ..rumqttd::Config::default()
+    };
+    let mut broker = rumqttd::Broker::new(config);
+    std::thread::Builder::new()
+        .name("rumqttd".into())
+        .spawn(move || {
+            if let Err(e) = broker.start() {
+                eprintln!("embedded MQTT broker stopped: {e}");
+            }
+        })?;
+    Ok(format!("mqtt://127.0.0.1:{port}"))
+}
+
 fn s(x: &str) -> Value {
     Value::Str(x.into())
 }
 
 #[tokio::main]
 async fn main() {
+    // rumqttd logs a client's ordinary disconnect at the end as an ERROR ("no-connection id 1
+    // is already gone"): its logs are off unless RUST_LOG asks for them.
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,rumqttd=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -161,8 +225,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         delta_t: Duration::from_millis(args.delta_t),
         ..BleConfig::default()
     };
+    let (url, broker_kind) = match &args.mqtt {
+        Some(url) => (url.clone(), "broker"),
+        None => (embedded_broker()?, "in-process rumqttd"),
+    };
     println!(
-        "BeeTS demo: {} mobiles, {} beacons, Δt {} ms, {} s, seed {} — BLE: simulated air ({:.0} % packet loss); UDP: {}",
+        "BeeTS demo: {} mobiles, {} beacons, Δt {} ms, {} s, seed {} — BLE: simulated air ({:.0} % packet loss); UDP: {}; city tier: MQTT {url} ({broker_kind})",
         args.mobiles,
         args.beacons,
         args.delta_t,
@@ -172,10 +240,19 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         udp.broadcast.map_or("peers only".into(), |a| a.to_string())
     );
 
-    // The server: a plain UDP node collecting readings and answers.
-    let server = udp_space(&args, port, "server")
-        .seed(args.seed ^ 0x5e)
-        .spawn()?;
+    // The city tier: a gateway between the building's UDP space and the broker, and the server,
+    // an MQTT node collecting readings and answers.
+    let mut mqtt = MqttConfig::new(&url, "demo-city")?;
+    mqtt.reconnect_min = Duration::from_millis(50);
+    let gateway = Gateway::spawn(GatewayConfig::new(udp.clone(), mqtt.clone()))?;
+    let server = MqttSpace::spawn(
+        mqtt,
+        NodeConfig::new(Transport::Udp, "server")?,
+        args.seed ^ 0x5e,
+    )
+    .await?;
+    gateway.wait_connected(BROKER_WAIT).await?;
+    server.wait_connected(BROKER_WAIT).await?;
     let log = Arc::new(Mutex::new(ServerLog::default()));
     let mut light = server
         .handle()
@@ -374,6 +451,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         distinct as f64 / published as f64
     };
+    let gs = gateway.stats();
+    println!(
+        "  gateway (building LAN ↔ {broker_kind}): UDP→MQTT {}, MQTT→UDP {}, repeats dropped {}, not published {}, reconnects {}",
+        gs.to_mqtt, gs.to_udp, gs.duplicates, gs.mqtt_dropped, gs.mqtt.reconnects
+    );
     println!(
         "  mobiles published {published} light tuples; the server received {distinct} distinct ({} copies via {} beacons)",
         g.light_copies,
@@ -422,7 +504,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .collect();
         let figure = plot::timeline_figure(
             &format!(
-                "BeeTS demo: {} mobiles, {} beacons, Δt {} ms, seed {} (simulated BLE air, UDP on loopback)",
+                "BeeTS demo: {} mobiles, {} beacons, Δt {} ms, seed {} (simulated BLE air, UDP on loopback, MQTT city tier)",
                 args.mobiles, args.beacons, args.delta_t, args.seed
             ),
             &published_at,
@@ -442,6 +524,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         rt.shutdown();
     }
     server.close().await;
+    gateway.close().await;
     Ok(())
 }
 

@@ -118,6 +118,7 @@ pub mod bluez;
 #[cfg(feature = "btleplug")]
 pub mod btle;
 mod builder;
+mod link;
 pub mod node;
 pub mod radio;
 pub mod scan;
@@ -133,6 +134,7 @@ pub use beets_core::ble::scheduler;
 #[cfg(feature = "bluer")]
 pub use bluer;
 pub use builder::BleNodeBuilder;
+pub use link::BleLink;
 pub use node::{BleConfig, BleNode, BleStats, Connectable, Reception, SpawnError};
 pub use radio::{AdvertisingStatus, Radio, RadioStats, ReceiveOnly, SharedScanStats};
 pub use scan::{DeviceUpdate, FrameKey, ScanConfig, ScanOutcome, ScanStats, ScanTracker};

@@ -144,6 +144,18 @@ impl Reception {
         }
     }
 
+    /// The frames, the counters and the scanner task.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn into_parts(
+        self,
+    ) -> (
+        mpsc::Receiver<ReceivedFrame>,
+        SharedScanStats,
+        Option<JoinHandle<()>>,
+    ) {
+        (self.frames, self.stats, self.task)
+    }
+
     /// No scanner: a send-only node.
     pub fn none() -> Reception {
         let (_, frames) = mpsc::channel(1);
@@ -266,15 +278,7 @@ impl BleNode {
 
     /// The BLE counters now.
     pub fn stats(&self) -> BleStats {
-        let s = self.shared.scheduler();
-        BleStats {
-            scheduler: s.stats(),
-            radio: self.shared.radio_stats(),
-            scan: self.shared.scan.get(),
-            queue_len: s.queue_len(),
-            instances: s.limits().instances,
-            advertising: self.shared.advertising(),
-        }
+        self.shared.stats()
     }
 
     /// Stops the node: closes the space (pending requests end with `ClientError::Closed`),

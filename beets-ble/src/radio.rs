@@ -135,7 +135,7 @@ pub struct RadioStats {
 #[derive(Debug)]
 pub(crate) struct Shared {
     scheduler: Mutex<Scheduler>,
-    wake: Notify,
+    pub(crate) wake: Notify,
     closed: AtomicBool,
     radio: Mutex<RadioStats>,
     advertising: Mutex<AdvertisingStatus>,
@@ -168,6 +168,19 @@ impl Shared {
 
     pub(crate) fn set_advertising(&self, status: AdvertisingStatus) {
         *lock(&self.advertising) = status;
+    }
+
+    /// The BLE counters now (a node's or a link's).
+    pub(crate) fn stats(&self) -> crate::BleStats {
+        let s = self.scheduler();
+        crate::BleStats {
+            scheduler: s.stats(),
+            radio: self.radio_stats(),
+            scan: self.scan.get(),
+            queue_len: s.queue_len(),
+            instances: s.limits().instances,
+            advertising: self.advertising(),
+        }
     }
 
     pub(crate) fn close(&self) {

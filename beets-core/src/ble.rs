@@ -345,6 +345,39 @@ pub fn unpack_sealed(
     })
 }
 
+/// A frame's message bytes exactly as sent (FPE-encrypted or sealed as they were), from
+/// [`unpack_raw`]: what a gateway forwards to another transport without the message changing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawFrame {
+    /// The sender's frame sequence number.
+    pub seq: u8,
+    /// The frame's CRC (with `seq` and the sender address, the dedup key of spec §8).
+    pub crc: u8,
+    /// The message as sent, 3..=31 bytes.
+    pub message: ArrayVec<u8, MAX_MESSAGE_LEN>,
+}
+
+/// As [`unpack`], returning the message bytes as sent instead of the decoded message. `check`
+/// decides whether a candidate's message bytes "parse" (spec §6 "Receiving": for a frame with
+/// UUIDs it selects the one combination that does), e.g. `Message::parse` with the space's
+/// key, or §12 steps 1, 2 and 4 for a sealed space.
+///
+/// # Errors
+/// A [`FrameError`] naming why this is not exactly one valid BeeTS frame; `check`'s error for a
+/// single candidate.
+pub fn unpack_raw(
+    name: &str,
+    uuids: &[u16],
+    mut check: impl FnMut(&[u8]) -> Result<(), FrameError>,
+) -> Result<RawFrame, FrameError> {
+    let (seq, crc, message) = unpack_with(name, uuids, |m| {
+        check(m)?;
+        // A frame holds at most MAX_MESSAGE_LEN message bytes, so this never truncates.
+        Ok(m.iter().copied().take(MAX_MESSAGE_LEN).collect())
+    })?;
+    Ok(RawFrame { seq, crc, message })
+}
+
 /// The frame search of [`unpack`], with `check` deciding whether a candidate's message
 /// (`seq` and CRC removed) is valid; returns `(seq, crc, what check gave)`.
 #[inline(always)] // one copy per caller: the decoded message is built in place, not moved

@@ -119,6 +119,8 @@
 //! [`SpaceHandle`]: beets_core::driver::SpaceHandle
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "ble")]
+mod ble_gateway;
 mod config;
 mod error;
 mod gateway;
@@ -129,6 +131,8 @@ mod space;
 mod tls;
 
 pub use beets_core::driver::ClientError;
+#[cfg(feature = "ble")]
+pub use ble_gateway::{BleGateway, BleGatewayConfig, BleGatewayStats};
 pub use config::{
     BrokerUrl, DEFAULT_PORT, DEFAULT_PREFIX, DEFAULT_TLS_PORT, MqttConfig, Protocol, Qos,
     TlsOptions,

@@ -1,6 +1,6 @@
-//! `beets node --mqtt URL`: a gateway between the node's UDP space and an MQTT broker (and, with
-//! `--mqtt-json`, the JSON mirror of the UDP space), beside the node (see the README, "Beyond
-//! one LAN").
+//! `beets node --mqtt URL`: a gateway between the node's UDP space and an MQTT broker, with
+//! `--ble` one between the BLE air and the broker too (and, with `--mqtt-json`, the JSON mirror of
+//! the node's first space), beside the node (see the README, "Beyond one LAN").
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -12,10 +12,10 @@ use clap::Args;
 /// The MQTT options of `beets node`.
 #[derive(Args, Debug)]
 pub(crate) struct MqttArgs {
-    /// Join the UDP space to an MQTT broker, `mqtt://[user:pw@]host[:port]` or `mqtts://…`: a
-    /// gateway forwards every datagram between the LAN and the broker topic
-    /// `<prefix>/<space>`, once per (node id, seq). Needs --udp.
-    #[arg(long, value_name = "URL", requires = "udp")]
+    /// Join the UDP space (--udp) and the BLE air (--ble) to an MQTT broker,
+    /// `mqtt://[user:pw@]host[:port]` or `mqtts://…`: a gateway forwards every message between
+    /// the LAN or the air and the broker topic `<prefix>/<space>`, once per key.
+    #[arg(long, value_name = "URL")]
     pub mqtt: Option<String>,
     /// The space name on the broker (one topic level): gateways of one name form one space.
     #[arg(long, value_name = "NAME", default_value = "udp-ts", requires = "mqtt")]
@@ -23,7 +23,7 @@ pub(crate) struct MqttArgs {
     /// Topic prefix (default beets/v1).
     #[arg(long, value_name = "P", requires = "mqtt")]
     pub mqtt_prefix: Option<String>,
-    /// Also publish every tuple the UDP space stores or is notified of as JSON on
+    /// Also publish every tuple the node's first space stores or is notified of as JSON on
     /// `<prefix>/<space>/json`, and `out` the JSON tuples published on `…/json/in`.
     #[arg(long, requires = "mqtt")]
     pub mqtt_json: bool,
@@ -48,10 +48,12 @@ pub(crate) struct MqttArgs {
     pub mqtt_ca: Option<PathBuf>,
 }
 
-/// The running gateway and mirror.
+/// The running gateways and mirror.
 pub(crate) struct MqttSide {
     #[cfg(feature = "mqtt")]
-    gateway: beets::mqtt::Gateway,
+    gateway: Option<beets::mqtt::Gateway>,
+    #[cfg(feature = "mqtt")]
+    ble_gateway: Option<beets::mqtt::BleGateway>,
     #[cfg(feature = "mqtt")]
     mirror: Option<beets::mqtt::JsonMirror>,
 }
@@ -85,12 +87,14 @@ fn config(args: &MqttArgs, url: &str) -> Result<beets::mqtt::MqttConfig, String>
     Ok(c)
 }
 
-/// Starts the gateway beside the UDP space `udp` (the node's own UDP settings) and the JSON
-/// mirror on `space`; `Ok(None)` without `--mqtt`. Waits a few seconds for the broker, then
-/// goes on (the connections keep retrying); a refusal (bad credentials) is an error.
+/// Starts the gateway beside the UDP space `udp` (the node's own UDP settings; `None` without
+/// --udp), the BLE gateway on `ble` (a link on the node's adapter; `None` without --ble) and the
+/// JSON mirror on `space`; `Ok(None)` without `--mqtt`. Waits a few seconds for the broker,
+/// then goes on (the connections keep retrying); a refusal (bad credentials) is an error.
 pub(crate) async fn start(
     args: &MqttArgs,
-    udp: &UdpConfig,
+    udp: Option<&UdpConfig>,
+    ble: Option<beets_ble::BleLink>,
     key: Option<&str>,
     space: Option<&SpaceHandle>,
 ) -> Result<Option<MqttSide>, String> {
@@ -99,7 +103,7 @@ pub(crate) async fn start(
     };
     #[cfg(not(feature = "mqtt"))]
     {
-        let _ = (url, udp, key, space);
+        let _ = (url, udp, ble, key, space);
         Err(
             "--mqtt needs the `mqtt` feature (on by default; built with --no-default-features?)"
                 .into(),
@@ -107,17 +111,40 @@ pub(crate) async fn start(
     }
     #[cfg(feature = "mqtt")]
     {
-        use beets::mqtt::{Gateway, GatewayConfig, JsonMirror, MqttError};
+        use beets::mqtt::MqttError;
+        use beets::mqtt::{BleGateway, BleGatewayConfig, Gateway, GatewayConfig, JsonMirror};
         let c = config(args, url)?;
-        let mut g = GatewayConfig::new(udp.clone(), c.clone());
-        g.key = key.map(beets::core::FpeKey::from_password);
-        let gateway = Gateway::spawn(g).map_err(|e| format!("--mqtt gateway: {e}"))?;
-        println!(
-            "mqtt: gateway {} <-> {} topic {}",
-            gateway.local_addr(),
-            c.broker,
-            c.space_topic()
-        );
+        let fpe = key.map(beets::core::FpeKey::from_password);
+        let gateway = match udp {
+            Some(udp) => {
+                let mut g = GatewayConfig::new(udp.clone(), c.clone());
+                g.key = fpe.clone();
+                let gateway = Gateway::spawn(g).map_err(|e| format!("--mqtt gateway: {e}"))?;
+                println!(
+                    "mqtt: gateway {} <-> {} topic {}",
+                    gateway.local_addr(),
+                    c.broker,
+                    c.space_topic()
+                );
+                Some(gateway)
+            }
+            None => None,
+        };
+        let ble_gateway = match ble {
+            Some(link) => {
+                let mut g = BleGatewayConfig::new(c.clone());
+                g.key = fpe;
+                let gateway =
+                    BleGateway::spawn(g, link).map_err(|e| format!("--mqtt BLE gateway: {e}"))?;
+                println!(
+                    "mqtt: BLE gateway <-> {} topic {}",
+                    c.broker,
+                    c.space_topic()
+                );
+                Some(gateway)
+            }
+            None => None,
+        };
         let mirror = match (args.mqtt_json, space) {
             (true, Some(space)) => Some(
                 JsonMirror::spawn(space.clone(), &c)
@@ -127,7 +154,12 @@ pub(crate) async fn start(
             _ => None,
         };
         let connected = async {
-            gateway.wait_connected(FIRST_CONNECT).await?;
+            if let Some(g) = &gateway {
+                g.wait_connected(FIRST_CONNECT).await?;
+            }
+            if let Some(g) = &ble_gateway {
+                g.wait_connected(FIRST_CONNECT).await?;
+            }
             if let Some(m) = &mirror {
                 m.wait_connected(FIRST_CONNECT).await?;
                 println!("mqtt: json mirror on {}", c.json_topic());
@@ -142,7 +174,11 @@ pub(crate) async fn start(
                 tracing::warn!(error = %e, "MQTT broker not reached yet; retrying");
             }
         }
-        Ok(Some(MqttSide { gateway, mirror }))
+        Ok(Some(MqttSide {
+            gateway,
+            ble_gateway,
+            mirror,
+        }))
     }
 }
 
@@ -158,7 +194,30 @@ impl MqttSide {
                     s.published, s.publish_dropped, s.outs, s.bad_json, s.out_errors
                 );
             }
-            let s = self.gateway.close().await;
+            if let Some(g) = self.ble_gateway {
+                let s = g.close().await;
+                println!(
+                    "mqtt BLE gateway: ble in {}, mqtt in {}, ble->mqtt {}, mqtt->ble {}, \
+                     duplicates {}, echoes {}, malformed {}, sealed {}, too long {}, ble refused {}, \
+                     mqtt dropped {}; connects {}, reconnects {}, disconnects {}",
+                    s.ble_in,
+                    s.mqtt_in,
+                    s.to_mqtt,
+                    s.to_ble,
+                    s.duplicates,
+                    s.echoes,
+                    s.malformed,
+                    s.sealed,
+                    s.too_long,
+                    s.ble_refused,
+                    s.mqtt_dropped,
+                    s.mqtt.connects,
+                    s.mqtt.reconnects,
+                    s.mqtt.disconnects
+                );
+            }
+            let Some(g) = self.gateway else { return };
+            let s = g.close().await;
             println!(
                 "mqtt gateway: udp in {}, mqtt in {}, udp->mqtt {}, mqtt->udp {}, duplicates {}, \
                  malformed {}, mqtt dropped {}, udp send errors {}; connects {}, reconnects {}, \

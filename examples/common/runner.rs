@@ -201,6 +201,10 @@ async fn node(args: NodeArgs) -> Result<(), String> {
         named.push(("udp-ts", space.handle().clone()));
         udp_space = Some(space);
     }
+    // --- MQTT: with --ble --mqtt, a BLE link of its own on the adapter for the BLE gateway ---
+    #[allow(unused_mut)]
+    let mut mqtt_ble_link: Option<beets_ble::BleLink> = None;
+    // --- end MQTT ---
     #[cfg(feature = "bluer")]
     let ble_node = if args.ble {
         let hooks = agents.hooks("ble-ts").map_err(|e| e.to_string())?;
@@ -243,6 +247,22 @@ async fn node(args: NodeArgs) -> Result<(), String> {
             .await
             .map_err(|e| format!("BLE: {e}"))?;
         info!("BLE space ble-ts up");
+        // --- MQTT: the BLE gateway's own radio and scanner on the same adapter (the node's
+        // ble-ts does not hear them: a controller does not receive its own advertisements) ---
+        if args.mqtt.mqtt.is_some() {
+            let key = beets_ble::FrameKey::from(args.keys.fpe());
+            let radio = beets_ble::bluez::BluezRadio::new(&adapter, &ble_config)
+                .await
+                .map_err(|e| format!("--mqtt BLE gateway: {e}"))?;
+            let scan = beets_ble::bluez::scanner(&adapter, key, &ble_config)
+                .await
+                .map_err(|e| format!("--mqtt BLE gateway: {e}"))?;
+            mqtt_ble_link = Some(
+                beets_ble::BleLink::spawn(&ble_config, radio, scan)
+                    .map_err(|e| format!("--mqtt BLE gateway: {e}"))?,
+            );
+        }
+        // --- end MQTT ---
         handles.push(n.handle().clone());
         named.push(("ble-ts", n.handle().clone()));
         Some(n)
@@ -294,8 +314,9 @@ async fn node(args: NodeArgs) -> Result<(), String> {
             .serve(outputs.actions, named.iter().cloned())
             .map_err(|e| e.to_string())?,
     );
-    // --- MQTT: a gateway beside udp-ts (same port, broadcast and peers; no repeats) and the
-    // JSON mirror of udp-ts (before --out, so those are mirrored too) ---
+    // --- MQTT: a gateway beside udp-ts (same port, broadcast and peers; no repeats), the BLE
+    // gateway with --ble and the JSON mirror of the first space (before --out, so those are
+    // mirrored too) ---
     let mqtt_udp = UdpConfig {
         bind: SocketAddr::from((Ipv4Addr::UNSPECIFIED, args.port)),
         broadcast: Some(SocketAddr::from((args.broadcast, args.port))),
@@ -303,9 +324,15 @@ async fn node(args: NodeArgs) -> Result<(), String> {
         recv_buffer_size: args.recv_buffer,
         ..UdpConfig::default()
     };
-    let mqtt_space = named.iter().find(|(n, _)| *n == "udp-ts").map(|(_, h)| h);
-    let mqtt_side =
-        node_mqtt::start(&args.mqtt, &mqtt_udp, args.keys.key.as_deref(), mqtt_space).await?;
+    let mqtt_space = named.first().map(|(_, h)| h);
+    let mqtt_side = node_mqtt::start(
+        &args.mqtt,
+        args.udp.then_some(&mqtt_udp),
+        mqtt_ble_link,
+        args.keys.key.as_deref(),
+        mqtt_space,
+    )
+    .await?;
     // --- end MQTT ---
     if let Some(first) = handles.first() {
         for text in &args.outs {

@@ -369,3 +369,42 @@ proptest! {
         let _ = unpack(&name, &uuids, None);
     }
 }
+
+/// `unpack_raw` returns the message bytes as sent (FPE-encrypted ones still encrypted), for
+/// frames with and without UUIDs, and its check selects among stale candidates as `unpack` does.
+#[test]
+fn unpack_raw_returns_the_message_bytes_as_sent() {
+    let key = FpeKey::from_password("raw");
+    for (text, with_key) in [(OUT_TUPLE, false), (OUT_LIFETIME, false), (OUT_TUPLE, true)] {
+        let plain = hex(text);
+        let sent = if with_key {
+            let msg = Message::parse(&plain, None).unwrap().message;
+            let mut buf = [0u8; MAX_MESSAGE_LEN];
+            let n = msg.emit(&mut buf, Some(&key)).unwrap();
+            buf[..n].to_vec()
+        } else {
+            plain
+        };
+        let adv = pack(9, &sent).unwrap();
+        let k = with_key.then_some(&key);
+        let raw = unpack_raw(&adv.local_name, &adv.service_uuids, |m| {
+            Message::parse(m, k).map(|_| ()).map_err(Into::into)
+        })
+        .unwrap();
+        assert_eq!(raw.seq, 9);
+        assert_eq!(raw.message.as_slice(), sent.as_slice());
+        let full = unpack(&adv.local_name, &adv.service_uuids, k).unwrap();
+        assert_eq!(raw.crc, full.crc);
+    }
+    // A check that refuses everything refuses the frame.
+    let adv = pack(1, &hex(OUT_LIFETIME)).unwrap();
+    assert!(
+        unpack_raw(&adv.local_name, &adv.service_uuids, |_| Err(
+            FrameError::BadCrc {
+                found: 0,
+                computed: 1
+            }
+        ))
+        .is_err()
+    );
+}
