@@ -112,7 +112,7 @@ mod socket;
 mod stats;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use beets_core::driver::{self, DriverStats, SpaceHandle};
 use beets_core::udp::NodeId;
@@ -157,6 +157,8 @@ pub struct UdpSpace {
     local_addr: SocketAddr,
     node_id: NodeId,
     counters: Arc<Counters>,
+    /// For the batch still queued at [`UdpSpace::close`].
+    output: Weak<Output>,
     driver: JoinHandle<DriverStats>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -198,15 +200,34 @@ impl UdpSpace {
         let name = format!("{identity} {node_id}@{local_addr}");
         let span = info_span!("beets_udp", node = %name);
         let counters = Arc::new(Counters::default());
+        let state = recv::socket_state(&socket);
+        // Batched sends on a current-thread runtime only (see `sink`).
+        let current_thread = tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::CurrentThread;
+        let batch = match &state {
+            Some(state) if current_thread => sink::Batch::new(Arc::clone(state)),
+            _ => None,
+        };
         let output = Arc::new(Output {
             socket: Arc::clone(&socket),
             destinations: udp.destinations().collect(),
             counters: Arc::clone(&counters),
+            batch,
         });
         span.in_scope(|| {
-            debug!(destinations = ?output.destinations, repeat = udp.repeat, "UDP space starting");
+            debug!(
+                destinations = ?output.destinations,
+                repeat = udp.repeat,
+                batched = output.batch.is_some(),
+                "UDP space starting"
+            );
         });
         let mut tasks = Vec::new();
+        if let Some(batch) = &output.batch {
+            let task = sink::batcher(Arc::downgrade(&output), Arc::clone(&batch.wake));
+            tasks.push(tokio::spawn(task.instrument(span.clone())));
+        }
+        let weak_output = Arc::downgrade(&output);
         let repeater = if udp.repeat > 0 && !udp.repeat_interval.is_zero() {
             let (tx, rx) = mpsc::channel(REPEAT_INBOX);
             let task = sink::repeater(Arc::clone(&output), udp.repeat, udp.repeat_interval, rx);
@@ -220,13 +241,14 @@ impl UdpSpace {
             repeat: udp.repeat,
             repeater,
         };
-        let source = recv::UdpSource::new(socket, Arc::clone(&counters));
+        let source = recv::UdpSource::new(socket, state, Arc::clone(&counters));
         let (handle, driver) = driver::spawn_with_source(name, node, sink, source);
         Ok(UdpSpace {
             handle,
             local_addr,
             node_id,
             counters,
+            output: weak_output,
             driver,
             tasks,
         })
@@ -281,6 +303,10 @@ impl UdpSpace {
     /// # Panics
     /// Resumes the panic of a task that panicked (a bug).
     pub async fn close(self) -> (DriverStats, UdpStats) {
+        // Datagrams batched by `out`s (current-thread runtime) go before the node stops.
+        if let Some(output) = self.output.upgrade() {
+            output.flush(&mut Vec::new()).await;
+        }
         self.handle.close().await;
         let driver = join(self.driver).await.unwrap_or_default();
         for task in self.tasks {

@@ -134,6 +134,14 @@ async fn out_rd_inp_test_where_notify_end_to_end() {
     // back-off (operations are not atomic, paper §3); each holder that replied has removed
     // exactly its copy, and each that kept its copy sent no reply.
     let settled = |s: beets_core::NodeStats| s.replies_sent + s.replies_suppressed;
+    // First each holder settles the RD and the TEST (a reply, or a suppression once it hears
+    // the other's): a suppression still on its way would count towards the INP below.
+    for n in [&b, &c] {
+        eventually(WAIT, "RD and TEST answers sent or suppressed", || async {
+            settled(n.handle().stats().await.unwrap().node) == 2
+        })
+        .await;
+    }
     let mut before = Vec::new();
     for n in [&b, &c] {
         before.push(n.handle().stats().await.unwrap().node);
