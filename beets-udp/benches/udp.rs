@@ -333,12 +333,14 @@ fn bench(c: &mut Criterion) {
         group.sample_size(20);
         group.measurement_time(Duration::from_secs(5));
 
+        let mut raws = Vec::new();
         for (bench, batched, gso) in [
             ("raw_tokio_send_recv", false, false),
             ("raw_send_recvmmsg", true, false),
             ("raw_gso_send_recvmmsg", true, true),
         ] {
-            let mut raw = rt.block_on(Raw::new(batched, gso));
+            raws.push((bench, rt.block_on(Raw::new(batched, gso))));
+            let raw = &mut raws.last_mut().expect("just pushed").1;
             group.bench_function(bench, |bch| {
                 bch.iter_custom(|iters| {
                     rt.block_on(async {
@@ -389,7 +391,50 @@ fn bench(c: &mut Criterion) {
             })
         });
         group.finish();
+        alternated(&rt, name, &mut raws, &mut nodes);
     }
+}
+
+/// Batches of the raw baselines and of node → node alternated, `ROUNDS` times, so all see the
+/// same machine load; prints the median and best tuples/s of each and the node's ratios
+/// (`UDP-RATIO …`).
+fn alternated(rt: &tokio::runtime::Runtime, name: &str, raws: &mut [(&str, Raw)], nodes: &mut Nodes) {
+    const ROUNDS: usize = 40;
+    let per_s = |d: Duration| BATCH as f64 / d.as_secs_f64();
+    let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(ROUNDS); raws.len() + 1];
+    rt.block_on(async {
+        for _ in 0..ROUNDS {
+            for (i, (_, raw)) in raws.iter_mut().enumerate() {
+                let t = Instant::now();
+                raw.batch().await;
+                times[i].push(t.elapsed());
+            }
+            let t = Instant::now();
+            nodes.batch().await;
+            times[raws.len()].push(t.elapsed());
+        }
+    });
+    for t in &mut times {
+        t.sort();
+    }
+    let median = |t: &[Duration]| per_s(t[t.len() / 2]);
+    let best = |t: &[Duration]| per_s(t[0]);
+    let node = &times[raws.len()];
+    let mut line = format!(
+        "UDP-RATIO {name}: node_to_node median {:.0} best {:.0} tuples/s",
+        median(node),
+        best(node)
+    );
+    for (i, (label, _)) in raws.iter().enumerate() {
+        line += &format!(
+            "; {label} median {:.0} best {:.0} (node/raw median {:.2}, best {:.2})",
+            median(&times[i]),
+            best(&times[i]),
+            median(node) / median(&times[i]),
+            best(node) / best(&times[i])
+        );
+    }
+    println!("{line}");
 }
 
 /// Two UDP nodes on loopback, unicast to each other; `holder` stores `("RTT", 1)`, `asker`
