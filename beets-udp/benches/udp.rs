@@ -398,7 +398,12 @@ fn bench(c: &mut Criterion) {
 /// Batches of the raw baselines and of node → node alternated, `ROUNDS` times, so all see the
 /// same machine load; prints the median and best tuples/s of each and the node's ratios
 /// (`UDP-RATIO …`).
-fn alternated(rt: &tokio::runtime::Runtime, name: &str, raws: &mut [(&str, Raw)], nodes: &mut Nodes) {
+fn alternated(
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    raws: &mut [(&str, Raw)],
+    nodes: &mut Nodes,
+) {
     const ROUNDS: usize = 40;
     let per_s = |d: Duration| BATCH as f64 / d.as_secs_f64();
     let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(ROUNDS); raws.len() + 1];

@@ -201,13 +201,8 @@ impl UdpSpace {
         let span = info_span!("beets_udp", node = %name);
         let counters = Arc::new(Counters::default());
         let state = recv::socket_state(&socket);
-        // Batched sends on a current-thread runtime only (see `sink`).
-        let current_thread = tokio::runtime::Handle::current().runtime_flavor()
-            == tokio::runtime::RuntimeFlavor::CurrentThread;
-        let batch = match &state {
-            Some(state) if current_thread => sink::Batch::new(Arc::clone(state)),
-            _ => None,
-        };
+        // Batched sends where the platform has GSO (see `sink`).
+        let batch = state.as_ref().and_then(|s| sink::Batch::new(Arc::clone(s)));
         let output = Arc::new(Output {
             socket: Arc::clone(&socket),
             destinations: udp.destinations().collect(),
@@ -303,7 +298,7 @@ impl UdpSpace {
     /// # Panics
     /// Resumes the panic of a task that panicked (a bug).
     pub async fn close(self) -> (DriverStats, UdpStats) {
-        // Datagrams batched by `out`s (current-thread runtime) go before the node stops.
+        // Datagrams still batched (see `sink`) go before the node stops.
         if let Some(output) = self.output.upgrade() {
             output.flush(&mut Vec::new()).await;
         }

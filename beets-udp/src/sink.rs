@@ -1,17 +1,21 @@
 //! The sending side: a [`FrameSink`] that sends each datagram to every destination, the
-//! repeater task that sends the extra copies later, and — on a current-thread runtime — the
-//! batcher that sends the datagrams of one runtime turn together.
+//! repeater task that sends the extra copies later, and the batcher that sends datagrams queued
+//! in one runtime turn together.
 //!
-//! **Batched sends (GSO).** On a current-thread runtime the callers' tasks and the driver share
-//! one thread, so datagrams `out` in a row cannot be read by anyone before the caller awaits
-//! something. There, with UDP GSO available (Linux ≥ 4.18, through `quinn-udp`; no `unsafe` of
-//! ours), a datagram is appended to a batch of equal-size segments instead of being sent at
-//! once, and the batch leaves as one `sendmsg` with `UDP_SEGMENT` per destination: when it is
-//! full (64 segments or ≈ 64 KB), when a datagram of another size comes, or when the runtime
-//! next runs the batcher task — as soon as the caller awaits anything that waits. The kernel
-//! splits the batch back into datagrams (receivers see ordinary datagrams). The engine's own
-//! datagrams (replies, requests, frames that waited for the socket) join the same batch. On a
-//! multi-thread runtime, or without GSO, every datagram is sent at once as before.
+//! **Batched sends (GSO).** Where the platform has UDP GSO (Linux ≥ 4.18, through `quinn-udp`;
+//! no `unsafe` of ours), a datagram is not sent at once but appended to a batch of equal-size
+//! segments, and the batch leaves as one `sendmsg` with `UDP_SEGMENT` per destination: when it
+//! is full (64 segments or ≈ 64 KB), when a datagram of another size comes, at close, or when the
+//! batcher task runs. The batcher is woken by the first datagram of a batch and, scheduled from
+//! a runtime thread, runs on that thread as soon as the task that sent awaits anything that
+//! waits — so `out`s in a row (and the engine's datagrams of one driver turn: replies,
+//! requests, frames that waited for the socket) share a system call, and a lone `out` leaves
+//! at its caller's next await. The kernel splits the batch back into datagrams: receivers see
+//! ordinary datagrams. Without GSO every datagram is sent at once, as before.
+//!
+//! The price: a task that `out`s and then blocks its thread without awaiting (a synchronous
+//! wait inside async code, or `Runtime::block_on(out)` followed by blocking code on a
+//! current-thread runtime) holds its datagrams until the runtime runs again.
 
 use std::collections::VecDeque;
 use std::io;

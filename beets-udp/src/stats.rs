@@ -25,8 +25,8 @@ pub struct UdpStats {
     pub send_errors: u64,
     /// Copies not sent because the repeat queue was full (the sender outran the interval).
     pub repeats_dropped: u64,
-    /// System calls that sent several datagrams at once (GSO; only on a current-thread
-    /// runtime, see [`UdpSpace`](crate::UdpSpace)). Their datagrams count in `datagrams_sent`.
+    /// System calls that sent several datagrams at once (GSO batches, where the platform has
+    /// GSO). Their datagrams count in `datagrams_sent`.
     pub batched_sends: u64,
     /// Datagrams the kernel dropped because the socket's receive buffer was full (the node read
     /// too slowly; raise [`UdpConfig::recv_buffer_size`](crate::UdpConfig::recv_buffer_size)).

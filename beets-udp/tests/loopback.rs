@@ -362,9 +362,13 @@ async fn send_errors_are_counted_and_the_node_keeps_running() {
     })
     .await;
     let stats = a.handle().stats().await.unwrap();
-    assert_eq!(stats.send_errors, 2);
-    assert_eq!(a.udp_stats().send_errors, 2);
-    assert_eq!(a.udp_stats().datagrams_sent, 2);
+    let udp = a.udp_stats();
+    assert_eq!(udp.send_errors, 2);
+    assert_eq!(udp.datagrams_sent, 2);
+    // The driver counts the errors it saw: none when the two left as a batch (GSO), whose
+    // errors only the socket's counters see.
+    let expected = if udp.batched_sends > 0 { 0 } else { 2 };
+    assert_eq!(stats.send_errors, expected, "{udp:?}");
     // And the node keeps working: requests and replies still flow.
     let reply = a.handle().rd(tpl("(\"S\", 2)"), ASK).await.unwrap();
     assert_eq!(reply.map(|r| r.0), Some(t(r#"("S", 2)"#)));
