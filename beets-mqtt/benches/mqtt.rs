@@ -57,7 +57,10 @@ struct Nodes {
 
 impl Nodes {
     async fn new(broker: &Mosquitto) -> Nodes {
-        let c = MqttConfig::new(&broker.url(), "bench").unwrap();
+        let mut c = MqttConfig::new(&broker.url(), "bench").unwrap();
+        if std::env::var_os("BENCH_V5").is_some() {
+            c.protocol = beets_mqtt::Protocol::V5;
+        }
         let a = MqttSpace::spawn(c.clone(), node("a"), 1).await.unwrap();
         let b = MqttSpace::spawn(c, node("b"), 2).await.unwrap();
         a.wait_connected(WAIT).await.unwrap();
