@@ -300,7 +300,7 @@ impl UdpSpace {
     pub async fn close(self) -> (DriverStats, UdpStats) {
         // Datagrams still batched (see `sink`) go before the node stops.
         if let Some(output) = self.output.upgrade() {
-            output.flush(&mut Vec::new()).await;
+            output.flush().await;
         }
         self.handle.close().await;
         let driver = join(self.driver).await.unwrap_or_default();

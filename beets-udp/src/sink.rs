@@ -5,7 +5,7 @@
 //! **Batched sends (GSO).** Where the platform has UDP GSO (Linux ≥ 4.18, through `quinn-udp`;
 //! no `unsafe` of ours), a datagram is not sent at once but appended to a batch of equal-size
 //! segments, and the batch leaves as one `sendmsg` with `UDP_SEGMENT` per destination: when it
-//! is full (64 segments or ≈ 64 KB), when a datagram of another size comes, at close, or when the
+//! is full (32 segments or ≈ 64 KB), when a datagram of another size comes, at close, or when the
 //! batcher task runs. The batcher is woken by the first datagram of a batch and, scheduled from
 //! a runtime thread, runs on that thread as soon as the task that sent awaits anything that
 //! waits — so `out`s in a row (and the engine's datagrams of one driver turn: replies,
@@ -40,8 +40,9 @@ use crate::stats::Counters;
 /// [`UdpStats::repeats_dropped`](crate::UdpStats::repeats_dropped) counts them).
 pub(crate) const REPEAT_QUEUE: usize = 4096;
 
-/// Most segments in one GSO send (the kernel's `UDP_MAX_SEGMENTS`).
-const GSO_SEGMENTS: usize = 64;
+/// Most segments in one GSO send (the kernel allows 64): a batch that falls back behind later
+/// datagrams stays well within a sealed receiver's replay window of 64 counters.
+const GSO_SEGMENTS: usize = 32;
 /// Most bytes in one GSO send: the largest UDP payload over IPv4 is 65 507 bytes.
 const GSO_BYTES: usize = 65_000;
 
@@ -155,39 +156,34 @@ impl Output {
         Some(first_error.map_or(Ok(()), Err))
     }
 
-    /// Sends what the batch holds, waiting for the socket; `spare` (an empty buffer) is swapped
-    /// in for the batch's while it is sent, and handed back empty.
-    pub(crate) async fn flush(&self, spare: &mut Vec<u8>) {
+    /// Sends what the batch holds, waiting for the socket when it would block. The batch is
+    /// sent from its place, under its lock, so no later datagram overtakes it (a sealed space's
+    /// receivers accept counters at most 64 behind the newest: spec §12's replay window).
+    pub(crate) async fn flush(&self) {
         let Some(batch) = &self.batch else { return };
-        let segments = {
-            let mut pending = batch.lock();
-            if pending.count == 0 {
+        loop {
+            {
+                let mut pending = batch.lock();
+                if pending.count == 0 {
+                    return;
+                }
+                if let Some(result) = self.try_send_segments(batch, &pending) {
+                    pending.clear();
+                    if let Err(e) = result {
+                        warn!(error = %e, "batched send failed");
+                    }
+                    return;
+                }
+            }
+            // The socket would block: wait for room, the batch keeping its place.
+            if let Err(e) = self.socket.writable().await {
+                let mut pending = batch.lock();
+                Counters::add(&self.counters.send_errors, pending.count as u64);
+                warn!(error = %e, "batched send failed");
+                pending.clear();
                 return;
             }
-            let taken = Segments {
-                buf: std::mem::replace(&mut pending.buf, std::mem::take(spare)),
-                size: pending.size,
-                count: pending.count,
-            };
-            pending.clear();
-            taken
-        };
-        let mut first_error = None;
-        for &dest in &self.destinations {
-            let transmit = gso_transmit(dest, &segments);
-            let socket = &self.socket;
-            let result = socket
-                .async_io(Interest::WRITABLE, || {
-                    batch.state.try_send((&**socket).into(), &transmit)
-                })
-                .await;
-            self.count_segments(result, dest, &segments, &mut first_error);
         }
-        if let Some(e) = first_error {
-            warn!(error = %e, "batched send failed");
-        }
-        *spare = segments.buf;
-        spare.clear();
     }
 
     /// Counts one GSO send of `segments` to `dest`. GSO refused (`EIO`/`EINVAL`: a device
@@ -311,13 +307,12 @@ fn gso_transmit(dest: SocketAddr, segments: &Segments) -> quinn_udp::Transmit<'_
 /// The batcher task: sends each batch when the runtime gets to it (see the module docs). Ends
 /// when the output is gone.
 pub(crate) async fn batcher(output: Weak<Output>, wake: Arc<Notify>) {
-    let mut spare = Vec::with_capacity(GSO_BYTES);
     loop {
         wake.notified().await;
         let Some(output) = output.upgrade() else {
             break;
         };
-        output.flush(&mut spare).await;
+        output.flush().await;
     }
 }
 

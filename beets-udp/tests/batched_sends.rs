@@ -175,3 +175,54 @@ async fn a_multi_thread_runtime_batches_too_and_everything_arrives() {
     assert_eq!((stats.datagrams_sent, stats.send_errors), (50, 0));
     a.close().await;
 }
+
+/// A sealed space's config (spec §12), counters in memory.
+fn sealed(name: &str, source: u16) -> beets_core::NodeConfig {
+    use beets_core::node::SealConfig;
+    use beets_core::sealed::{MemoryCounterStore, SealKey};
+    let key = SealKey::from_hex("000102030405060708090a0b0c0d0e0f").unwrap();
+    let seal = SealConfig::new(
+        key,
+        std::num::NonZeroU16::new(source).unwrap(),
+        MemoryCounterStore::default(),
+    );
+    node(name).with_seal(seal)
+}
+
+/// Sealed receivers accept counters at most 64 behind the newest (the replay window): batches
+/// must not overtake one another. Bursts of 100 `out`s from two workers, every one delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealed_bursts_keep_their_order_closely_enough_for_the_replay_window() {
+    let b_udp = UdpConfig {
+        bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        broadcast: None,
+        recv_buffer_size: Some(1 << 20),
+        ..UdpConfig::default()
+    };
+    assert_loopback_only(&b_udp);
+    let b = UdpSpace::spawn(b_udp, sealed("b", 2), 2).unwrap();
+    let a_udp = UdpConfig {
+        bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        broadcast: None,
+        peers: vec![b.local_addr()],
+        ..UdpConfig::default()
+    };
+    assert_loopback_only(&a_udp);
+    let a = UdpSpace::spawn(a_udp, sealed("a", 1), 1).unwrap();
+    let mut sub = b.handle().subscribe(tpl("(\"B\", ?)"), 256).await.unwrap();
+    for burst in 0..20u64 {
+        for i in 0..100 {
+            a.handle().out(tuple(burst * 100 + i), None).await.unwrap();
+        }
+        for _ in 0..100 {
+            tokio::time::timeout(WAIT, sub.recv())
+                .await
+                .unwrap_or_else(|_| panic!("burst {burst}: an OUT lost ({:?})", a.udp_stats()))
+                .expect("subscribed");
+        }
+    }
+    let stats = b.handle().stats().await.unwrap();
+    assert_eq!(stats.node.sealed.replay, 0, "{stats:?}");
+    a.close().await;
+    b.close().await;
+}
