@@ -9,7 +9,7 @@
 //! batcher task runs. The batcher is woken by the first datagram of a batch and, scheduled from
 //! a runtime thread, runs on that thread as soon as the task that sent awaits anything that
 //! waits — so `out`s in a row (and the engine's datagrams of one driver turn: replies,
-//! requests, frames that waited for the socket) share a system call, and a lone `out` leaves
+//! requests, frames that waited for the socket, the repeater's copies) share a system call, and a lone `out` leaves
 //! at its caller's next await. The kernel splits the batch back into datagrams: receivers see
 //! ordinary datagrams. Without GSO every datagram is sent at once, as before.
 //!
@@ -248,6 +248,18 @@ impl Output {
         }
     }
 
+    /// Sends a repeated copy: into the batch when there is one (counted as a repeat once
+    /// queued; its send is counted with the batch), else at once.
+    async fn send_copy(&self, datagram: &[u8]) -> io::Result<()> {
+        if let Some(batch) = &self.batch
+            && let Some(result) = self.queue(batch, datagram)
+        {
+            Counters::add(&self.counters.repeats_sent, self.destinations.len() as u64);
+            return result;
+        }
+        self.send_all(datagram, true).await
+    }
+
     /// Counts one `send_to` and keeps the first error, naming the destination.
     fn count(
         &self,
@@ -437,7 +449,7 @@ pub(crate) async fn repeater(
             // Disabled while nothing waits (the inbox branch is always on).
             () = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {
                 let Some(mut due) = queue.pop_front() else { continue };
-                if let Err(e) = output.send_all(&due.datagram, true).await {
+                if let Err(e) = output.send_copy(&due.datagram).await {
                     warn!(error = %e, "repeated copy not sent");
                 }
                 due.left -= 1;
