@@ -308,7 +308,10 @@ fn bench(c: &mut Criterion) {
     for t in [&mut t_raw, &mut t_node, &mut t_311] {
         t.sort();
     }
-    let (median, best) = (|t: &[Duration]| per_s(t[t.len() / 2]), |t: &[Duration]| per_s(t[0]));
+    let (median, best) = (
+        |t: &[Duration]| per_s(t[t.len() / 2]),
+        |t: &[Duration]| per_s(t[0]),
+    );
     println!(
         "MQTT-RATIO raw median {:.0} best {:.0} tuples/s; node (MQTT 5) median {:.0} best {:.0} \
          (node/raw median {:.2}, best {:.2}); node on MQTT 3.1.1 median {:.0} best {:.0} \
