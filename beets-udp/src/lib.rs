@@ -12,9 +12,17 @@
 //!  SpaceHandle ──▶ driver task (Node: codec, FPE, dedup, replies, timers)
 //!                     │ Transmit::Datagram                 ▲ Frame::Datagram (borrowed)
 //!                     ▼                                    │
-//!                  UdpSink ── send_to each destination     UdpSource: readable → try_recv_from
+//!                  UdpSink ── batch ─▶ GSO sendmsg        UdpSource: readable → recvmmsg
+//!                     │  to each destination               (up to 32 datagrams per call)
+//!                     ├─ batcher task: sends a batch at the next runtime turn
 //!                     └─ repeater task: `repeat` copies, `repeat_interval` apart (same seq)
 //! ```
+//!
+//! Datagrams sent in a row (by `out`s from the caller's task, or by the engine in one driver
+//! turn) leave as one GSO system call of equal-size segments where the platform has UDP GSO;
+//! a lone datagram leaves at its sender's next await (see `UdpStats::batched_sends`). A task
+//! that sends and then blocks its thread without awaiting holds its datagrams until the
+//! runtime runs again.
 //!
 //! # Quick start
 //! Two spaces on one machine hear each other over the loopback broadcast (Linux). On a LAN use
