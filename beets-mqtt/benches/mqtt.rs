@@ -1,8 +1,10 @@
 //! MQTT through a real mosquitto (started on a free loopback port, as the tests do):
 //!
 //! - `mqtt_<runtime>/node_to_node_out`: tuples/s from one `MqttSpace` to another (an `out` each,
-//!   waited for as deliveries), against `raw_rumqttc_pub_sub`: the same datagrams published by
-//!   a plain rumqttc client and received by another, through the same broker in the same run.
+//!   waited for as deliveries; MQTT 5, the default), against `raw_rumqttc_pub_sub`: the same
+//!   datagrams published by a plain rumqttc (3.1.1) client and received by another, through the
+//!   same broker in the same run; `node_to_node_out_mqtt311`: the nodes on MQTT 3.1.1, whose
+//!   broker echoes each node its own datagrams.
 //! - The gateway's added latency: one tuple at a time from a UDP node through a `Gateway` to an
 //!   MQTT node, against MQTT node to MQTT node directly; p50 and p99 of each and the difference
 //!   are printed (`MQTT-LATENCY …`), as is the throughput ratio of best batches
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use beets_core::udp::{self, DatagramHeader, NodeId};
 use beets_core::{Delivery, Message, NodeConfig, Transport, Tuple};
-use beets_mqtt::{Gateway, GatewayConfig, MqttConfig, MqttSpace};
+use beets_mqtt::{Gateway, GatewayConfig, MqttConfig, MqttSpace, Protocol};
 use beets_udp::{UdpConfig, UdpSpace, reserve_port};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mosquitto::Mosquitto;
@@ -56,8 +58,11 @@ struct Nodes {
 }
 
 impl Nodes {
-    async fn new(broker: &Mosquitto) -> Nodes {
-        let c = MqttConfig::new(&broker.url(), "bench").unwrap();
+    /// `protocol`: MQTT 5 is the default; on 3.1.1 the broker echoes each node its own
+    /// datagrams.
+    async fn new(broker: &Mosquitto, space: &str, protocol: Protocol) -> Nodes {
+        let mut c = MqttConfig::new(&broker.url(), space).unwrap();
+        c.protocol = protocol;
         let a = MqttSpace::spawn(c.clone(), node("a"), 1).await.unwrap();
         let b = MqttSpace::spawn(c, node("b"), 2).await.unwrap();
         a.wait_connected(WAIT).await.unwrap();
@@ -245,7 +250,8 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let _guard = rt.enter();
-    let mut nodes = rt.block_on(Nodes::new(&broker));
+    let mut nodes = rt.block_on(Nodes::new(&broker, "bench", Protocol::V5));
+    let mut nodes311 = rt.block_on(Nodes::new(&broker, "bench311", Protocol::V311));
     let mut raw = rt.block_on(Raw::new(&broker));
 
     let mut group = c.benchmark_group("mqtt_multi_thread_2");
@@ -263,37 +269,63 @@ fn bench(c: &mut Criterion) {
             })
         })
     });
-    group.bench_function("node_to_node_out", |bch| {
-        bch.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    nodes.batch().await;
-                }
-                start.elapsed()
+    for (name, nodes) in [
+        ("node_to_node_out", &mut nodes),
+        ("node_to_node_out_mqtt311", &mut nodes311),
+    ] {
+        group.bench_function(name, |bch| {
+            bch.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        nodes.batch().await;
+                    }
+                    start.elapsed()
+                })
             })
-        })
-    });
+        });
+    }
     group.finish();
 
-    // The ratio of best batches, alternated so both see the same machine load.
-    let (mut best_raw, mut best_node) = (Duration::MAX, Duration::MAX);
+    // Batches alternated so all paths see the same machine load: median and best of each, and
+    // the nodes' ratios to raw.
+    const ROUNDS: usize = 30;
+    let (mut t_raw, mut t_node, mut t_311) = (Vec::new(), Vec::new(), Vec::new());
     rt.block_on(async {
-        for _ in 0..30 {
+        for _ in 0..ROUNDS {
             let t = Instant::now();
             raw.batch().await;
-            best_raw = best_raw.min(t.elapsed());
+            t_raw.push(t.elapsed());
             let t = Instant::now();
             nodes.batch().await;
-            best_node = best_node.min(t.elapsed());
+            t_node.push(t.elapsed());
+            let t = Instant::now();
+            nodes311.batch().await;
+            t_311.push(t.elapsed());
         }
     });
     let per_s = |d: Duration| BATCH as f64 / d.as_secs_f64();
+    for t in [&mut t_raw, &mut t_node, &mut t_311] {
+        t.sort();
+    }
+    let (median, best) = (
+        |t: &[Duration]| per_s(t[t.len() / 2]),
+        |t: &[Duration]| per_s(t[0]),
+    );
     println!(
-        "MQTT-RATIO raw {:.0} tuples/s, node {:.0} tuples/s, node/raw {:.2}",
-        per_s(best_raw),
-        per_s(best_node),
-        per_s(best_node) / per_s(best_raw)
+        "MQTT-RATIO raw median {:.0} best {:.0} tuples/s; node (MQTT 5) median {:.0} best {:.0} \
+         (node/raw median {:.2}, best {:.2}); node on MQTT 3.1.1 median {:.0} best {:.0} \
+         (median {:.2}, best {:.2})",
+        median(&t_raw),
+        best(&t_raw),
+        median(&t_node),
+        best(&t_node),
+        median(&t_node) / median(&t_raw),
+        best(&t_node) / best(&t_raw),
+        median(&t_311),
+        best(&t_311),
+        median(&t_311) / median(&t_raw),
+        best(&t_311) / best(&t_raw),
     );
 
     // Latency, one tuple at a time: direct MQTT node → node, and UDP node → gateway → broker →
@@ -332,8 +364,10 @@ fn bench(c: &mut Criterion) {
         gateway.close().await;
         mqtt.close().await;
         drop(raw);
-        nodes.a.close().await;
-        nodes.b.close().await;
+        for n in [nodes, nodes311] {
+            n.a.close().await;
+            n.b.close().await;
+        }
     });
 }
 

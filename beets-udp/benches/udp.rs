@@ -1,5 +1,7 @@
 //! Tuples per second node → node over loopback UDP, against a raw tokio send/recv loop of the
-//! same datagrams in the same run (and a raw loop whose receiver reads with `recvmmsg`), the receive path alone (a raw socket sending node-format
+//! same datagrams in the same run (and raw loops whose receiver reads with `recvmmsg`, one
+//! sending a datagram per call and one sending batches of 32 as GSO: the raw batched baseline),
+//! the receive path alone (a raw socket sending node-format
 //! OUTs to a node), and node → node in a sealed space (spec §12; goal ≥ 0.8× the plain one).
 //! Loopback (127.0.0.1) only.
 //!
@@ -77,12 +79,18 @@ struct Raw {
     credit: Arc<Credit>,
     datagrams: Vec<Vec<u8>>,
     sent: u64,
+    /// Sends batched as GSO (one `sendmsg` of up to `GSO` equal-size segments), through
+    /// quinn-udp; `None`: one `send_to` per datagram.
+    gso: Option<quinn_udp::UdpSocketState>,
 }
+
+/// Segments per GSO send in the raw batched baseline.
+const GSO: usize = 32;
 
 impl Raw {
     /// `batched`: the receiver reads with `recvmmsg` (quinn-udp, up to 32 per call) instead of
     /// one `recv_from` per datagram.
-    async fn new(batched: bool) -> Raw {
+    async fn new(batched: bool, gso: bool) -> Raw {
         let rx = UdpSocket::bind(localhost(0)).await.unwrap();
         let dest = rx.local_addr().unwrap();
         let tx = UdpSocket::bind(localhost(0)).await.unwrap();
@@ -93,6 +101,10 @@ impl Raw {
                 const LEN: usize = udp::MAX_DATAGRAM_LEN + 1;
                 const N: usize = quinn_udp::BATCH_SIZE;
                 let state = quinn_udp::UdpSocketState::new((&rx).into()).unwrap();
+                // GRO off, as in the node (recv.rs): one datagram per buffer.
+                #[cfg(target_os = "linux")]
+                nix::sys::socket::setsockopt(&rx, nix::sys::socket::sockopt::UdpGroSegment, &false)
+                    .unwrap();
                 let mut bufs = vec![0u8; N * LEN];
                 let mut meta = vec![quinn_udp::RecvMeta::default(); N];
                 loop {
@@ -107,8 +119,13 @@ impl Raw {
                     drop(iovs);
                     if let Ok(n) = got {
                         for (i, m) in meta[..n].iter().enumerate() {
-                            std::hint::black_box(&bufs[i * LEN..][..m.len]);
-                            c.add();
+                            // With GRO (quinn-udp turns it on) one buffer may hold several
+                            // datagrams, `stride` bytes apart.
+                            let buf = &bufs[i * LEN..][..m.len];
+                            for d in buf.chunks(m.stride.max(1)) {
+                                std::hint::black_box(d);
+                                c.add();
+                            }
                         }
                     }
                 }
@@ -137,16 +154,48 @@ impl Raw {
                 udp::encode(&header, &msg, None).unwrap()
             })
             .collect();
+        let gso = gso.then(|| quinn_udp::UdpSocketState::new((&tx).into()).unwrap());
         Raw {
             tx,
             dest,
             credit,
             datagrams,
             sent: 0,
+            gso,
         }
     }
 
     async fn batch(&mut self) {
+        if let Some(state) = &self.gso {
+            let mut buf = Vec::with_capacity(GSO * 64);
+            for chunk in self.datagrams.chunks(GSO) {
+                let n = chunk.len() as u64;
+                self.credit
+                    .wait_for((self.sent + n).saturating_sub(WINDOW))
+                    .await;
+                buf.clear();
+                for d in chunk {
+                    assert_eq!(d.len(), chunk[0].len(), "equal-size segments");
+                    buf.extend_from_slice(d);
+                }
+                let transmit = quinn_udp::Transmit {
+                    destination: self.dest,
+                    ecn: None,
+                    contents: &buf,
+                    segment_size: (chunk.len() > 1).then_some(chunk[0].len()),
+                    src_ip: None,
+                };
+                let tx = &self.tx;
+                tx.async_io(tokio::io::Interest::WRITABLE, || {
+                    state.try_send(tx.into(), &transmit)
+                })
+                .await
+                .unwrap();
+                self.sent += n;
+            }
+            self.credit.wait_for(self.sent).await;
+            return;
+        }
         for d in &self.datagrams {
             self.credit
                 .wait_for((self.sent + 1).saturating_sub(WINDOW))
@@ -284,8 +333,14 @@ fn bench(c: &mut Criterion) {
         group.sample_size(20);
         group.measurement_time(Duration::from_secs(5));
 
-        for (bench, batched) in [("raw_tokio_send_recv", false), ("raw_send_recvmmsg", true)] {
-            let mut raw = rt.block_on(Raw::new(batched));
+        let mut raws = Vec::new();
+        for (bench, batched, gso) in [
+            ("raw_tokio_send_recv", false, false),
+            ("raw_send_recvmmsg", true, false),
+            ("raw_gso_send_recvmmsg", true, true),
+        ] {
+            raws.push((bench, rt.block_on(Raw::new(batched, gso))));
+            let raw = &mut raws.last_mut().expect("just pushed").1;
             group.bench_function(bench, |bch| {
                 bch.iter_custom(|iters| {
                     rt.block_on(async {
@@ -336,7 +391,55 @@ fn bench(c: &mut Criterion) {
             })
         });
         group.finish();
+        alternated(&rt, name, &mut raws, &mut nodes);
     }
+}
+
+/// Batches of the raw baselines and of node → node alternated, `ROUNDS` times, so all see the
+/// same machine load; prints the median and best tuples/s of each and the node's ratios
+/// (`UDP-RATIO …`).
+fn alternated(
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    raws: &mut [(&str, Raw)],
+    nodes: &mut Nodes,
+) {
+    const ROUNDS: usize = 40;
+    let per_s = |d: Duration| BATCH as f64 / d.as_secs_f64();
+    let mut times: Vec<Vec<Duration>> = vec![Vec::with_capacity(ROUNDS); raws.len() + 1];
+    rt.block_on(async {
+        for _ in 0..ROUNDS {
+            for (i, (_, raw)) in raws.iter_mut().enumerate() {
+                let t = Instant::now();
+                raw.batch().await;
+                times[i].push(t.elapsed());
+            }
+            let t = Instant::now();
+            nodes.batch().await;
+            times[raws.len()].push(t.elapsed());
+        }
+    });
+    for t in &mut times {
+        t.sort();
+    }
+    let median = |t: &[Duration]| per_s(t[t.len() / 2]);
+    let best = |t: &[Duration]| per_s(t[0]);
+    let node = &times[raws.len()];
+    let mut line = format!(
+        "UDP-RATIO {name}: node_to_node median {:.0} best {:.0} tuples/s",
+        median(node),
+        best(node)
+    );
+    for (i, (label, _)) in raws.iter().enumerate() {
+        line += &format!(
+            "; {label} median {:.0} best {:.0} (node/raw median {:.2}, best {:.2})",
+            median(&times[i]),
+            best(&times[i]),
+            median(node) / median(&times[i]),
+            best(node) / best(&times[i])
+        );
+    }
+    println!("{line}");
 }
 
 /// Two UDP nodes on loopback, unicast to each other; `holder` stores `("RTT", 1)`, `asker`

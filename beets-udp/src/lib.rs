@@ -12,9 +12,17 @@
 //!  SpaceHandle ──▶ driver task (Node: codec, FPE, dedup, replies, timers)
 //!                     │ Transmit::Datagram                 ▲ Frame::Datagram (borrowed)
 //!                     ▼                                    │
-//!                  UdpSink ── send_to each destination     UdpSource: readable → try_recv_from
+//!                  UdpSink ── batch ─▶ GSO sendmsg        UdpSource: readable → recvmmsg
+//!                     │  to each destination               (up to 32 datagrams per call)
+//!                     ├─ batcher task: sends a batch at the next runtime turn
 //!                     └─ repeater task: `repeat` copies, `repeat_interval` apart (same seq)
 //! ```
+//!
+//! Datagrams sent in a row (by `out`s from the caller's task, or by the engine in one driver
+//! turn) leave as one GSO system call of equal-size segments where the platform has UDP GSO;
+//! a lone datagram leaves at its sender's next await (see `UdpStats::batched_sends`). A task
+//! that sends and then blocks its thread without awaiting holds its datagrams until the
+//! runtime runs again.
 //!
 //! # Quick start
 //! Two spaces on one machine hear each other over the loopback broadcast (Linux). On a LAN use
@@ -112,7 +120,7 @@ mod socket;
 mod stats;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use beets_core::driver::{self, DriverStats, SpaceHandle};
 use beets_core::udp::NodeId;
@@ -157,6 +165,8 @@ pub struct UdpSpace {
     local_addr: SocketAddr,
     node_id: NodeId,
     counters: Arc<Counters>,
+    /// For the batch still queued at [`UdpSpace::close`].
+    output: Weak<Output>,
     driver: JoinHandle<DriverStats>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -198,15 +208,29 @@ impl UdpSpace {
         let name = format!("{identity} {node_id}@{local_addr}");
         let span = info_span!("beets_udp", node = %name);
         let counters = Arc::new(Counters::default());
+        let state = recv::socket_state(&socket);
+        // Batched sends where the platform has GSO (see `sink`).
+        let batch = state.as_ref().and_then(|s| sink::Batch::new(Arc::clone(s)));
         let output = Arc::new(Output {
             socket: Arc::clone(&socket),
             destinations: udp.destinations().collect(),
             counters: Arc::clone(&counters),
+            batch,
         });
         span.in_scope(|| {
-            debug!(destinations = ?output.destinations, repeat = udp.repeat, "UDP space starting");
+            debug!(
+                destinations = ?output.destinations,
+                repeat = udp.repeat,
+                batched = output.batch.is_some(),
+                "UDP space starting"
+            );
         });
         let mut tasks = Vec::new();
+        if let Some(batch) = &output.batch {
+            let task = sink::batcher(Arc::downgrade(&output), Arc::clone(&batch.wake));
+            tasks.push(tokio::spawn(task.instrument(span.clone())));
+        }
+        let weak_output = Arc::downgrade(&output);
         let repeater = if udp.repeat > 0 && !udp.repeat_interval.is_zero() {
             let (tx, rx) = mpsc::channel(REPEAT_INBOX);
             let task = sink::repeater(Arc::clone(&output), udp.repeat, udp.repeat_interval, rx);
@@ -220,13 +244,14 @@ impl UdpSpace {
             repeat: udp.repeat,
             repeater,
         };
-        let source = recv::UdpSource::new(socket, Arc::clone(&counters));
+        let source = recv::UdpSource::new(socket, state, Arc::clone(&counters));
         let (handle, driver) = driver::spawn_with_source(name, node, sink, source);
         Ok(UdpSpace {
             handle,
             local_addr,
             node_id,
             counters,
+            output: weak_output,
             driver,
             tasks,
         })
@@ -281,6 +306,10 @@ impl UdpSpace {
     /// # Panics
     /// Resumes the panic of a task that panicked (a bug).
     pub async fn close(self) -> (DriverStats, UdpStats) {
+        // Datagrams still batched (see `sink`) go before the node stops.
+        if let Some(output) = self.output.upgrade() {
+            output.flush().await;
+        }
         self.handle.close().await;
         let driver = join(self.driver).await.unwrap_or_default();
         for task in self.tasks {

@@ -47,7 +47,7 @@ pub(crate) struct UdpSource {
     socket: Arc<UdpSocket>,
     /// `quinn-udp`'s view of the socket; `None` when it could not be set up (then one
     /// `recv_from` per datagram).
-    state: Option<UdpSocketState>,
+    state: Option<Arc<UdpSocketState>>,
     /// `BATCH` buffers of `BUF_LEN` bytes, back to back.
     bufs: Box<[u8]>,
     meta: Box<[RecvMeta]>,
@@ -62,19 +62,13 @@ pub(crate) struct UdpSource {
 }
 
 impl UdpSource {
-    pub(crate) fn new(socket: Arc<UdpSocket>, counters: Arc<Counters>) -> UdpSource {
+    /// `state`: from [`socket_state`].
+    pub(crate) fn new(
+        socket: Arc<UdpSocket>,
+        state: Option<Arc<UdpSocketState>>,
+        counters: Arc<Counters>,
+    ) -> UdpSource {
         crate::socket::watch_drops(&socket, &counters);
-        let state = match UdpSocketState::new((&*socket).into()) {
-            Ok(state) => {
-                gro_off(&socket);
-                no_control_messages(&socket);
-                Some(state)
-            }
-            Err(e) => {
-                debug!(error = %e, "batched receive unavailable; one datagram per call");
-                None
-            }
-        };
         UdpSource {
             socket,
             state,
@@ -136,6 +130,22 @@ impl UdpSource {
                 self.failed(&e);
                 false
             }
+        }
+    }
+}
+
+/// `quinn-udp`'s view of `socket`, set up for BeeTS (GRO and control messages off), for batched
+/// receive and send; `None` when it cannot be set up (then one datagram per call).
+pub(crate) fn socket_state(socket: &UdpSocket) -> Option<Arc<UdpSocketState>> {
+    match UdpSocketState::new(socket.into()) {
+        Ok(state) => {
+            gro_off(socket);
+            no_control_messages(socket);
+            Some(Arc::new(state))
+        }
+        Err(e) => {
+            debug!(error = %e, "batched receive and send unavailable; one datagram per call");
+            None
         }
     }
 }

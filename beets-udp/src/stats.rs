@@ -17,7 +17,7 @@ pub struct UdpStats {
     pub oversize_received: u64,
     /// Errors reading the socket (logged at `warn`; the node pauses 10 ms and reads on).
     pub receive_errors: u64,
-    /// Successful `send_to` calls, one per destination and copy.
+    /// Datagrams sent, one per destination and copy.
     pub datagrams_sent: u64,
     /// Of those, repeated copies ([`UdpConfig::repeat`](crate::UdpConfig::repeat)).
     pub repeats_sent: u64,
@@ -25,6 +25,9 @@ pub struct UdpStats {
     pub send_errors: u64,
     /// Copies not sent because the repeat queue was full (the sender outran the interval).
     pub repeats_dropped: u64,
+    /// System calls that sent several datagrams at once (GSO batches, where the platform has
+    /// GSO). Their datagrams count in `datagrams_sent`.
+    pub batched_sends: u64,
     /// Datagrams the kernel dropped because the socket's receive buffer was full (the node read
     /// too slowly; raise [`UdpConfig::recv_buffer_size`](crate::UdpConfig::recv_buffer_size)).
     /// Read from the socket's `drops` counter in `/proc/self/net/udp` (or `udp6`) on Linux when
@@ -43,6 +46,7 @@ pub(crate) struct Counters {
     pub(crate) repeats_sent: AtomicU64,
     pub(crate) send_errors: AtomicU64,
     pub(crate) repeats_dropped: AtomicU64,
+    pub(crate) batched_sends: AtomicU64,
     /// The socket's inode and IP version, to find its row in `/proc/self/net/udp{,6}`.
     pub(crate) socket: OnceLock<(u64, bool)>,
     /// The last kernel drop count read (kept once the socket is closed).
@@ -64,6 +68,7 @@ impl Counters {
             repeats_sent: get(&self.repeats_sent),
             send_errors: get(&self.send_errors),
             repeats_dropped: get(&self.repeats_dropped),
+            batched_sends: get(&self.batched_sends),
             kernel_drops: self.read_kernel_drops(),
         }
     }

@@ -26,7 +26,9 @@ use crate::time::Time;
 pub struct DriverStats {
     /// The engine's counters.
     pub node: NodeStats,
-    /// Frames the sink failed to send.
+    /// Frames the sink failed to send, as far as the driver and the handles' direct sends saw
+    /// (a backend that batches sends may count later failures only in its own stats, as
+    /// `beets-udp`'s `UdpStats::send_errors` does).
     pub send_errors: u64,
     /// Deliveries dropped because a subscriber's channel was full.
     pub deliveries_dropped: u64,
