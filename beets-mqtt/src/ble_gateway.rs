@@ -30,7 +30,12 @@
 //! Loops: each key is forwarded once in the direction first heard (as the UDP gateway), and a
 //! frame heard on the air that carries a message this gateway advertised within the dedup
 //! window is an **echo** (another gateway in range re-publishing it with its own address hash):
-//! dropped and counted ([`BleGatewayStats::echoes`]).
+//! dropped and counted ([`BleGatewayStats::echoes`]). That check has a race: when another
+//! gateway's frame reaches this one before the broker's copy of the same message does, this
+//! gateway publishes it once more under the other gateway's key (the BLE address hash), and MQTT
+//! nodes store the tuple twice. Gateways that share an air therefore list each other in
+//! [`BleGatewayConfig::peer_gateways`] (`beets node --mqtt-peer-gateway ADDR`): frames from a
+//! peer gateway are never published.
 
 use std::hash::{BuildHasher, Hasher};
 use std::io;
@@ -71,6 +76,12 @@ pub struct BleGatewayConfig {
     pub dedup_window: Duration,
     /// Most keys remembered (default 4096, spec §8); the oldest are forgotten first.
     pub dedup_capacity: usize,
+    /// BLE addresses of the other gateways of this space within radio range. Everything they
+    /// advertise came from the broker, so frames from them are never published (counted as
+    /// [`BleGatewayStats::echoes`]). Without it, a frame another gateway advertised can reach
+    /// this one before the broker's copy does and is then published once more, under that
+    /// gateway's key: MQTT nodes store the tuple twice (see the module docs). Default empty.
+    pub peer_gateways: Vec<[u8; 6]>,
 }
 
 impl BleGatewayConfig {
@@ -81,6 +92,7 @@ impl BleGatewayConfig {
             key: None,
             dedup_window: DEFAULT_WINDOW,
             dedup_capacity: DEFAULT_CAPACITY,
+            peer_gateways: Vec::new(),
         }
     }
 
@@ -184,6 +196,7 @@ impl BleGateway {
             key: config.key,
             dedup: DedupCache::new(config.dedup_window, config.dedup_capacity),
             advertised: DedupCache::new(config.dedup_window, config.dedup_capacity),
+            peer_gateways: config.peer_gateways,
             hasher: std::collections::hash_map::RandomState::new(),
             // §6: the frame seq starts at a random value (the hasher's keys are random per process).
             frame_seq: std::collections::hash_map::RandomState::new().hash_one(0u8) as u8,
@@ -263,6 +276,8 @@ struct Forwarder {
     dedup: DedupCache<(u32, u32)>,
     /// Hashes of the messages advertised, to recognise them coming back through another gateway.
     advertised: DedupCache<u64>,
+    /// [`BleGatewayConfig::peer_gateways`].
+    peer_gateways: Vec<[u8; 6]>,
     hasher: std::collections::hash_map::RandomState,
     frame_seq: u8,
     epoch: Instant,
@@ -324,6 +339,10 @@ impl Forwarder {
             add(&self.counters.malformed);
             return;
         };
+        if self.peer_gateways.contains(&addr) {
+            add(&self.counters.echoes);
+            return;
+        }
         let key = self.key.as_ref();
         let mut sealed = false;
         let raw = ble::unpack_raw(local_name, service_uuids, |m| {

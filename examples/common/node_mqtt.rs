@@ -46,6 +46,30 @@ pub(crate) struct MqttArgs {
     /// system's trust store).
     #[arg(long, value_name = "FILE", requires = "mqtt")]
     pub mqtt_ca: Option<PathBuf>,
+    /// BLE address (AA:BB:CC:DD:EE:FF, as `beets node` prints it) of another BLE gateway of
+    /// this space within radio range; repeatable. Frames from it came from the broker and are
+    /// never published back (without it, one that arrives before the broker's copy is
+    /// published twice).
+    #[arg(long, value_name = "ADDR", value_parser = parse_ble_addr, requires = "mqtt")]
+    pub mqtt_peer_gateway: Vec<[u8; 6]>,
+}
+
+/// `AA:BB:CC:DD:EE:FF` → the six bytes in the order written (as `PeerAddr::Ble` prints them).
+fn parse_ble_addr(s: &str) -> Result<[u8; 6], String> {
+    let bad = || format!("{s:?} is not a BLE address like AA:BB:CC:DD:EE:FF");
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut out {
+        let part = parts.next().ok_or_else(bad)?;
+        if part.len() != 2 {
+            return Err(bad());
+        }
+        *b = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+    }
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(out)
 }
 
 /// The running gateways and mirror.
@@ -134,6 +158,7 @@ pub(crate) async fn start(
             Some(link) => {
                 let mut g = BleGatewayConfig::new(c.clone());
                 g.key = fpe;
+                g.peer_gateways = args.mqtt_peer_gateway.clone();
                 let gateway =
                     BleGateway::spawn(g, link).map_err(|e| format!("--mqtt BLE gateway: {e}"))?;
                 println!(
