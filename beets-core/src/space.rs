@@ -76,7 +76,9 @@ use crate::tuple::{MAX_ARITY, Template, Tuple};
 use crate::value::Value;
 
 mod buckets;
+mod fifo;
 use buckets::Buckets;
+use fifo::Fifo;
 
 /// Default [`SpaceConfig::capacity`]: 4096 tuples.
 pub const DEFAULT_CAPACITY: usize = 4096;
@@ -89,11 +91,6 @@ const NIL: u32 = u32::MAX;
 /// Most tuples a space can hold whatever its configured capacity: slot ids are `u32` and
 /// [`NIL`] is reserved.
 const MAX_SLOTS: usize = NIL as usize;
-/// Which of a slot's links: its (arity, first value) bucket, the insertion order of the whole
-/// space, the insertion order of its arity's sub-space. The free list reuses `ORDER`.
-const BUCKET: usize = 0;
-const ORDER: usize = 1;
-const SUB: usize = 2;
 
 /// What a full space does with one more tuple.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -339,17 +336,48 @@ const EMPTY: List = List {
     tail: NIL,
 };
 
-/// One entry of the slab. `tuple` is `None` while the slot is on the free list.
+/// One entry of the slab; its tuple is empty (arity 0) while the slot is on the free list.
+///
+/// Laid out for a large space, where a pair of `out` + `inp` misses the caches: 64-byte aligned,
+/// the 40 bytes of metadata first and the tuple (header first, see [`Tuple`]) right behind, so the
+/// links, expiry and the first two values of a short tuple lie in the slot's first two cache
+/// lines and a walk or a removal reads nothing else of it. The insertion order is not linked
+/// through the slots (see [`Fifo`]): removing a tuple writes no other slot than its bucket
+/// neighbours'.
 #[derive(Debug)]
+#[repr(C, align(64))]
 struct Slot {
-    tuple: Option<Tuple>,
-    links: [Links; 3],
-    /// The bucket key, kept so removal does not hash again.
-    key: u64,
+    /// Its (arity, first value) bucket's list; `next` chains the free list while vacant.
+    links: Links,
     /// [`Time::MAX`] = never.
     expires: Time,
-    /// Unique per stored tuple; lets the expiry heap recognise entries whose tuple is gone.
+    /// The bucket key, kept so removal does not hash again.
+    key: u64,
+    /// Unique per stored tuple, increasing: the insertion order across arities, and lets the
+    /// expiry heap recognise entries whose tuple is gone.
     seq: u64,
+    /// Its position in its arity's [`Fifo`].
+    pos: usize,
+    tuple: Tuple,
+}
+
+impl Slot {
+    fn is_vacant(&self) -> bool {
+        self.tuple.arity() == 0
+    }
+
+    /// The tuple, `None` while vacant.
+    fn tuple(&self) -> Option<&Tuple> {
+        (!self.is_vacant()).then_some(&self.tuple)
+    }
+}
+
+/// Where a walk over the candidates of a template is: in a bucket list (the slot to visit next)
+/// or in an arity's insertion order.
+#[derive(Clone, Copy)]
+enum Walk {
+    Bucket(u32),
+    Arity(usize, usize),
 }
 
 /// A local tuple space: tuples of arity 1..=4 in FIFO order, indexed by (arity, first value),
@@ -366,8 +394,8 @@ pub struct Space {
     slots: Vec<Slot>,
     free: u32,
     len: usize,
-    order: List,
-    sub: [List; MAX_ARITY],
+    /// Insertion order per arity (the sub-spaces ts1..ts4); across arities by [`Slot::seq`].
+    fifos: [Fifo; MAX_ARITY],
     buckets: Buckets,
     hasher: RandomState,
     /// Min-heap of (expiry, seq, slot) with lazy deletion; its top is always a live tuple.
@@ -411,8 +439,7 @@ impl Space {
             slots: Vec::new(),
             free: NIL,
             len: 0,
-            order: EMPTY,
-            sub: [EMPTY; MAX_ARITY],
+            fifos: Default::default(),
             buckets: Buckets::default(),
             hasher: RandomState::new(),
             heap: BinaryHeap::new(),
@@ -478,7 +505,7 @@ impl Space {
             expired = self.expire(now);
         }
         if self.len >= capacity {
-            let oldest = self.order.head;
+            let oldest = self.oldest();
             if self.config.policy == CapacityPolicy::Refuse || oldest == NIL {
                 self.stats.refused += 1;
                 return Err(SpaceError::Full {
@@ -507,7 +534,7 @@ impl Space {
     /// which is why `rd` takes `&mut self` ([`count`](Space::count) is the read-only check).
     pub fn rd(&mut self, now: Time, template: &Template) -> Option<Tuple> {
         let idx = self.find(now, template)?;
-        self.slots[idx as usize].tuple.clone()
+        Some(self.slots[idx as usize].tuple.clone())
     }
 
     /// Removes and returns the oldest live tuple matching `template` (the `inp` operation).
@@ -547,18 +574,16 @@ impl Space {
     /// Copies of every live tuple matching `template`, oldest first (the bulk `rd`); expired
     /// tuples met are removed. Cost as [`rm`](Space::rm).
     pub fn rd_all(&mut self, now: Time, template: &Template) -> Vec<Tuple> {
-        let (mut cur, which) = self.candidates(template);
+        let mut walk = self.candidates(template);
         let mut out = Vec::new();
-        while cur != NIL {
+        while let Some(cur) = self.next(&mut walk) {
             let slot = &self.slots[cur as usize];
-            let next = slot.links[which].next;
             if is_expired(slot.expires, now) {
                 self.remove_as(cur, DeliveryKind::Expired);
                 self.stats.expired += 1;
-            } else if let Some(t) = slot.tuple.as_ref().filter(|t| template.matches(t)) {
-                out.push(t.clone());
+            } else if template.matches(&slot.tuple) {
+                out.push(slot.tuple.clone());
             }
-            cur = next;
         }
         out
     }
@@ -570,13 +595,12 @@ impl Space {
         kind: DeliveryKind,
         mut keep: impl FnMut(Tuple),
     ) -> usize {
-        let (mut cur, which) = self.candidates(template);
+        let mut walk = self.candidates(template);
         let mut removed = 0;
-        while cur != NIL {
+        while let Some(cur) = self.next(&mut walk) {
             let slot = &self.slots[cur as usize];
-            let next = slot.links[which].next;
             let expired = is_expired(slot.expires, now);
-            let hit = !expired && slot.tuple.as_ref().is_some_and(|t| template.matches(t));
+            let hit = !expired && template.matches(&slot.tuple);
             if expired {
                 self.remove_as(cur, DeliveryKind::Expired);
                 self.stats.expired += 1;
@@ -586,7 +610,6 @@ impl Space {
                 }
                 removed += 1;
             }
-            cur = next;
         }
         removed
     }
@@ -595,7 +618,7 @@ impl Space {
     pub fn get(&self, now: Time, id: TupleId) -> Option<&Tuple> {
         let slot = self.slots.get(id.slot as usize)?;
         (slot.seq == id.seq && !is_expired(slot.expires, now))
-            .then_some(slot.tuple.as_ref())
+            .then(|| slot.tuple())
             .flatten()
     }
 
@@ -655,34 +678,36 @@ impl Space {
     ///
     /// Cost: O(b) with a first-field actual, O(nₐ) with a first-field formal. Changes nothing.
     pub fn count(&self, now: Time, template: &Template) -> usize {
-        let (mut cur, which) = self.candidates(template);
+        let mut walk = self.candidates(template);
         let mut n = 0;
-        while cur != NIL {
+        while let Some(cur) = self.next(&mut walk) {
             let slot = &self.slots[cur as usize];
-            if !is_expired(slot.expires, now)
-                && slot.tuple.as_ref().is_some_and(|t| template.matches(t))
-            {
+            if !is_expired(slot.expires, now) && template.matches(&slot.tuple) {
                 n += 1;
             }
-            cur = slot.links[which].next;
         }
         n
     }
 
     /// The live tuples, oldest first, all arities interleaved in the order they were stored.
     ///
-    /// Cost: O(1) per tuple visited (expired ones are skipped, not removed).
+    /// Cost: O(1) per tuple visited (expired ones are skipped, not removed): the four arities'
+    /// insertion orders merged.
     pub fn iter(&self, now: Time) -> impl Iterator<Item = &Tuple> + '_ {
-        let mut cur = self.order.head;
+        let mut at: [usize; MAX_ARITY] = std::array::from_fn(|a| self.fifos[a].start());
+        let mut heads: [u32; MAX_ARITY] =
+            std::array::from_fn(|a| self.fifos[a].next(&mut at[a]).unwrap_or(NIL));
         std::iter::from_fn(move || {
-            while cur != NIL {
-                let slot = &self.slots[cur as usize];
-                cur = slot.links[ORDER].next;
+            loop {
+                let a = (0..MAX_ARITY)
+                    .filter(|&a| heads[a] != NIL)
+                    .min_by_key(|&a| self.slots[heads[a] as usize].seq)?;
+                let slot = &self.slots[heads[a] as usize];
+                heads[a] = self.fifos[a].next(&mut at[a]).unwrap_or(NIL);
                 if !is_expired(slot.expires, now) {
-                    return slot.tuple.as_ref();
+                    return Some(&slot.tuple);
                 }
             }
-            None
         })
     }
 
@@ -703,8 +728,7 @@ impl Space {
         self.slots.clear();
         self.free = NIL;
         self.len = 0;
-        self.order = EMPTY;
-        self.sub = [EMPTY; MAX_ARITY];
+        self.fifos.iter_mut().for_each(Fifo::clear);
         self.buckets.clear();
         self.heap.clear();
         self.timed = 0;
@@ -820,31 +844,55 @@ impl Space {
         h.finish().max(1)
     }
 
-    /// The list to walk for `template` and which links walk it.
-    fn candidates(&self, template: &Template) -> (u32, usize) {
+    /// Where to walk for `template`: its bucket, or its arity's sub-space.
+    fn candidates(&self, template: &Template) -> Walk {
         let arity = template.arity();
         match template.first_actual() {
             Some(v) => {
                 let key = self.key(arity, Some(v));
-                (self.buckets.get(key).map_or(NIL, |l| l.head), BUCKET)
+                Walk::Bucket(self.buckets.get(key).map_or(NIL, |l| l.head))
             }
-            None => (self.sub.get(arity - 1).map_or(NIL, |l| l.head), SUB),
+            None => Walk::Arity(arity - 1, self.fifos[arity - 1].start()),
         }
+    }
+
+    /// The next candidate of a walk, oldest first. The walk stays valid while the slot returned
+    /// (and only it) is removed.
+    #[inline]
+    fn next(&self, walk: &mut Walk) -> Option<u32> {
+        match walk {
+            Walk::Bucket(cur) => {
+                let idx = *cur;
+                (idx != NIL).then(|| {
+                    *cur = self.slots[idx as usize].links.next;
+                    idx
+                })
+            }
+            Walk::Arity(a, at) => self.fifos[*a].next(at),
+        }
+    }
+
+    /// The oldest stored tuple of any arity, [`NIL`] if none.
+    fn oldest(&self) -> u32 {
+        self.fifos
+            .iter()
+            .map(Fifo::oldest)
+            .filter(|&s| s != NIL)
+            .min_by_key(|&s| self.slots[s as usize].seq)
+            .unwrap_or(NIL)
     }
 
     /// The oldest live match, removing expired tuples met on the way.
     fn find(&mut self, now: Time, template: &Template) -> Option<u32> {
-        let (mut cur, which) = self.candidates(template);
-        while cur != NIL {
+        let mut walk = self.candidates(template);
+        while let Some(cur) = self.next(&mut walk) {
             let slot = &self.slots[cur as usize];
-            let next = slot.links[which].next;
             if is_expired(slot.expires, now) {
                 self.remove_as(cur, DeliveryKind::Expired);
                 self.stats.expired += 1;
-            } else if slot.tuple.as_ref().is_some_and(|t| template.matches(t)) {
+            } else if template.matches(&slot.tuple) {
                 return Some(cur);
             }
-            cur = next;
         }
         None
     }
@@ -883,8 +931,8 @@ impl Space {
             // Written field by field: building a `Slot` and assigning it would copy the tuple twice.
             let idx = self.free;
             let slot = &mut self.slots[idx as usize];
-            self.free = slot.links[ORDER].next;
-            slot.tuple = Some(tuple);
+            self.free = slot.links.next;
+            slot.tuple = tuple;
             slot.key = key;
             slot.expires = expires;
             slot.seq = seq;
@@ -892,18 +940,20 @@ impl Space {
         } else {
             // `out` keeps len below MAX_SLOTS, so the index fits and is not NIL.
             self.slots.push(Slot {
-                tuple: Some(tuple),
-                links: [UNLINKED; 3],
-                key,
+                links: UNLINKED,
                 expires,
+                key,
                 seq,
+                pos: 0,
+                tuple,
             });
             (self.slots.len() - 1) as u32
         };
         let bucket = self.buckets.get_or_insert(key);
-        push_back(&mut self.slots, bucket, idx, BUCKET);
-        push_back(&mut self.slots, &mut self.order, idx, ORDER);
-        push_back(&mut self.slots, &mut self.sub[arity - 1], idx, SUB);
+        push_back(&mut self.slots, bucket, idx);
+        let slots = &mut self.slots;
+        slots[idx as usize].pos =
+            self.fifos[arity - 1].push(idx, |s, pos| slots[s as usize].pos = pos);
         if expires != Time::MAX {
             self.heap.push(Reverse((expires, seq, idx)));
             self.timed += 1;
@@ -921,23 +971,26 @@ impl Space {
         Some(tuple)
     }
 
-    /// Unlinks slot `idx` from its lists, frees it and returns its tuple.
+    /// Unlinks slot `idx` from its bucket and its arity's order, frees it and returns its tuple.
     fn remove(&mut self, idx: u32) -> Option<Tuple> {
         let i = idx as usize;
-        let tuple = self.slots[i].tuple.take()?;
-        let key = self.slots[i].key;
+        let slot = &mut self.slots[i];
+        if slot.is_vacant() {
+            return None;
+        }
+        let tuple = slot.tuple.take();
+        let (key, pos, expires) = (slot.key, slot.pos, slot.expires);
         if let Some(bucket) = self.buckets.get_mut(key) {
-            unlink(&mut self.slots, bucket, idx, BUCKET);
+            unlink(&mut self.slots, bucket, idx);
             if bucket.head == NIL {
                 self.buckets.remove(key);
             }
         }
-        unlink(&mut self.slots, &mut self.order, idx, ORDER);
-        unlink(&mut self.slots, &mut self.sub[tuple.arity() - 1], idx, SUB);
-        self.slots[i].links[ORDER].next = self.free;
+        self.fifos[tuple.arity() - 1].remove(pos);
+        self.slots[i].links.next = self.free;
         self.free = idx;
         self.len -= 1;
-        if self.slots[i].expires != Time::MAX {
+        if expires != Time::MAX {
             self.timed -= 1;
             self.settle_heap();
         }
@@ -946,7 +999,7 @@ impl Space {
 
     fn is_live(&self, seq: u64, idx: u32) -> bool {
         let slot = &self.slots[idx as usize];
-        slot.seq == seq && slot.tuple.is_some()
+        slot.seq == seq && !slot.is_vacant()
     }
 
     /// Whether the heap entry (at, seq, idx) is the live expiry of its tuple (a renewed lease
@@ -968,7 +1021,7 @@ impl Space {
             let slots = &self.slots;
             self.heap.retain(|&Reverse((at, seq, idx))| {
                 let slot = &slots[idx as usize];
-                slot.seq == seq && slot.tuple.is_some() && slot.expires == at
+                slot.seq == seq && !slot.is_vacant() && slot.expires == at
             });
         }
     }
@@ -980,33 +1033,33 @@ fn is_expired(expires: Time, now: Time) -> bool {
     expires <= now && expires != Time::MAX
 }
 
-fn push_back(slots: &mut [Slot], list: &mut List, idx: u32, which: usize) {
+fn push_back(slots: &mut [Slot], list: &mut List, idx: u32) {
     let tail = list.tail;
-    slots[idx as usize].links[which] = Links {
+    slots[idx as usize].links = Links {
         prev: tail,
         next: NIL,
     };
     if tail == NIL {
         list.head = idx;
     } else {
-        slots[tail as usize].links[which].next = idx;
+        slots[tail as usize].links.next = idx;
     }
     list.tail = idx;
 }
 
-fn unlink(slots: &mut [Slot], list: &mut List, idx: u32, which: usize) {
-    let Links { prev, next } = slots[idx as usize].links[which];
+fn unlink(slots: &mut [Slot], list: &mut List, idx: u32) {
+    let Links { prev, next } = slots[idx as usize].links;
     if prev == NIL {
         list.head = next;
     } else {
-        slots[prev as usize].links[which].next = next;
+        slots[prev as usize].links.next = next;
     }
     if next == NIL {
         list.tail = prev;
     } else {
-        slots[next as usize].links[which].prev = prev;
+        slots[next as usize].links.prev = prev;
     }
-    slots[idx as usize].links[which] = UNLINKED;
+    slots[idx as usize].links = UNLINKED;
 }
 
 #[cfg(test)]
@@ -1704,7 +1757,7 @@ mod tests {
                     prop_assert_eq!(have, want);
                     prop_assert!(sp.len() <= capacity);
                     if let Some(at) = sp.next_expiry() {
-                        prop_assert!(sp.slots.iter().any(|s| s.tuple.is_some() && s.expires == at));
+                        prop_assert!(sp.slots.iter().any(|s| !s.is_vacant() && s.expires == at));
                     }
                 }
             }
