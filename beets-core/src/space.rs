@@ -78,7 +78,7 @@ use crate::value::Value;
 mod buckets;
 mod fifo;
 use buckets::Buckets;
-use fifo::Fifo;
+use fifo::{Entry, Fifo};
 
 /// Default [`SpaceConfig::capacity`]: 4096 tuples.
 pub const DEFAULT_CAPACITY: usize = 4096;
@@ -339,7 +339,7 @@ const EMPTY: List = List {
 /// One entry of the slab; its tuple is empty (arity 0) while the slot is on the free list.
 ///
 /// Laid out for a large space, where a pair of `out` + `inp` misses the caches: 64-byte aligned,
-/// the 40 bytes of metadata first and the tuple (header first, see [`Tuple`]) right behind, so the
+/// the 24 bytes of metadata first and the tuple (header first, see [`Tuple`]) right behind, so the
 /// links, expiry and the first two values of a short tuple lie in the slot's first two cache
 /// lines and a walk or a removal reads nothing else of it. The insertion order is not linked
 /// through the slots (see [`Fifo`]): removing a tuple writes no other slot than its bucket
@@ -353,11 +353,6 @@ struct Slot {
     expires: Time,
     /// The bucket key, kept so removal does not hash again.
     key: u64,
-    /// Unique per stored tuple, increasing: the insertion order across arities, and lets the
-    /// expiry heap recognise entries whose tuple is gone.
-    seq: u64,
-    /// Its position in its arity's [`Fifo`].
-    pos: usize,
     tuple: Tuple,
 }
 
@@ -370,6 +365,15 @@ impl Slot {
     fn tuple(&self) -> Option<&Tuple> {
         (!self.is_vacant()).then_some(&self.tuple)
     }
+}
+
+/// [`Space::seqs`] of a vacant slot.
+const VACANT_SEQ: u64 = u64::MAX;
+
+/// Whether a [`Fifo`] entry still names the tuple in its slot.
+#[inline]
+fn fifo_live(seqs: &[u64], e: Entry) -> bool {
+    seqs[e.slot as usize] == e.seq
 }
 
 /// Where a walk over the candidates of a template is: in a bucket list (the slot to visit next)
@@ -392,6 +396,11 @@ enum Walk {
 pub struct Space {
     config: SpaceConfig,
     slots: Vec<Slot>,
+    /// Per slot, the sequence number of its tuple ([`VACANT_SEQ`] while vacant): unique per stored
+    /// tuple and increasing, so the insertion order across arities, and what the expiry heap, the
+    /// [`Fifo`]s and [`TupleId`]s recognise a tuple by. Kept apart from the slots (8 bytes per
+    /// slot, 8 MB for 1M tuples) so that the [`Fifo`]s' compaction reads it and not the slots.
+    seqs: Vec<u64>,
     free: u32,
     len: usize,
     /// Insertion order per arity (the sub-spaces ts1..ts4); across arities by [`Slot::seq`].
@@ -437,6 +446,7 @@ impl Space {
         Space {
             config,
             slots: Vec::new(),
+            seqs: Vec::new(),
             free: NIL,
             len: 0,
             fifos: Default::default(),
@@ -617,7 +627,7 @@ impl Space {
     /// The live tuple `id` names, `None` once it is gone or expired. O(1).
     pub fn get(&self, now: Time, id: TupleId) -> Option<&Tuple> {
         let slot = self.slots.get(id.slot as usize)?;
-        (slot.seq == id.seq && !is_expired(slot.expires, now))
+        (self.seqs[id.slot as usize] == id.seq && !is_expired(slot.expires, now))
             .then(|| slot.tuple())
             .flatten()
     }
@@ -694,16 +704,17 @@ impl Space {
     /// Cost: O(1) per tuple visited (expired ones are skipped, not removed): the four arities'
     /// insertion orders merged.
     pub fn iter(&self, now: Time) -> impl Iterator<Item = &Tuple> + '_ {
-        let mut at: [usize; MAX_ARITY] = std::array::from_fn(|a| self.fifos[a].start());
+        let mut walks: [Walk; MAX_ARITY] =
+            std::array::from_fn(|a| Walk::Arity(a, self.fifos[a].start()));
         let mut heads: [u32; MAX_ARITY] =
-            std::array::from_fn(|a| self.fifos[a].next(&mut at[a]).unwrap_or(NIL));
+            std::array::from_fn(|a| self.next(&mut walks[a]).unwrap_or(NIL));
         std::iter::from_fn(move || {
             loop {
                 let a = (0..MAX_ARITY)
                     .filter(|&a| heads[a] != NIL)
-                    .min_by_key(|&a| self.slots[heads[a] as usize].seq)?;
+                    .min_by_key(|&a| self.seqs[heads[a] as usize])?;
                 let slot = &self.slots[heads[a] as usize];
-                heads[a] = self.fifos[a].next(&mut at[a]).unwrap_or(NIL);
+                heads[a] = self.next(&mut walks[a]).unwrap_or(NIL);
                 if !is_expired(slot.expires, now) {
                     return Some(&slot.tuple);
                 }
@@ -726,6 +737,7 @@ impl Space {
     /// O(n) to drop the tuples; the memory is kept for reuse.
     pub fn clear(&mut self) {
         self.slots.clear();
+        self.seqs.clear();
         self.free = NIL;
         self.len = 0;
         self.fifos.iter_mut().for_each(Fifo::clear);
@@ -868,18 +880,25 @@ impl Space {
                     idx
                 })
             }
-            Walk::Arity(a, at) => self.fifos[*a].next(at),
+            Walk::Arity(a, at) => {
+                while let Some(e) = self.fifos[*a].next(at) {
+                    if fifo_live(&self.seqs, e) {
+                        return Some(e.slot);
+                    }
+                }
+                None
+            }
         }
     }
 
     /// The oldest stored tuple of any arity, [`NIL`] if none.
-    fn oldest(&self) -> u32 {
+    fn oldest(&mut self) -> u32 {
+        let seqs = &self.seqs;
         self.fifos
-            .iter()
-            .map(Fifo::oldest)
-            .filter(|&s| s != NIL)
-            .min_by_key(|&s| self.slots[s as usize].seq)
-            .unwrap_or(NIL)
+            .iter_mut()
+            .filter_map(|f| f.oldest(|e| fifo_live(seqs, e)))
+            .min_by_key(|e| e.seq)
+            .map_or(NIL, |e| e.slot)
     }
 
     /// The oldest live match, removing expired tuples met on the way.
@@ -935,7 +954,7 @@ impl Space {
             slot.tuple = tuple;
             slot.key = key;
             slot.expires = expires;
-            slot.seq = seq;
+            self.seqs[idx as usize] = seq;
             idx
         } else {
             // `out` keeps len below MAX_SLOTS, so the index fits and is not NIL.
@@ -943,17 +962,15 @@ impl Space {
                 links: UNLINKED,
                 expires,
                 key,
-                seq,
-                pos: 0,
                 tuple,
             });
+            self.seqs.push(seq);
             (self.slots.len() - 1) as u32
         };
         let bucket = self.buckets.get_or_insert(key);
         push_back(&mut self.slots, bucket, idx);
-        let slots = &mut self.slots;
-        slots[idx as usize].pos =
-            self.fifos[arity - 1].push(idx, |s, pos| slots[s as usize].pos = pos);
+        let seqs = &self.seqs;
+        self.fifos[arity - 1].push(Entry { slot: idx, seq }, |e| fifo_live(seqs, e));
         if expires != Time::MAX {
             self.heap.push(Reverse((expires, seq, idx)));
             self.timed += 1;
@@ -979,14 +996,15 @@ impl Space {
             return None;
         }
         let tuple = slot.tuple.take();
-        let (key, pos, expires) = (slot.key, slot.pos, slot.expires);
+        let (key, expires) = (slot.key, slot.expires);
+        self.seqs[i] = VACANT_SEQ;
         if let Some(bucket) = self.buckets.get_mut(key) {
             unlink(&mut self.slots, bucket, idx);
             if bucket.head == NIL {
                 self.buckets.remove(key);
             }
         }
-        self.fifos[tuple.arity() - 1].remove(pos);
+        self.fifos[tuple.arity() - 1].removed();
         self.slots[i].links.next = self.free;
         self.free = idx;
         self.len -= 1;
@@ -998,8 +1016,7 @@ impl Space {
     }
 
     fn is_live(&self, seq: u64, idx: u32) -> bool {
-        let slot = &self.slots[idx as usize];
-        slot.seq == seq && !slot.is_vacant()
+        self.seqs[idx as usize] == seq
     }
 
     /// Whether the heap entry (at, seq, idx) is the live expiry of its tuple (a renewed lease
@@ -1018,10 +1035,9 @@ impl Space {
             self.heap.pop();
         }
         if self.heap.len() > 2 * self.timed + 64 {
-            let slots = &self.slots;
+            let (slots, seqs) = (&self.slots, &self.seqs);
             self.heap.retain(|&Reverse((at, seq, idx))| {
-                let slot = &slots[idx as usize];
-                slot.seq == seq && !slot.is_vacant() && slot.expires == at
+                seqs[idx as usize] == seq && slots[idx as usize].expires == at
             });
         }
     }

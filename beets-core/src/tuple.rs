@@ -118,7 +118,14 @@ impl Tuple {
         Tuple {
             signature: std::mem::take(&mut self.signature),
             wire_len: std::mem::replace(&mut self.wire_len, 1),
-            values: self.values.drain(..).collect(),
+            values: {
+                let mut values = ArrayVec::new();
+                while let Some(v) = self.values.pop() {
+                    values.push(v);
+                }
+                values.reverse();
+                values
+            },
         }
     }
 
