@@ -76,9 +76,7 @@ use crate::tuple::{MAX_ARITY, Template, Tuple};
 use crate::value::Value;
 
 mod buckets;
-mod fifo;
 use buckets::Buckets;
-use fifo::{Entry, Fifo};
 
 /// Default [`SpaceConfig::capacity`]: 4096 tuples.
 pub const DEFAULT_CAPACITY: usize = 4096;
@@ -91,6 +89,11 @@ const NIL: u32 = u32::MAX;
 /// Most tuples a space can hold whatever its configured capacity: slot ids are `u32` and
 /// [`NIL`] is reserved.
 const MAX_SLOTS: usize = NIL as usize;
+/// Which of a slot's links: its (arity, first value) bucket, the insertion order of the whole
+/// space, the insertion order of its arity's sub-space. The free list reuses `ORDER`.
+const BUCKET: usize = 0;
+const ORDER: usize = 1;
+const SUB: usize = 2;
 
 /// What a full space does with one more tuple.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -336,52 +339,17 @@ const EMPTY: List = List {
     tail: NIL,
 };
 
-/// One entry of the slab; its tuple is empty (arity 0) while the slot is on the free list.
-///
-/// Laid out for a large space, where a pair of `out` + `inp` misses the caches: 64-byte aligned,
-/// the 24 bytes of metadata first and the tuple (header first, see [`Tuple`]) right behind, so the
-/// links, expiry and the first two values of a short tuple lie in the slot's first two cache
-/// lines and a walk or a removal reads nothing else of it. The insertion order is not linked
-/// through the slots (see [`Fifo`]): removing a tuple writes no other slot than its bucket
-/// neighbours'.
+/// One entry of the slab. `tuple` is `None` while the slot is on the free list.
 #[derive(Debug)]
-#[repr(C, align(64))]
 struct Slot {
-    /// Its (arity, first value) bucket's list; `next` chains the free list while vacant.
-    links: Links,
-    /// [`Time::MAX`] = never.
-    expires: Time,
+    tuple: Option<Tuple>,
+    links: [Links; 3],
     /// The bucket key, kept so removal does not hash again.
     key: u64,
-    tuple: Tuple,
-}
-
-impl Slot {
-    fn is_vacant(&self) -> bool {
-        self.tuple.arity() == 0
-    }
-
-    /// The tuple, `None` while vacant.
-    fn tuple(&self) -> Option<&Tuple> {
-        (!self.is_vacant()).then_some(&self.tuple)
-    }
-}
-
-/// [`Space::seqs`] of a vacant slot.
-const VACANT_SEQ: u64 = u64::MAX;
-
-/// Whether a [`Fifo`] entry still names the tuple in its slot.
-#[inline]
-fn fifo_live(seqs: &[u64], e: Entry) -> bool {
-    seqs[e.slot as usize] == e.seq
-}
-
-/// Where a walk over the candidates of a template is: in a bucket list (the slot to visit next)
-/// or in an arity's insertion order.
-#[derive(Clone, Copy)]
-enum Walk {
-    Bucket(u32),
-    Arity(usize, usize),
+    /// [`Time::MAX`] = never.
+    expires: Time,
+    /// Unique per stored tuple; lets the expiry heap recognise entries whose tuple is gone.
+    seq: u64,
 }
 
 /// A local tuple space: tuples of arity 1..=4 in FIFO order, indexed by (arity, first value),
@@ -396,15 +364,10 @@ enum Walk {
 pub struct Space {
     config: SpaceConfig,
     slots: Vec<Slot>,
-    /// Per slot, the sequence number of its tuple ([`VACANT_SEQ`] while vacant): unique per stored
-    /// tuple and increasing, so the insertion order across arities, and what the expiry heap, the
-    /// [`Fifo`]s and [`TupleId`]s recognise a tuple by. Kept apart from the slots (8 bytes per
-    /// slot, 8 MB for 1M tuples) so that the [`Fifo`]s' compaction reads it and not the slots.
-    seqs: Vec<u64>,
     free: u32,
     len: usize,
-    /// Insertion order per arity (the sub-spaces ts1..ts4); across arities by [`Slot::seq`].
-    fifos: [Fifo; MAX_ARITY],
+    order: List,
+    sub: [List; MAX_ARITY],
     buckets: Buckets,
     hasher: RandomState,
     /// Min-heap of (expiry, seq, slot) with lazy deletion; its top is always a live tuple.
@@ -446,10 +409,10 @@ impl Space {
         Space {
             config,
             slots: Vec::new(),
-            seqs: Vec::new(),
             free: NIL,
             len: 0,
-            fifos: Default::default(),
+            order: EMPTY,
+            sub: [EMPTY; MAX_ARITY],
             buckets: Buckets::default(),
             hasher: RandomState::new(),
             heap: BinaryHeap::new(),
@@ -515,7 +478,7 @@ impl Space {
             expired = self.expire(now);
         }
         if self.len >= capacity {
-            let oldest = self.oldest();
+            let oldest = self.order.head;
             if self.config.policy == CapacityPolicy::Refuse || oldest == NIL {
                 self.stats.refused += 1;
                 return Err(SpaceError::Full {
@@ -544,7 +507,7 @@ impl Space {
     /// which is why `rd` takes `&mut self` ([`count`](Space::count) is the read-only check).
     pub fn rd(&mut self, now: Time, template: &Template) -> Option<Tuple> {
         let idx = self.find(now, template)?;
-        Some(self.slots[idx as usize].tuple.clone())
+        self.slots[idx as usize].tuple.clone()
     }
 
     /// Removes and returns the oldest live tuple matching `template` (the `inp` operation).
@@ -584,16 +547,18 @@ impl Space {
     /// Copies of every live tuple matching `template`, oldest first (the bulk `rd`); expired
     /// tuples met are removed. Cost as [`rm`](Space::rm).
     pub fn rd_all(&mut self, now: Time, template: &Template) -> Vec<Tuple> {
-        let mut walk = self.candidates(template);
+        let (mut cur, which) = self.candidates(template);
         let mut out = Vec::new();
-        while let Some(cur) = self.next(&mut walk) {
+        while cur != NIL {
             let slot = &self.slots[cur as usize];
+            let next = slot.links[which].next;
             if is_expired(slot.expires, now) {
                 self.remove_as(cur, DeliveryKind::Expired);
                 self.stats.expired += 1;
-            } else if template.matches(&slot.tuple) {
-                out.push(slot.tuple.clone());
+            } else if let Some(t) = slot.tuple.as_ref().filter(|t| template.matches(t)) {
+                out.push(t.clone());
             }
+            cur = next;
         }
         out
     }
@@ -605,12 +570,13 @@ impl Space {
         kind: DeliveryKind,
         mut keep: impl FnMut(Tuple),
     ) -> usize {
-        let mut walk = self.candidates(template);
+        let (mut cur, which) = self.candidates(template);
         let mut removed = 0;
-        while let Some(cur) = self.next(&mut walk) {
+        while cur != NIL {
             let slot = &self.slots[cur as usize];
+            let next = slot.links[which].next;
             let expired = is_expired(slot.expires, now);
-            let hit = !expired && template.matches(&slot.tuple);
+            let hit = !expired && slot.tuple.as_ref().is_some_and(|t| template.matches(t));
             if expired {
                 self.remove_as(cur, DeliveryKind::Expired);
                 self.stats.expired += 1;
@@ -620,6 +586,7 @@ impl Space {
                 }
                 removed += 1;
             }
+            cur = next;
         }
         removed
     }
@@ -627,8 +594,8 @@ impl Space {
     /// The live tuple `id` names, `None` once it is gone or expired. O(1).
     pub fn get(&self, now: Time, id: TupleId) -> Option<&Tuple> {
         let slot = self.slots.get(id.slot as usize)?;
-        (self.seqs[id.slot as usize] == id.seq && !is_expired(slot.expires, now))
-            .then(|| slot.tuple())
+        (slot.seq == id.seq && !is_expired(slot.expires, now))
+            .then_some(slot.tuple.as_ref())
             .flatten()
     }
 
@@ -688,37 +655,34 @@ impl Space {
     ///
     /// Cost: O(b) with a first-field actual, O(nₐ) with a first-field formal. Changes nothing.
     pub fn count(&self, now: Time, template: &Template) -> usize {
-        let mut walk = self.candidates(template);
+        let (mut cur, which) = self.candidates(template);
         let mut n = 0;
-        while let Some(cur) = self.next(&mut walk) {
+        while cur != NIL {
             let slot = &self.slots[cur as usize];
-            if !is_expired(slot.expires, now) && template.matches(&slot.tuple) {
+            if !is_expired(slot.expires, now)
+                && slot.tuple.as_ref().is_some_and(|t| template.matches(t))
+            {
                 n += 1;
             }
+            cur = slot.links[which].next;
         }
         n
     }
 
     /// The live tuples, oldest first, all arities interleaved in the order they were stored.
     ///
-    /// Cost: O(1) per tuple visited (expired ones are skipped, not removed): the four arities'
-    /// insertion orders merged.
+    /// Cost: O(1) per tuple visited (expired ones are skipped, not removed).
     pub fn iter(&self, now: Time) -> impl Iterator<Item = &Tuple> + '_ {
-        let mut walks: [Walk; MAX_ARITY] =
-            std::array::from_fn(|a| Walk::Arity(a, self.fifos[a].start()));
-        let mut heads: [u32; MAX_ARITY] =
-            std::array::from_fn(|a| self.next(&mut walks[a]).unwrap_or(NIL));
+        let mut cur = self.order.head;
         std::iter::from_fn(move || {
-            loop {
-                let a = (0..MAX_ARITY)
-                    .filter(|&a| heads[a] != NIL)
-                    .min_by_key(|&a| self.seqs[heads[a] as usize])?;
-                let slot = &self.slots[heads[a] as usize];
-                heads[a] = self.next(&mut walks[a]).unwrap_or(NIL);
+            while cur != NIL {
+                let slot = &self.slots[cur as usize];
+                cur = slot.links[ORDER].next;
                 if !is_expired(slot.expires, now) {
-                    return Some(&slot.tuple);
+                    return slot.tuple.as_ref();
                 }
             }
+            None
         })
     }
 
@@ -737,10 +701,10 @@ impl Space {
     /// O(n) to drop the tuples; the memory is kept for reuse.
     pub fn clear(&mut self) {
         self.slots.clear();
-        self.seqs.clear();
         self.free = NIL;
         self.len = 0;
-        self.fifos.iter_mut().for_each(Fifo::clear);
+        self.order = EMPTY;
+        self.sub = [EMPTY; MAX_ARITY];
         self.buckets.clear();
         self.heap.clear();
         self.timed = 0;
@@ -856,62 +820,31 @@ impl Space {
         h.finish().max(1)
     }
 
-    /// Where to walk for `template`: its bucket, or its arity's sub-space.
-    fn candidates(&self, template: &Template) -> Walk {
+    /// The list to walk for `template` and which links walk it.
+    fn candidates(&self, template: &Template) -> (u32, usize) {
         let arity = template.arity();
         match template.first_actual() {
             Some(v) => {
                 let key = self.key(arity, Some(v));
-                Walk::Bucket(self.buckets.get(key).map_or(NIL, |l| l.head))
+                (self.buckets.get(key).map_or(NIL, |l| l.head), BUCKET)
             }
-            None => Walk::Arity(arity - 1, self.fifos[arity - 1].start()),
+            None => (self.sub.get(arity - 1).map_or(NIL, |l| l.head), SUB),
         }
-    }
-
-    /// The next candidate of a walk, oldest first. The walk stays valid while the slot returned
-    /// (and only it) is removed.
-    #[inline]
-    fn next(&self, walk: &mut Walk) -> Option<u32> {
-        match walk {
-            Walk::Bucket(cur) => {
-                let idx = *cur;
-                (idx != NIL).then(|| {
-                    *cur = self.slots[idx as usize].links.next;
-                    idx
-                })
-            }
-            Walk::Arity(a, at) => {
-                while let Some(e) = self.fifos[*a].next(at) {
-                    if fifo_live(&self.seqs, e) {
-                        return Some(e.slot);
-                    }
-                }
-                None
-            }
-        }
-    }
-
-    /// The oldest stored tuple of any arity, [`NIL`] if none.
-    fn oldest(&mut self) -> u32 {
-        let seqs = &self.seqs;
-        self.fifos
-            .iter_mut()
-            .filter_map(|f| f.oldest(|e| fifo_live(seqs, e)))
-            .min_by_key(|e| e.seq)
-            .map_or(NIL, |e| e.slot)
     }
 
     /// The oldest live match, removing expired tuples met on the way.
     fn find(&mut self, now: Time, template: &Template) -> Option<u32> {
-        let mut walk = self.candidates(template);
-        while let Some(cur) = self.next(&mut walk) {
+        let (mut cur, which) = self.candidates(template);
+        while cur != NIL {
             let slot = &self.slots[cur as usize];
+            let next = slot.links[which].next;
             if is_expired(slot.expires, now) {
                 self.remove_as(cur, DeliveryKind::Expired);
                 self.stats.expired += 1;
-            } else if template.matches(&slot.tuple) {
+            } else if slot.tuple.as_ref().is_some_and(|t| template.matches(t)) {
                 return Some(cur);
             }
+            cur = next;
         }
         None
     }
@@ -950,27 +883,27 @@ impl Space {
             // Written field by field: building a `Slot` and assigning it would copy the tuple twice.
             let idx = self.free;
             let slot = &mut self.slots[idx as usize];
-            self.free = slot.links.next;
-            slot.tuple = tuple;
+            self.free = slot.links[ORDER].next;
+            slot.tuple = Some(tuple);
             slot.key = key;
             slot.expires = expires;
-            self.seqs[idx as usize] = seq;
+            slot.seq = seq;
             idx
         } else {
             // `out` keeps len below MAX_SLOTS, so the index fits and is not NIL.
             self.slots.push(Slot {
-                links: UNLINKED,
-                expires,
+                tuple: Some(tuple),
+                links: [UNLINKED; 3],
                 key,
-                tuple,
+                expires,
+                seq,
             });
-            self.seqs.push(seq);
             (self.slots.len() - 1) as u32
         };
         let bucket = self.buckets.get_or_insert(key);
-        push_back(&mut self.slots, bucket, idx);
-        let seqs = &self.seqs;
-        self.fifos[arity - 1].push(Entry { slot: idx, seq }, |e| fifo_live(seqs, e));
+        push_back(&mut self.slots, bucket, idx, BUCKET);
+        push_back(&mut self.slots, &mut self.order, idx, ORDER);
+        push_back(&mut self.slots, &mut self.sub[arity - 1], idx, SUB);
         if expires != Time::MAX {
             self.heap.push(Reverse((expires, seq, idx)));
             self.timed += 1;
@@ -988,27 +921,23 @@ impl Space {
         Some(tuple)
     }
 
-    /// Unlinks slot `idx` from its bucket and its arity's order, frees it and returns its tuple.
+    /// Unlinks slot `idx` from its lists, frees it and returns its tuple.
     fn remove(&mut self, idx: u32) -> Option<Tuple> {
         let i = idx as usize;
-        let slot = &mut self.slots[i];
-        if slot.is_vacant() {
-            return None;
-        }
-        let tuple = slot.tuple.take();
-        let (key, expires) = (slot.key, slot.expires);
-        self.seqs[i] = VACANT_SEQ;
+        let tuple = self.slots[i].tuple.take()?;
+        let key = self.slots[i].key;
         if let Some(bucket) = self.buckets.get_mut(key) {
-            unlink(&mut self.slots, bucket, idx);
+            unlink(&mut self.slots, bucket, idx, BUCKET);
             if bucket.head == NIL {
                 self.buckets.remove(key);
             }
         }
-        self.fifos[tuple.arity() - 1].removed();
-        self.slots[i].links.next = self.free;
+        unlink(&mut self.slots, &mut self.order, idx, ORDER);
+        unlink(&mut self.slots, &mut self.sub[tuple.arity() - 1], idx, SUB);
+        self.slots[i].links[ORDER].next = self.free;
         self.free = idx;
         self.len -= 1;
-        if expires != Time::MAX {
+        if self.slots[i].expires != Time::MAX {
             self.timed -= 1;
             self.settle_heap();
         }
@@ -1016,7 +945,8 @@ impl Space {
     }
 
     fn is_live(&self, seq: u64, idx: u32) -> bool {
-        self.seqs[idx as usize] == seq
+        let slot = &self.slots[idx as usize];
+        slot.seq == seq && slot.tuple.is_some()
     }
 
     /// Whether the heap entry (at, seq, idx) is the live expiry of its tuple (a renewed lease
@@ -1035,9 +965,10 @@ impl Space {
             self.heap.pop();
         }
         if self.heap.len() > 2 * self.timed + 64 {
-            let (slots, seqs) = (&self.slots, &self.seqs);
+            let slots = &self.slots;
             self.heap.retain(|&Reverse((at, seq, idx))| {
-                seqs[idx as usize] == seq && slots[idx as usize].expires == at
+                let slot = &slots[idx as usize];
+                slot.seq == seq && slot.tuple.is_some() && slot.expires == at
             });
         }
     }
@@ -1049,33 +980,33 @@ fn is_expired(expires: Time, now: Time) -> bool {
     expires <= now && expires != Time::MAX
 }
 
-fn push_back(slots: &mut [Slot], list: &mut List, idx: u32) {
+fn push_back(slots: &mut [Slot], list: &mut List, idx: u32, which: usize) {
     let tail = list.tail;
-    slots[idx as usize].links = Links {
+    slots[idx as usize].links[which] = Links {
         prev: tail,
         next: NIL,
     };
     if tail == NIL {
         list.head = idx;
     } else {
-        slots[tail as usize].links.next = idx;
+        slots[tail as usize].links[which].next = idx;
     }
     list.tail = idx;
 }
 
-fn unlink(slots: &mut [Slot], list: &mut List, idx: u32) {
-    let Links { prev, next } = slots[idx as usize].links;
+fn unlink(slots: &mut [Slot], list: &mut List, idx: u32, which: usize) {
+    let Links { prev, next } = slots[idx as usize].links[which];
     if prev == NIL {
         list.head = next;
     } else {
-        slots[prev as usize].links.next = next;
+        slots[prev as usize].links[which].next = next;
     }
     if next == NIL {
         list.tail = prev;
     } else {
-        slots[next as usize].links.prev = prev;
+        slots[next as usize].links[which].prev = prev;
     }
-    slots[idx as usize].links = UNLINKED;
+    slots[idx as usize].links[which] = UNLINKED;
 }
 
 #[cfg(test)]
@@ -1773,7 +1704,7 @@ mod tests {
                     prop_assert_eq!(have, want);
                     prop_assert!(sp.len() <= capacity);
                     if let Some(at) = sp.next_expiry() {
-                        prop_assert!(sp.slots.iter().any(|s| !s.is_vacant() && s.expires == at));
+                        prop_assert!(sp.slots.iter().any(|s| s.tuple.is_some() && s.expires == at));
                     }
                 }
             }

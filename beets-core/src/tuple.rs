@@ -61,18 +61,14 @@ pub enum TupleError {
 /// );
 /// # Ok::<(), TupleError>(())
 /// ```
-// `repr(C)`, small fields first: the space stores a tuple right behind its 40 bytes of slot
-// metadata in a 64-byte-aligned slot, so the header and the first values of a short tuple share
-// the slot's first two cache lines (see `space::Slot`).
 #[derive(Clone)]
-#[repr(C)]
 pub struct Tuple {
+    values: ArrayVec<Value, MAX_ARITY>,
     /// [`Tuple::signature`], kept current by [`Tuple::push_checked`] (the only way values get
     /// in), so that encoding a message reads it instead of walking the values again.
     signature: u8,
     /// [`Tuple::wire_len`], kept current likewise; at most 1 + 4 · (2 + 8191), so a `u16`.
     wire_len: u16,
-    values: ArrayVec<Value, MAX_ARITY>,
 }
 
 impl Tuple {
@@ -107,25 +103,6 @@ impl Tuple {
             values: ArrayVec::new(),
             signature: 0,
             wire_len: 1,
-        }
-    }
-
-    /// Moves the values out into a new tuple and leaves this one empty (arity 0). Unlike
-    /// `std::mem::replace` it reads only the values present, not the whole 4-value array: the
-    /// space takes tuples out of slots that are often not in cache.
-    #[inline]
-    pub(crate) fn take(&mut self) -> Tuple {
-        Tuple {
-            signature: std::mem::take(&mut self.signature),
-            wire_len: std::mem::replace(&mut self.wire_len, 1),
-            values: {
-                let mut values = ArrayVec::new();
-                while let Some(v) = self.values.pop() {
-                    values.push(v);
-                }
-                values.reverse();
-                values
-            },
         }
     }
 
