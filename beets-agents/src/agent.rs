@@ -18,7 +18,7 @@ use rquickjs::{Coerced, Context, Ctx, FromJs, Function, Object, Persistent, Runt
 use crate::action::{AgentId, Completion, REMOVALS, RequestOp, SpaceId, Token, TupleKind};
 use crate::api::{self, AgentCell, Io, Shape, Shared};
 use crate::config::Limits;
-use crate::convert::{Statics, put, template_elements, tuple_to_js, value_to_js};
+use crate::convert::{Elements, Statics, put, template_elements, tuple_to_js, value_to_js};
 use crate::error::{AgentError, Fault, FaultKind};
 use crate::rules::{Rule, Trigger, bind_rules, during_rule, read_rules};
 use crate::sandbox::{Guard, Intrinsics, describe, fault_from};
@@ -465,7 +465,7 @@ impl JsAgent {
         now: Time,
         budget: Duration,
         selects: impl Fn(&Trigger) -> bool,
-        elements: impl for<'js> FnOnce(&Ctx<'js>, &Statics) -> rquickjs::Result<Vec<JsValue<'js>>>,
+        elements: impl for<'js> FnOnce(&Ctx<'js>, &Statics) -> rquickjs::Result<Elements<'js>>,
         (words, rx, lifetime): ((usize, usize), Option<&Received>, Option<Duration>),
         stop: i32,
     ) -> Result<bool, Fault> {

@@ -159,7 +159,7 @@ pub(crate) fn template_elements<'js>(
     ctx: &Ctx<'js>,
     statics: &Statics,
     t: &Template,
-) -> rquickjs::Result<Vec<JsValue<'js>>> {
+) -> rquickjs::Result<Elements<'js>> {
     t.fields()
         .iter()
         .map(|f| match f {
@@ -177,6 +177,9 @@ pub(crate) fn template_elements<'js>(
         .collect()
 }
 
+/// The elements of a tuple or template as JavaScript values, without a heap allocation.
+pub(crate) type Elements<'js> = arrayvec::ArrayVec<JsValue<'js>, MAX_ARITY>;
+
 /// One value from an agent; `what` names it in error messages ("element 2").
 pub(crate) fn value_from_js<'js>(
     ctx: &Ctx<'js>,
@@ -188,9 +191,11 @@ pub(crate) fn value_from_js<'js>(
         return Value::number(x).map_err(|e| range_error(ctx, &format!("{}: {e}", what())));
     }
     if let Some(s) = v.as_string() {
-        let s = s
-            .to_string()
-            .map_err(|_| type_error(ctx, &format!("{}: not valid UTF-8", what())))?;
+        // QuickJS hands out an ASCII string's own bytes (no copy); short strings then live
+        // inline in the value, so a sensor name costs no allocation (`to_string` made two).
+        let not_utf8 = || type_error(ctx, &format!("{}: not valid UTF-8", what()));
+        let c = s.clone().to_cstring().map_err(|_| not_utf8())?;
+        let s = std::str::from_utf8(c.as_bytes()).map_err(|_| not_utf8())?;
         return Value::string(s).map_err(|e| range_error(ctx, &format!("{}: {e}", what())));
     }
     if let Some(obj) = v.as_object() {
@@ -275,7 +280,9 @@ pub(crate) fn tuple_from_js<'js>(
         return beets_core::parse_tuple(&s).map_err(|e| type_error(ctx, &format!("tuple: {e}")));
     }
     let arr = elements(ctx, &v, "tuple")?;
-    let mut values = Vec::with_capacity(arr.len());
+    // At most MAX_ARITY elements (`elements` checked; the range is taken once, so a `valueOf`
+    // that grows the array changes nothing).
+    let mut values = arrayvec::ArrayVec::<Value, MAX_ARITY>::new();
     for i in 0..arr.len() {
         let e: JsValue = arr.get(i)?;
         values.push(value_from_js(ctx, statics, e, &|| {

@@ -760,3 +760,40 @@ fn removal_rules_hear_each_kind_of_removal() {
         assert!(e.to_string().contains(says), "{kind}: {e}");
     }
 }
+
+/// Each event gets its own event object (the callers keep the objects' shapes alive, not the
+/// objects): one a handler kept is not changed by later events, and what it adds does not show
+/// up in the next one.
+#[test]
+fn kept_event_objects_are_not_reused() {
+    let mut h = host();
+    h.load(
+        ms(0),
+        "keeper",
+        r#"({ kept: [], rules: [{ ts: '("K", ?)', handler(t, ev) {
+            ev.mark = t[1];
+            this.kept.push(ev);
+            const [first] = this.kept;
+            log(this.kept.length, first.time, first.mark, first === ev, Object.keys(ev).join(","));
+        } }] })"#,
+    )
+    .unwrap();
+    let s = h.space_id("ble-ts").unwrap();
+    for (i, at) in [(1, 5), (2, 9)] {
+        h.on_tuple(
+            ms(at),
+            s,
+            TupleKind::Out,
+            &t(&format!(r#"("K", {i})"#)),
+            None,
+            Some(&ble(1, at)),
+        );
+    }
+    assert_eq!(
+        logs(&mut h),
+        [
+            "1 5 1 true space,kind,from,time,rssi,lifetime,mark",
+            "2 5 1 false space,kind,from,time,rssi,lifetime,mark",
+        ]
+    );
+}
