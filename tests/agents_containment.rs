@@ -6,8 +6,7 @@
 
 mod common;
 
-use common::{beets_bin, free_port};
-use std::io::{BufRead, BufReader};
+use common::{beets_bin, free_port, stdout_lines};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -47,15 +46,7 @@ impl NodeProc {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start beets node");
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    return;
-                }
-            }
-        });
+        let lines = stdout_lines(&mut child);
         NodeProc {
             child,
             lines,

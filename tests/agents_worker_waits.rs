@@ -10,14 +10,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use beets::core::{NodeConfig, Template, Transport, Tuple};
 use beets::udp::{UdpConfig, UdpSpace};
-use common::{beets_bin, free_port};
+use common::{beets_bin, free_port, stdout_lines};
 
 /// How long any one step may take.
 const STEP: Duration = Duration::from_secs(20);
@@ -49,15 +48,7 @@ impl NodeProc {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start beets node");
-        let out = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    return;
-                }
-            }
-        });
+        let lines = stdout_lines(&mut child);
         NodeProc {
             child,
             lines,

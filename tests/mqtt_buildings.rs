@@ -36,13 +36,13 @@ mod common;
 #[path = "../beets-mqtt/tests/mosquitto/mod.rs"]
 mod mosquitto;
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{beets_bin, free_port, number_after};
+use common::netns::{self, effective_uid, ip, remove_stale_namespaces, report, run};
+use common::{beets_bin, free_port, lines_of, number_after};
 
 const TEST_NAME: &str = "buildings_joined_through_a_broker_in_namespaces_requires_root";
 const PREFIX: &str = "beetsmq";
@@ -68,17 +68,8 @@ fn buildings_joined_through_a_broker_in_namespaces_requires_root() {
     ));
 }
 
-/// Writes to the process's stderr directly, so the line shows even when the harness captures.
-fn report(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
 fn skip(reason: &str) {
-    let line = format!("SKIPPED: {TEST_NAME}: {reason}");
-    report(&line);
-    if std::env::var_os("BEETS_NETNS_REQUIRED").is_some_and(|v| v != "0") {
-        panic!("{line} (and BEETS_NETNS_REQUIRED is set)");
-    }
+    netns::skip(TEST_NAME, "BEETS_NETNS_REQUIRED", reason);
 }
 
 // --- the lab ------------------------------------------------------------------------------------
@@ -107,7 +98,7 @@ impl Lab {
             );
             return Err("no mosquitto binary (apt-get install mosquitto)".into());
         };
-        remove_stale_namespaces();
+        remove_stale_namespaces(PREFIX);
         let pid = std::process::id();
         let name = |s: &str| format!("{PREFIX}-{pid}-{s}");
         let conf_dir = std::env::temp_dir().join(name("conf"));
@@ -522,14 +513,7 @@ impl Proc {
             (None, Some(e)) => Box::new(e),
             (None, None) => unreachable!("one stream is piped"),
         };
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = lines_of(stdout);
         Proc {
             label: label.to_owned(),
             child,
@@ -590,55 +574,5 @@ impl Drop for Proc {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
-    }
-}
-
-// --- helpers ------------------------------------------------------------------------------------
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    run("ip", args)
-}
-
-fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{cmd} {}`: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
-}
-
-/// Deletes namespaces left by earlier runs that were killed before their guard ran.
-fn remove_stale_namespaces() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
-        };
-        let mut parts = name.splitn(3, '-');
-        if parts.next() != Some(PREFIX) {
-            continue;
-        }
-        let Some(pid) = parts.next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = run("ip", &["netns", "del", name]);
-        }
     }
 }

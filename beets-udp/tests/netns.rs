@@ -17,6 +17,10 @@
 //! `BEETS_NETNS_REQUIRED=1` a skip fails the test instead (CI sets it).
 
 mod common;
+/// `ip`, `run`, skips and stale namespaces: shared with the facade's namespace test.
+#[path = "../../tests/common/netns.rs"]
+#[allow(dead_code)]
+mod netns;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -26,6 +30,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use beets_udp::DEFAULT_MULTICAST_GROUP;
+use netns::{effective_uid, ip, remove_stale_namespaces, report, run};
 
 /// The name of the test below; the re-executed children run exactly it.
 const TEST_NAME: &str = "three_namespaces_broadcast_unicast_loss_multicast_requires_root";
@@ -56,17 +61,8 @@ fn three_namespaces_broadcast_unicast_loss_multicast_requires_root() {
     ));
 }
 
-/// Writes to the process's stderr directly, so the line shows even when the harness captures.
-fn report(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
 fn skip(reason: &str) {
-    let line = format!("SKIPPED: {TEST_NAME}: {reason}");
-    report(&line);
-    if std::env::var_os(REQUIRED).is_some_and(|v| v != "0") {
-        panic!("{line} (and {REQUIRED} is set)");
-    }
+    netns::skip(TEST_NAME, REQUIRED, reason);
 }
 
 // --- the lab: namespaces, bridge, addresses ------------------------------------------------------
@@ -88,7 +84,7 @@ impl Lab {
         }
         run("nft", &["--version"])
             .map_err(|e| format!("nft unusable ({e}); install the Debian package nftables"))?;
-        remove_stale_namespaces();
+        remove_stale_namespaces(PREFIX);
         let pid = std::process::id();
         // 1..=250: never .0/.255 subnets; unique enough between concurrent runs, which cannot
         // see each other's namespaces anyway.
@@ -395,54 +391,6 @@ impl Drop for Lab {
             if !ns.is_empty() {
                 let _ = run("ip", &["netns", "del", ns]);
             }
-        }
-    }
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    run("ip", args)
-}
-
-fn run(cmd: &str, args: &[&str]) -> Result<(), String> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| format!("{cmd}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`{cmd} {}`: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn effective_uid() -> Option<u32> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
-}
-
-/// Deletes namespaces left by earlier runs that were killed before their guard ran.
-fn remove_stale_namespaces() {
-    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
-        return;
-    };
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
-        };
-        let mut parts = name.splitn(3, '-');
-        if parts.next() != Some(PREFIX) {
-            continue;
-        }
-        let Some(pid) = parts.next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = run("ip", &["netns", "del", name]);
         }
     }
 }

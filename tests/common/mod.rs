@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod netns;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Output, Stdio};
@@ -28,6 +30,27 @@ pub(crate) fn free_port() -> u16 {
     let port = r.port();
     HELD.lock().unwrap().push(r);
     port
+}
+
+/// The lines `child` prints on its (piped) stdout, sent on a channel by a reader thread until
+/// the output ends.
+pub(crate) fn stdout_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    lines_of(child.stdout.take().expect("piped stdout"))
+}
+
+/// The lines read from `input`, sent on a channel by a reader thread until it ends.
+pub(crate) fn lines_of(
+    input: impl std::io::Read + Send + 'static,
+) -> std::sync::mpsc::Receiver<String> {
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(input).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    lines
 }
 
 /// stdout and stderr of a finished process, together.
