@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use beets::core::{NodeConfig, Transport, Tuple, Value, parse_template};
-use beets::mqtt::{Gateway, GatewayConfig, MqttConfig, MqttSpace};
+use beets::mqtt::{Gateway, GatewayConfig, MqttConfig, MqttSpace, Protocol};
 use beets_agents::{AgentRuntime, HostConfig, RuntimeConfig, SpaceSpec};
 use beets_ble::{BleConfig, BleNode, SimAir, SimAirConfig};
 use beets_udp::{UdpConfig, UdpSpace, UdpSpaceBuilder};
@@ -244,6 +244,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // an MQTT node collecting readings and answers.
     let mut mqtt = MqttConfig::new(&url, "demo-city")?;
     mqtt.reconnect_min = Duration::from_millis(50);
+    if args.mqtt.is_none() {
+        // The embedded rumqttd listens for MQTT 3.1.1 only (its v5 listener is less complete);
+        // a real broker gets the default, MQTT 5.
+        mqtt.protocol = Protocol::V311;
+    }
     let gateway = Gateway::spawn(GatewayConfig::new(udp.clone(), mqtt.clone()))?;
     let server = MqttSpace::spawn(
         mqtt,
