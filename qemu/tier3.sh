@@ -9,6 +9,8 @@
 # legacy   (btvirt -L: LE-only controllers, legacy advertising, 31/31 bytes, 1 instance at a time)
 #   1. two `beets node --ble` processes (hci0, hci1) exchange a tuple with rd through agents,
 #      then again in a sealed space (spec §12);
+#   1c. `beets node --ble --mqtt` (hci1) joins the air to a mosquitto in the guest: an rd over UDP
+#      through another node's gateway is answered from hci0 (qemu/ble-mqtt.sh);
 #   2. ten consecutive 31-byte frames (29-character name + seven UUIDs) hci0 -> hci1, all
 #      delivered, advertised connectable (the Auto choice on a legacy controller);
 #   3. a foreign advertiser (bluetoothctl advertise on hci0): BeeTS warns once, counts every
@@ -118,6 +120,15 @@ legacy)
     bad "the sealed CLI exchange"
   fi
   grep -q 'sealed spaces: key' "$out/a.log" && ok "node a ran a sealed space" || bad "node a was not sealed"
+
+  section "1c. the BLE <-> MQTT gateway: rd over UDP answered from hci0 through mosquitto and hci1"
+  if bash qemu/ble-mqtt.sh "$bin/beets" >"$W/ble-mqtt.out" 2>&1; then
+    ok "$(tail -n 1 "$W/ble-mqtt.out")"
+    grep -h 'mqtt BLE gateway:\|mqtt gateway:' "$W/ble-mqtt.out" | cut -c1-240
+  else
+    cat "$W/ble-mqtt.out"
+    bad "the BLE <-> MQTT gateway"
+  fi
 
   section "2. ten consecutive 31-byte frames (seven UUIDs) hci0 -> hci1, connectable (Auto, legacy)"
   run_probe burst --tx hci0 --rx hci1 --count 10 --expect-delivered all --expect-connectable yes \

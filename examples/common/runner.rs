@@ -251,10 +251,19 @@ async fn node(args: NodeArgs) -> Result<(), String> {
         // ble-ts does not hear them: a controller does not receive its own advertisements) ---
         if args.mqtt.mqtt.is_some() {
             let key = beets_ble::FrameKey::from(args.keys.fpe());
-            let radio = beets_ble::bluez::BluezRadio::new(&adapter, &ble_config)
+            // A D-Bus connection of its own: BlueZ keeps one discovery filter and session per
+            // client, and refuses to set the filter again while this process's first session
+            // (the node's scanner) runs. As a second client the gateway's filter is merged.
+            let gateway_session = beets_ble::bluer::Session::new()
+                .await
+                .map_err(|e| format!("--mqtt BLE gateway: no BlueZ on the system D-Bus: {e}"))?;
+            let gateway_adapter = gateway_session
+                .adapter(adapter.name())
+                .map_err(|e| format!("--mqtt BLE gateway: {e}"))?;
+            let radio = beets_ble::bluez::BluezRadio::new(&gateway_adapter, &ble_config)
                 .await
                 .map_err(|e| format!("--mqtt BLE gateway: {e}"))?;
-            let scan = beets_ble::bluez::scanner(&adapter, key, &ble_config)
+            let scan = beets_ble::bluez::scanner(&gateway_adapter, key, &ble_config)
                 .await
                 .map_err(|e| format!("--mqtt BLE gateway: {e}"))?;
             mqtt_ble_link = Some(
@@ -364,10 +373,17 @@ async fn node(args: NodeArgs) -> Result<(), String> {
         "node {} running ({} agents); Ctrl-C stops it",
         args.name, loaded
     );
-    match args.exit_after {
-        Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
-        None => {
-            if let Err(e) = tokio::signal::ctrl_c().await {
+    // Ctrl-C (SIGINT) stops the node cleanly also when --exit-after is given.
+    let exit_after = async {
+        match args.exit_after {
+            Some(secs) => tokio::time::sleep(Duration::from_secs(secs)).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = exit_after => {}
+        r = tokio::signal::ctrl_c() => {
+            if let Err(e) = r {
                 warn!(error = %e, "no Ctrl-C handler; stopping");
             }
         }
