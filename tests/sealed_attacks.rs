@@ -57,15 +57,27 @@ fn stranger(port: u16) -> UdpSocket {
     s.into()
 }
 
-/// The next sealed OUT datagram heard (spec §7 header, then control byte 0x88: VER 10, OUT).
-fn capture_sealed_out(sock: &UdpSocket) -> Vec<u8> {
+/// The next sealed OUT datagram `from` sends (spec §7 header with its node id, then control
+/// byte 0x88: VER 10, OUT). Matching the node id skips the forgeries and the other nodes'
+/// datagrams, and the sender is killed only after its OUT really left (a space sends its
+/// batched datagrams at its next await, after `beets node` printed "running").
+fn capture_sealed_out(sock: &UdpSocket, from: &NodeProcess) -> Vec<u8> {
+    let id = node_id(from);
     let mut buf = [0u8; 1500];
     loop {
         let (n, _) = sock.recv_from(&mut buf).expect("a sealed OUT within 10 s");
-        if n > 11 && buf[..2] == [0xbe, 0x75] && buf[11] == 0x88 {
+        if n > 11 && buf[..2] == [0xbe, 0x75] && buf[3..7] == id && buf[11] == 0x88 {
             return buf[..n].to_vec();
         }
     }
+}
+
+/// The node id `beets node` printed (`udp-ts: node id 1d5efe4e`), as on the wire.
+fn node_id(p: &NodeProcess) -> [u8; 4] {
+    let at = p.seen.find("node id ").expect("the node printed its id") + "node id ".len();
+    u32::from_str_radix(&p.seen[at..at + 8], 16)
+        .expect("8 hex digits")
+        .to_be_bytes()
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
@@ -86,7 +98,7 @@ fn a_stranger_can_neither_replay_nor_forge_nor_take_and_a_killed_sender_reuses_n
 
     // A stores and broadcasts ("JOB", 1); the stranger captures it.
     let a = sealed_node("a", port, 1, &dir_a, &["--out", r#"("JOB", 1)"#]);
-    let captured = capture_sealed_out(&evil);
+    let captured = capture_sealed_out(&evil, &a);
     a.kill();
 
     // Replays: the same bytes, and under a new envelope (node id and seq), which the §8
@@ -113,6 +125,12 @@ fn a_stranger_can_neither_replay_nor_forge_nor_take_and_a_killed_sender_reuses_n
         }
         let _ = evil.send_to(&forged, to);
     }
+    // The stranger hears its own flood: empty its queue (loopback delivers within `send_to`), or
+    // the sender's next OUTs would find it full and never reach `capture_sealed_out`.
+    evil.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 1500];
+    while evil.recv_from(&mut buf).is_ok() {}
+    evil.set_nonblocking(false).unwrap();
 
     // A node without the key tries to take the tuple for a while.
     let port_s = port.to_string();
@@ -135,7 +153,7 @@ fn a_stranger_can_neither_replay_nor_forge_nor_take_and_a_killed_sender_reuses_n
     for n in [2, 3] {
         let tuple = format!(r#"("JOB", {n})"#);
         let a = sealed_node("a", port, 1, &dir_a, &["--out", &tuple]);
-        capture_sealed_out(&evil);
+        capture_sealed_out(&evil, &a);
         a.kill();
     }
 
