@@ -22,10 +22,12 @@ use std::time::Duration;
 use beets_core::message::RequestOp;
 use beets_core::node::Scope;
 use beets_core::{
-    Event, Node, NodeConfig, RequestId, Template, Time, Transport, Tuple, parse_template,
-    parse_tuple,
+    Event, Node, NodeConfig, RequestId, Time, Transport, Tuple, parse_template, parse_tuple,
 };
 use proptest::prelude::*;
+
+mod model;
+use model::{Pat, pat};
 
 #[derive(Clone, Debug)]
 enum Step {
@@ -58,24 +60,6 @@ impl Op {
             Op::Test => RequestOp::Test,
         }
     }
-}
-
-/// A template `(k | ?, v | ?)`.
-#[derive(Clone, Copy, Debug)]
-struct Pat(Option<u8>, Option<u8>);
-
-impl Pat {
-    fn template(self) -> Template {
-        let f = |x: Option<u8>| x.map_or_else(|| "?".to_owned(), |x| x.to_string());
-        parse_template(&format!("({}, {})", f(self.0), f(self.1))).unwrap()
-    }
-    fn matches(self, (k, v): (u8, u8)) -> bool {
-        self.0.is_none_or(|x| x == k) && self.1.is_none_or(|x| x == v)
-    }
-}
-
-fn pat() -> impl Strategy<Value = Pat> {
-    (proptest::option::of(0u8..3), proptest::option::of(0u8..3)).prop_map(|(a, b)| Pat(a, b))
 }
 
 fn op() -> impl Strategy<Value = Op> {

@@ -12,10 +12,13 @@ use std::time::Duration;
 
 use beets_core::space::{DeliveryKinds, TupleId};
 use beets_core::{
-    CapacityPolicy, DeliveryKind, Space, SpaceConfig, SpaceError, Template, Time, Tuple,
-    parse_template, parse_tuple,
+    CapacityPolicy, DeliveryKind, Space, SpaceConfig, SpaceError, Time, Tuple, parse_template,
+    parse_tuple,
 };
 use proptest::prelude::*;
+
+mod model;
+use model::{Pat, pat};
 
 const CAPACITY: usize = 6;
 
@@ -31,24 +34,6 @@ enum Step {
     Take(usize),
     Cancel(usize),
     Renew(usize, Option<u16>),
-}
-
-/// A template `(k | ?, v | ?)`.
-#[derive(Clone, Copy, Debug)]
-struct Pat(Option<u8>, Option<u8>);
-
-impl Pat {
-    fn template(self) -> Template {
-        let f = |x: Option<u8>| x.map_or_else(|| "?".to_owned(), |x| x.to_string());
-        parse_template(&format!("({}, {})", f(self.0), f(self.1))).unwrap()
-    }
-    fn matches(self, (k, v): (u8, u8)) -> bool {
-        self.0.is_none_or(|x| x == k) && self.1.is_none_or(|x| x == v)
-    }
-}
-
-fn pat() -> impl Strategy<Value = Pat> {
-    (proptest::option::of(0u8..3), proptest::option::of(0u8..3)).prop_map(|(a, b)| Pat(a, b))
 }
 
 fn step() -> impl Strategy<Value = Step> {
