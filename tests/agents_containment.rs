@@ -6,8 +6,8 @@
 
 mod common;
 
-use common::{beets_bin, free_port, stdout_lines};
-use std::process::{Child, Command, Stdio};
+use common::{beets_bin, free_port, spawn_udp_node, stdout_lines};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -27,25 +27,7 @@ struct NodeProc {
 
 impl NodeProc {
     fn start(port: u16, extra: &[&str]) -> NodeProc {
-        let mut child = Command::new(beets_bin())
-            .args([
-                "node",
-                "--udp",
-                "--name",
-                "dut",
-                "--port",
-                &port.to_string(),
-            ])
-            .args(["--broadcast", "127.255.255.255"])
-            .args(extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("NODE_LOG").unwrap_or("error".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start beets node");
+        let mut child = spawn_udp_node(port, extra);
         let lines = stdout_lines(&mut child);
         NodeProc {
             child,

@@ -10,13 +10,13 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use beets::core::{NodeConfig, Template, Transport, Tuple};
 use beets::udp::{UdpConfig, UdpSpace};
-use common::{beets_bin, free_port, stdout_lines};
+use common::{free_port, spawn_udp_node, stdout_lines};
 
 /// How long any one step may take.
 const STEP: Duration = Duration::from_secs(20);
@@ -30,24 +30,7 @@ struct NodeProc {
 
 impl NodeProc {
     fn start(port: u16, agent: &str) -> NodeProc {
-        let mut child = Command::new(beets_bin())
-            .args([
-                "node",
-                "--udp",
-                "--name",
-                "dut",
-                "--port",
-                &port.to_string(),
-            ])
-            .args(["--broadcast", "127.255.255.255", "--agent", agent])
-            .env(
-                "RUST_LOG",
-                std::env::var("NODE_LOG").unwrap_or("error".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start beets node");
+        let mut child = spawn_udp_node(port, &["--agent", agent]);
         let lines = stdout_lines(&mut child);
         NodeProc {
             child,

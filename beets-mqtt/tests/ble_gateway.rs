@@ -36,6 +36,17 @@ async fn subscribe(h: &SpaceHandle, template: &str) -> mpsc::Receiver<Delivery> 
     h.subscribe(template.parse().unwrap(), 64).await.unwrap()
 }
 
+/// An MQTT node named "server" in the space of `mqtt`, connected.
+async fn mqtt_server(mqtt: MqttConfig, node: NodeConfig, seed: u64) -> MqttSpace {
+    let server = MqttSpace::spawn(mqtt, node, seed).await.unwrap();
+    server.wait_connected(WAIT).await.unwrap();
+    server
+}
+
+fn server_node() -> NodeConfig {
+    NodeConfig::new(Transport::Udp, "server").unwrap()
+}
+
 /// Waits until the gateway's counters satisfy `check` (polled: they are plain counters), at
 /// most [`WAIT`].
 async fn gateway_until(
@@ -87,14 +98,7 @@ async fn a_ble_node_and_an_mqtt_node_share_a_space_through_the_gateway() {
         .seed(7)
         .spawn_sim(&air, SENSOR_ADDR)
         .unwrap();
-    let server = MqttSpace::spawn(
-        mqtt("garden"),
-        NodeConfig::new(Transport::Udp, "server").unwrap(),
-        8,
-    )
-    .await
-    .unwrap();
-    server.wait_connected(WAIT).await.unwrap();
+    let server = mqtt_server(mqtt("garden"), server_node(), 8).await;
 
     // 1. An OUT on BLE reaches the MQTT node, sent by the node id standing for the sensor.
     let mut at_server = subscribe(server.handle(), r#"("LUX", ?, ?int16)"#).await;
@@ -216,14 +220,7 @@ async fn two_gateways_on_one_air_do_not_loop() {
         .seed(3)
         .spawn_sim(&air, SENSOR_ADDR)
         .unwrap();
-    let server = MqttSpace::spawn(
-        mqtt("porch"),
-        NodeConfig::new(Transport::Udp, "server").unwrap(),
-        4,
-    )
-    .await
-    .unwrap();
-    server.wait_connected(WAIT).await.unwrap();
+    let server = mqtt_server(mqtt("porch"), server_node(), 4).await;
     let mut at_sensor = subscribe(sensor.handle(), r#"("CMD", ?str)"#).await;
     server
         .handle()
@@ -293,16 +290,14 @@ async fn fpe_messages_cross_encrypted_and_sealed_ones_are_counted_not_forwarded(
         .seed(11)
         .spawn_sim(&air, SENSOR_ADDR)
         .unwrap();
-    let mut server_cfg = NodeConfig::new(Transport::Udp, "server").unwrap();
+    let mut server_cfg = server_node();
     server_cfg.key = Some(beets_core::FpeKey::from_password("orchard"));
-    let server = MqttSpace::spawn(
+    let server = mqtt_server(
         MqttConfig::new(&broker.url(), "vault").expect("config"),
         server_cfg,
         12,
     )
-    .await
-    .unwrap();
-    server.wait_connected(WAIT).await.unwrap();
+    .await;
     let mut at_server = subscribe(server.handle(), r#"("SOIL", ?int16)"#).await;
     keyed
         .handle()

@@ -32,6 +32,31 @@ pub(crate) fn free_port() -> u16 {
     port
 }
 
+/// Starts `beets node --udp --name dut` on `port` of the loopback broadcast with `extra`
+/// options: stdout piped (see [`stdout_lines`]), stderr shown, `RUST_LOG` from `NODE_LOG`
+/// (default `error`).
+pub(crate) fn spawn_udp_node(port: u16, extra: &[&str]) -> Child {
+    Command::new(beets_bin())
+        .args([
+            "node",
+            "--udp",
+            "--name",
+            "dut",
+            "--port",
+            &port.to_string(),
+        ])
+        .args(["--broadcast", "127.255.255.255"])
+        .args(extra)
+        .env(
+            "RUST_LOG",
+            std::env::var("NODE_LOG").unwrap_or("error".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start beets node")
+}
+
 /// The lines `child` prints on its (piped) stdout, sent on a channel by a reader thread until
 /// the output ends.
 pub(crate) fn stdout_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
